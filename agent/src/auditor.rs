@@ -1,0 +1,234 @@
+//! The [`Auditor`]: the handle producers, consumers and sidecars count messages through.
+
+use std::sync::{Arc, Mutex};
+
+use kaudit_schema::{BucketWidth, EpochMillis, FlushBatch};
+
+use crate::clock::{Clock, SystemClock};
+use crate::extract::{AuditMessage, EventTime};
+use crate::fingerprint::{fingerprint, fingerprint_from_xxh64};
+use crate::rules::TopicRules;
+use crate::table::{Observation, StreamCounters, TallyTable};
+
+/// Counts messages into event-time tallies. Cheap to clone; clones share one table, and every
+/// method may be called from any thread (librdkafka's delivery callbacks included).
+///
+/// ```
+/// use kaudit_agent::{Auditor, AuditorOptions};
+///
+/// let auditor = Auditor::new(AuditorOptions::named("billing"));
+/// auditor.record("orders", "producer", b"order-42", br#"{"amount":1999}"#, Some(1_700_000_000_000));
+/// let batch = auditor.snapshot();
+/// assert_eq!(batch.rows[0].tally.count, 1);
+/// assert_eq!(batch.rows[0].key.bucket_start_ms, 1_699_999_980_000); // the 60 s bucket it falls in
+/// assert!(batch.rows[0].key.agent_id.starts_with("billing-"));
+/// ```
+#[derive(Clone)]
+pub struct Auditor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    table: Mutex<TallyTable>,
+    failures: Mutex<Vec<(String, String, u64)>>,
+    rules: TopicRules,
+    clock: Arc<dyn Clock>,
+    agent_id: String,
+}
+
+/// How to build an [`Auditor`].
+pub struct AuditorOptions {
+    /// Configured agent name; the agent id is this plus an instance id chosen at start.
+    pub name: String,
+    pub bucket_width: BucketWidth,
+    /// How long after a bucket's end it stays open for late messages, in ms.
+    pub close_after_ms: i64,
+    pub rules: TopicRules,
+    pub clock: Arc<dyn Clock>,
+    /// Fix the instance id (tests); `None` picks a random one.
+    pub instance_id: Option<String>,
+}
+
+impl AuditorOptions {
+    /// Defaults: 60 s buckets, kept open 10 min, key and Kafka timestamp for every topic.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            bucket_width: BucketWidth::DEFAULT,
+            close_after_ms: 600_000,
+            rules: TopicRules::default(),
+            clock: Arc::new(SystemClock),
+            instance_id: None,
+        }
+    }
+}
+
+/// A fresh random instance id: 12 hex digits, unique per agent start for all practical purposes.
+pub fn new_instance_id() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+impl Auditor {
+    pub fn new(options: AuditorOptions) -> Self {
+        let instance = options.instance_id.unwrap_or_else(new_instance_id);
+        let agent_id = format!("{}-{instance}", options.name);
+        let table = TallyTable::new(agent_id.clone(), options.bucket_width, options.close_after_ms);
+        Self {
+            inner: Arc::new(Inner {
+                table: Mutex::new(table),
+                failures: Mutex::default(),
+                rules: options.rules,
+                clock: options.clock,
+                agent_id,
+            }),
+        }
+    }
+
+    /// This agent's id: `name-instance`.
+    pub fn agent_id(&self) -> &str {
+        &self.inner.agent_id
+    }
+
+    /// The clock this auditor reads arrival times from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Count a message given its parts. `event_time` is ms since the epoch; `None` counts it in
+    /// the bucket of its arrival as `no_time`.
+    pub fn record(&self, topic: &str, tier: &str, business_id: &[u8], payload: &[u8], event_time: Option<EpochMillis>) {
+        let obs = Observation {
+            fingerprint: fingerprint(business_id, payload),
+            bytes: payload.len() as u64,
+            event_time: event_time.map_or(EventTime::Missing, crate::extract::from_epoch_number),
+            malformed_id: false,
+        };
+        self.observe(topic, tier, obs);
+    }
+
+    /// Count a Kafka message, extracting id and event time by the rule for its topic.
+    #[inline]
+    pub fn record_message<M: AuditMessage + ?Sized>(&self, topic: &str, tier: &str, msg: &M) {
+        let obs = self.observation(topic, msg);
+        self.observe(topic, tier, obs);
+    }
+
+    /// Extract and fingerprint `msg` by its topic's rule, without counting it yet.
+    #[inline]
+    pub fn observation<M: AuditMessage + ?Sized>(&self, topic: &str, msg: &M) -> Observation {
+        let extracted = self.inner.rules.rule_for(topic).extract(msg);
+        let payload = msg.payload();
+        Observation {
+            fingerprint: fingerprint(&extracted.business_id, payload),
+            bytes: payload.len() as u64,
+            event_time: extracted.event_time,
+            malformed_id: extracted.malformed_id,
+        }
+    }
+
+    /// The extraction rule that applies to `topic`.
+    pub fn rule_for(&self, topic: &str) -> &crate::extract::ExtractRule {
+        self.inner.rules.rule_for(topic)
+    }
+
+    /// Count a message already hashed elsewhere (the ingest endpoint for non-Rust apps).
+    pub fn record_hashed(&self, topic: &str, tier: &str, business_id: &[u8], payload_xxh64: u64, bytes: u64, event_time: EventTime) {
+        let obs = Observation {
+            fingerprint: fingerprint_from_xxh64(business_id, payload_xxh64),
+            bytes,
+            event_time,
+            malformed_id: false,
+        };
+        self.observe(topic, tier, obs);
+    }
+
+    /// Count one message whose fingerprint is already known.
+    #[inline]
+    pub fn observe(&self, topic: &str, tier: &str, obs: Observation) {
+        let now = self.inner.clock.now_ms();
+        self.inner.table.lock().expect("tally table poisoned").record(topic, tier, obs, now);
+    }
+
+    /// Note a message that was *not* delivered (a producer's failed delivery report): it is not
+    /// counted as sent, only reported in metrics.
+    pub fn record_failure(&self, topic: &str, tier: &str) {
+        let mut failures = self.inner.failures.lock().expect("failure list poisoned");
+        match failures.iter_mut().find(|(t, r, _)| t == topic && r == tier) {
+            Some(entry) => entry.2 += 1,
+            None => failures.push((topic.to_string(), tier.to_string(), 1)),
+        }
+    }
+
+    /// Cumulative rows of every tally changed since the last snapshot; closes old buckets.
+    pub fn snapshot(&self) -> FlushBatch {
+        let now = self.inner.clock.now_ms();
+        self.inner.table.lock().expect("tally table poisoned").snapshot(now)
+    }
+
+    /// Per-stream counters since the last call, and delivery failures, for metrics.
+    pub fn take_counters(&self) -> (Vec<(String, String, StreamCounters)>, Vec<(String, String, u64)>) {
+        let counters = self.inner.table.lock().expect("tally table poisoned").take_counters();
+        let failures = std::mem::take(&mut *self.inner.failures.lock().expect("failure list poisoned"));
+        (counters, failures)
+    }
+
+    /// Open buckets held in memory.
+    pub fn open_buckets(&self) -> usize {
+        self.inner.table.lock().expect("tally table poisoned").open_buckets()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::extract::OwnedMessage;
+
+    #[test]
+    fn clones_share_one_table_across_threads() {
+        let clock = ManualClock::new(1_000_000);
+        let auditor = Auditor::new(AuditorOptions {
+            clock: Arc::new(clock.clone()),
+            instance_id: Some("i1".into()),
+            ..AuditorOptions::named("app")
+        });
+        let threads: Vec<_> = (0..4)
+            .map(|n| {
+                let a = auditor.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000u32 {
+                        a.record("t", "consumer", format!("{n}-{i}").as_bytes(), b"p", Some(1_000_000));
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let batch = auditor.snapshot();
+        assert_eq!(batch.rows.len(), 1);
+        assert_eq!(batch.rows[0].tally.count, 4000);
+        assert_eq!(batch.rows[0].key.agent_id, "app-i1");
+    }
+
+    #[test]
+    fn records_messages_by_topic_rule_and_failures_apart() {
+        let auditor = Auditor::new(AuditorOptions { clock: Arc::new(ManualClock::new(5_000)), ..AuditorOptions::named("a") });
+        let msg = OwnedMessage { key: Some(b"k".to_vec()), payload: b"hello".to_vec(), timestamp_ms: None, headers: vec![] };
+        auditor.record_message("t", "producer", &msg);
+        auditor.record_failure("t", "producer");
+        auditor.record_failure("t", "producer");
+        let row = &auditor.snapshot().rows[0];
+        assert_eq!((row.tally.count, row.tally.no_time, row.tally.bytes), (1, 1, 5));
+        assert_eq!(row.tally.fp_xor, fingerprint(b"k", b"hello"));
+        let (counters, failures) = auditor.take_counters();
+        assert_eq!(counters[0].2.messages, 1);
+        assert_eq!(failures, vec![("t".to_string(), "producer".to_string(), 2)]);
+    }
+
+    #[test]
+    fn instance_ids_differ_between_starts() {
+        let a = Auditor::new(AuditorOptions::named("x"));
+        let b = Auditor::new(AuditorOptions::named("x"));
+        assert_ne!(a.agent_id(), b.agent_id());
+        assert!(a.agent_id().starts_with("x-"));
+    }
+}

@@ -1,0 +1,182 @@
+//! The `[agent]` section of the configuration file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kaudit_schema::BucketWidth;
+use serde::{Deserialize, Serialize};
+
+use crate::auditor::{Auditor, AuditorOptions};
+use crate::clock::Clock;
+use crate::extract::{BusinessIdSource, EventTimeSource, ExtractRule};
+use crate::flusher::FlusherOptions;
+use crate::rules::TopicRules;
+
+/// Agent settings. Every field has a default, so an empty `[agent]` section is valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Agent name. Its id in the store is `name-<instance id>`, the instance id chosen at start,
+    /// so a restarted agent never overwrites its predecessor's rows. Letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// Event-time bucket width, ms. Default 60000 (60 s). Every agent and tier of a pipeline must
+    /// use the same width for their tallies to be comparable.
+    pub bucket_width_ms: u64,
+    /// How often open tallies are written to the store, ms. Default 5000 (5 s). Store writes per
+    /// second are (topics × tiers × open buckets) / flush interval, whatever the message rate.
+    pub flush_interval_ms: u64,
+    /// How long after a bucket's end it is kept in memory for late messages, ms. Default 600000
+    /// (10 min). Later messages are still counted, in a separate late row.
+    pub close_after_ms: u64,
+    /// Flush batches kept in memory while the store is unreachable before spilling to the
+    /// spool. Default 64.
+    pub max_queued_batches: usize,
+    /// Directory of the on-disk spool. Default `<data_dir>/spool/<name>`.
+    pub spool_dir: Option<PathBuf>,
+    /// Bound on the spool's size, bytes. Default 268435456 (256 MiB). Past it the spool compacts
+    /// to the newest row per key; if that is still too big, the oldest batches are dropped,
+    /// logged at ERROR and counted in `kaudit_agent_spool_dropped_rows_total`.
+    pub spool_max_bytes: u64,
+    /// How long shutdown keeps retrying the store before leaving the backlog in the spool, ms.
+    /// Default 10000.
+    pub shutdown_timeout_ms: u64,
+    /// Extraction rules by topic pattern, first match wins. Default: every topic (`*`) uses the
+    /// message key and the Kafka timestamp.
+    pub topics: Vec<TopicRuleConfig>,
+}
+
+/// How to read business id and event time for the topics matching `pattern`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicRuleConfig {
+    /// Glob over topic names: `*`, `orders.*`, `{payments,refunds}-v2`.
+    pub pattern: String,
+    /// `key` (default), `header:NAME` or `json:/POINTER`.
+    #[serde(default)]
+    pub business_id: BusinessIdSource,
+    /// `kafka_timestamp` (default), `header:NAME` or `json:/POINTER`; seconds or milliseconds
+    /// since the epoch, told apart by magnitude.
+    #[serde(default)]
+    pub event_time: EventTimeSource,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            name: "kaudit".into(),
+            bucket_width_ms: 60_000,
+            flush_interval_ms: 5_000,
+            close_after_ms: 600_000,
+            max_queued_batches: 64,
+            spool_dir: None,
+            spool_max_bytes: 256 << 20,
+            shutdown_timeout_ms: 10_000,
+            topics: Vec::new(),
+        }
+    }
+}
+
+/// One problem found in a configuration, at a dotted key path such as `agent.topics[1].pattern`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigIssue {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { path: path.into(), message: message.into() }
+    }
+}
+
+impl AgentConfig {
+    /// Every problem with these settings (not just the first), under `prefix` (e.g. `agent`).
+    pub fn validate(&self, prefix: &str) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let at = |key: &str| format!("{prefix}.{key}");
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            issues.push(ConfigIssue::new(at("name"), format!("{:?} must be non-empty letters, digits, '.', '_' or '-'", self.name)));
+        }
+        if BucketWidth::from_millis(self.bucket_width_ms).is_none() {
+            issues.push(ConfigIssue::new(at("bucket_width_ms"), "must be at least 1 ms"));
+        }
+        if self.flush_interval_ms < 10 {
+            issues.push(ConfigIssue::new(at("flush_interval_ms"), "must be at least 10 ms"));
+        }
+        if self.max_queued_batches == 0 {
+            issues.push(ConfigIssue::new(at("max_queued_batches"), "must be at least 1"));
+        }
+        if self.spool_max_bytes < 64 << 10 {
+            issues.push(ConfigIssue::new(at("spool_max_bytes"), "must be at least 65536 bytes"));
+        }
+        for (i, rule) in self.topics.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(&rule.pattern) {
+                issues.push(ConfigIssue::new(format!("{prefix}.topics[{i}].pattern"), format!("invalid glob: {}", e.kind())));
+            }
+        }
+        issues
+    }
+
+    /// The topic rules. Call after [`AgentConfig::validate`] returned no issue.
+    pub fn topic_rules(&self) -> TopicRules {
+        let rules = self.topics.iter().map(|r| {
+            (r.pattern.clone(), ExtractRule { business_id: r.business_id.clone(), event_time: r.event_time.clone() })
+        });
+        TopicRules::new(rules).expect("patterns were validated")
+    }
+
+    /// An auditor with these settings. Call after [`AgentConfig::validate`] returned no issue.
+    pub fn auditor(&self, clock: Arc<dyn Clock>) -> Auditor {
+        Auditor::new(AuditorOptions {
+            name: self.name.clone(),
+            bucket_width: BucketWidth::from_millis(self.bucket_width_ms).expect("validated"),
+            close_after_ms: self.close_after_ms as i64,
+            rules: self.topic_rules(),
+            clock,
+            instance_id: None,
+        })
+    }
+
+    pub fn flusher_options(&self) -> FlusherOptions {
+        FlusherOptions {
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            max_queued_batches: self.max_queued_batches,
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+        }
+    }
+
+    /// Where this agent spools, given the data directory.
+    pub fn spool_dir(&self, data_dir: &Path) -> PathBuf {
+        self.spool_dir.clone().unwrap_or_else(|| data_dir.join("spool").join(&self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = AgentConfig::default();
+        assert!(c.validate("agent").is_empty());
+        assert_eq!((c.bucket_width_ms, c.flush_interval_ms), (60_000, 5_000));
+        assert_eq!(c.spool_dir(Path::new("/d")), PathBuf::from("/d/spool/kaudit"));
+    }
+
+    #[test]
+    fn validation_reports_every_problem_with_its_path() {
+        let c = AgentConfig {
+            name: "bad name".into(),
+            bucket_width_ms: 0,
+            max_queued_batches: 0,
+            topics: vec![
+                TopicRuleConfig { pattern: "ok.*".into(), business_id: Default::default(), event_time: Default::default() },
+                TopicRuleConfig { pattern: "[".into(), business_id: Default::default(), event_time: Default::default() },
+            ],
+            ..AgentConfig::default()
+        };
+        let paths: Vec<String> = c.validate("agent").into_iter().map(|i| i.path).collect();
+        assert_eq!(paths, ["agent.name", "agent.bucket_width_ms", "agent.max_queued_batches", "agent.topics[1].pattern"]);
+    }
+}

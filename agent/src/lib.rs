@@ -1,0 +1,48 @@
+//! kaudit's agent: counts every message a producer, consumer or tap sees into event-time tallies
+//! and writes them, cumulatively and idempotently, to a store.
+//!
+//! * [`fingerprint`]: `xxh64(payload) XOR (crc32c(business_id) << 16)`.
+//! * [`extract`]: business id and event time from key, headers or JSON, never panicking on input.
+//! * [`table`]: open tallies per (topic, tier, bucket), closing old buckets and handling late
+//!   messages without ever lowering a stored row.
+//! * [`Auditor`]: the cheap, shareable handle; [`kafka`] wraps rdkafka producers and consumers.
+//! * [`flusher`] and [`spool`]: periodic cumulative upserts, with an in-memory queue and a
+//!   bounded on-disk spool while the store is down.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use kaudit_agent::{Auditor, AuditorOptions, ManualClock};
+//!
+//! let clock = ManualClock::new(1_700_000_030_000);
+//! let auditor = Auditor::new(AuditorOptions { clock: Arc::new(clock.clone()), ..AuditorOptions::named("docs") });
+//! auditor.record("orders", "consumer", b"order-1", b"{}", Some(1_700_000_029_000));
+//! auditor.record("orders", "consumer", b"order-2", b"{}", None); // no event time: arrival bucket
+//! let rows = auditor.snapshot().rows;
+//! assert_eq!(rows.len(), 1);
+//! assert_eq!((rows[0].tally.count, rows[0].tally.no_time), (2, 1));
+//! let p50 = rows[0].tally.latency.quantile(0.5).unwrap();
+//! assert!((990..=1010).contains(&p50)); // 1000 ms, within the sketch's 1 %
+//! ```
+
+pub mod auditor;
+pub mod clock;
+pub mod config;
+pub mod extract;
+pub mod fingerprint;
+pub mod flusher;
+pub mod kafka;
+pub mod metrics;
+pub mod rules;
+pub mod runtime;
+pub mod spool;
+pub mod table;
+
+pub use auditor::{Auditor, AuditorOptions};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{AgentConfig, ConfigIssue, TopicRuleConfig};
+pub use extract::{AuditMessage, EventTime, OwnedMessage};
+pub use fingerprint::fingerprint;
+pub use flusher::{FlushReport, Flusher, FlusherOptions};
+pub use metrics::AgentMetrics;
+pub use runtime::AgentHandle;
+pub use spool::Spool;

@@ -1,0 +1,1 @@
+//! Alert model, outbox and sinks (built in a later issue).

@@ -1,0 +1,25 @@
+//! The audit record model at rest.
+//!
+//! A [`Tally`] summarises every message one agent saw for one (topic, event-time bucket, tier):
+//! counts, bytes, two order-independent fingerprint aggregates and a mergeable latency sketch.
+//! Tallies merge associatively and commutatively, so any number of agents and any regrouping of
+//! buckets give the same answer.
+//!
+//! Stores hold *cumulative* tallies only (the exactly-once rule in DESIGN.md): an agent writes the
+//! full value of a row every time, tagged with a per-agent version that only grows, so a retry, a
+//! replay or a reordered write can never lower a row. This crate's pure parts ([`bucket`],
+//! [`tally`], [`sketch`]) do no I/O; [`store`] is the trait and [`sqlite`] its embedded backend.
+
+pub mod bucket;
+pub mod sketch;
+pub mod sqlite;
+pub mod store;
+pub mod tally;
+pub mod url;
+
+pub use bucket::{BucketWidth, EpochMillis};
+pub use sketch::LatencySketch;
+pub use sqlite::SqliteStore;
+pub use store::{FlushBatch, OffsetRow, Store, StoreError, TallyKey, TallyRow};
+pub use tally::Tally;
+pub use url::{StoreUrl, StoreUrlError};

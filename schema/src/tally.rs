@@ -1,0 +1,114 @@
+//! Per-bucket tallies and their merge.
+
+use serde::{Deserialize, Serialize};
+
+use crate::sketch::LatencySketch;
+
+/// Everything one agent counted for one (topic, bucket, tier).
+///
+/// `fp_xor` and `fp_sum` aggregate message fingerprints in an order-independent way: with equal
+/// counts, a differing aggregate means a message was replaced or altered; with exactly one message
+/// lost, `upstream.fp_sum - downstream.fp_sum` is its fingerprint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Messages counted, including those with a missing or malformed event time.
+    pub count: u64,
+    /// Payload bytes counted.
+    pub bytes: u64,
+    /// XOR of fingerprints.
+    pub fp_xor: u64,
+    /// Wrapping sum of fingerprints.
+    pub fp_sum: u64,
+    /// Messages without an event time, counted in the bucket of their arrival time.
+    pub no_time: u64,
+    /// Messages whose event time could not be parsed, counted in the bucket of their arrival time.
+    pub malformed: u64,
+    /// `arrival_time - event_time` of messages that had a valid event time, in milliseconds.
+    pub latency: LatencySketch,
+}
+
+impl Tally {
+    /// Count one message with fingerprint `fp` and `bytes` of payload.
+    #[inline]
+    pub fn add(&mut self, fp: u64, bytes: u64) {
+        self.count += 1;
+        self.bytes += bytes;
+        self.fp_xor ^= fp;
+        self.fp_sum = self.fp_sum.wrapping_add(fp);
+    }
+
+    /// Fold `other` into `self`. Associative and commutative, with `Tally::default()` as identity.
+    pub fn merge(&mut self, other: &Tally) {
+        self.count += other.count;
+        self.bytes += other.bytes;
+        self.fp_xor ^= other.fp_xor;
+        self.fp_sum = self.fp_sum.wrapping_add(other.fp_sum);
+        self.no_time += other.no_time;
+        self.malformed += other.malformed;
+        self.latency.merge(&other.latency);
+    }
+
+    /// Merge of any number of tallies.
+    pub fn merged<'a>(tallies: impl IntoIterator<Item = &'a Tally>) -> Tally {
+        tallies.into_iter().fold(Tally::default(), |mut acc, t| {
+            acc.merge(t);
+            acc
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_tally() -> impl Strategy<Value = Tally> {
+        prop::collection::vec((any::<u64>(), 0u64..10_000, prop::option::of(-10i64..100_000), 0u8..3), 0..40)
+            .prop_map(|msgs| {
+                let mut t = Tally::default();
+                for (fp, bytes, lat, kind) in msgs {
+                    t.add(fp, bytes);
+                    match (kind, lat) {
+                        (1, _) => t.no_time += 1,
+                        (2, _) => t.malformed += 1,
+                        (_, Some(l)) => t.latency.record(l),
+                        _ => {}
+                    }
+                }
+                t
+            })
+    }
+
+    proptest! {
+        /// Invariant: merge is commutative.
+        #[test]
+        fn merge_commutes(a in arb_tally(), b in arb_tally()) {
+            let mut ab = a.clone(); ab.merge(&b);
+            let mut ba = b.clone(); ba.merge(&a);
+            prop_assert_eq!(ab, ba);
+        }
+
+        /// Invariant: merge is associative, and the default tally is its identity.
+        #[test]
+        fn merge_associates(a in arb_tally(), b in arb_tally(), c in arb_tally()) {
+            let mut left = a.clone(); left.merge(&b); left.merge(&c);
+            let mut bc = b.clone(); bc.merge(&c);
+            let mut right = a.clone(); right.merge(&bc);
+            prop_assert_eq!(&left, &right);
+            let mut with_identity = left.clone(); with_identity.merge(&Tally::default());
+            prop_assert_eq!(with_identity, left);
+        }
+    }
+
+    #[test]
+    fn one_lost_message_is_named_by_sum_difference() {
+        let fps = [0xdead_beef_u64, u64::MAX - 3, 42, 0x1234_5678_9abc_def0];
+        let mut up = Tally::default();
+        fps.iter().for_each(|fp| up.add(*fp, 10));
+        let mut down = Tally::default();
+        fps.iter().filter(|fp| **fp != 42).for_each(|fp| down.add(*fp, 10));
+        assert_eq!(up.fp_sum.wrapping_sub(down.fp_sum), 42);
+        assert_eq!(up.fp_xor ^ down.fp_xor, 42);
+        assert_eq!(up.count - down.count, 1);
+    }
+}

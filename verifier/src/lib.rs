@@ -1,0 +1,1 @@
+//! Tier comparison, CUSUM detection and the query API (built in a later issue).
