@@ -1,1 +1,6 @@
-//! Tier comparison, CUSUM detection and the query API (built in a later issue).
+//! kaudit's verifier. This crate starts with the pure tier comparison (DESIGN.md's verdict
+//! table); watermarking, CUSUM detection and the query API build on it.
+
+pub mod compare;
+
+pub use compare::{Verdict, compare};

@@ -1,0 +1,258 @@
+//! Mapping serde errors and validation findings back to keys and lines of a TOML file.
+
+use std::ops::Range;
+use std::path::Path;
+
+use kaudit_agent::ConfigIssue;
+use serde::de::DeserializeOwned;
+use toml_edit::{Document, DocumentMut, Item, Table, Value};
+
+use super::{ConfigError, Problem};
+
+/// A key path: `agent.topics[1].pattern` is `[Key(agent), Key(topics), Index(1), Key(pattern)]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyPath(pub Vec<Segment>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl std::fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            match s {
+                Segment::Key(k) if k.contains('.') => write!(f, "{}\"{k}\"", if i > 0 { "." } else { "" })?,
+                Segment::Key(k) => write!(f, "{}{k}", if i > 0 { "." } else { "" })?,
+                Segment::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KeyPath {
+    /// Parse the form [`Display`](std::fmt::Display) writes.
+    pub fn parse(text: &str) -> KeyPath {
+        let mut segs = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            rest = rest.strip_prefix('.').unwrap_or(rest);
+            if let Some(r) = rest.strip_prefix('"') {
+                let end = r.find('"').unwrap_or(r.len());
+                segs.push(Segment::Key(r[..end].to_string()));
+                rest = r.get(end + 1..).unwrap_or("");
+            } else if let Some(r) = rest.strip_prefix('[') {
+                let end = r.find(']').unwrap_or(r.len());
+                segs.push(Segment::Index(r[..end].parse().unwrap_or(0)));
+                rest = r.get(end + 1..).unwrap_or("");
+            } else {
+                let end = rest.find(['.', '[']).unwrap_or(rest.len());
+                segs.push(Segment::Key(rest[..end].to_string()));
+                rest = &rest[end..];
+            }
+        }
+        KeyPath(segs)
+    }
+}
+
+fn contains(span: &Option<Range<usize>>, at: usize) -> bool {
+    span.as_ref().is_some_and(|s| s.start <= at && at < s.end.max(s.start + 1))
+}
+
+/// The deepest key whose key or value span holds byte `at`.
+fn find_in_table(table: &Table, at: usize, path: &mut Vec<Segment>) -> bool {
+    for (k, item) in table.iter() {
+        path.push(Segment::Key(k.to_string()));
+        if find_in_item(item, at, path) {
+            return true;
+        }
+        if contains(&table.key(k).and_then(|k| k.span()), at) || contains(&item.span(), at) {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+fn find_in_item(item: &Item, at: usize, path: &mut Vec<Segment>) -> bool {
+    match item {
+        Item::Table(t) => find_in_table(t, at, path),
+        Item::ArrayOfTables(a) => a.iter().enumerate().any(|(i, t)| {
+            path.push(Segment::Index(i));
+            let hit = find_in_table(t, at, path) || contains(&t.span(), at);
+            if !hit {
+                path.pop();
+            }
+            hit
+        }),
+        Item::Value(v) => find_in_value(v, at, path),
+        Item::None => false,
+    }
+}
+
+fn find_in_value(v: &Value, at: usize, path: &mut Vec<Segment>) -> bool {
+    match v {
+        Value::InlineTable(t) => t.iter().any(|(k, v)| {
+            path.push(Segment::Key(k.to_string()));
+            let hit = find_in_value(v, at, path) || contains(&t.key(k).and_then(|k| k.span()), at) || contains(&v.span(), at);
+            if !hit {
+                path.pop();
+            }
+            hit
+        }),
+        Value::Array(a) => a.iter().enumerate().any(|(i, v)| {
+            path.push(Segment::Index(i));
+            let hit = find_in_value(v, at, path) || contains(&v.span(), at);
+            if !hit {
+                path.pop();
+            }
+            hit
+        }),
+        _ => false,
+    }
+}
+
+/// Byte span of the key at `path` (or of its value, or table header), in a spanned document.
+fn span_of(doc: &Table, path: &KeyPath) -> Option<Range<usize>> {
+    let mut item: Option<&Item> = None;
+    let mut table = Some(doc);
+    let mut span = None;
+    for seg in &path.0 {
+        match (seg, item) {
+            (Segment::Key(k), _) if table.is_some() => {
+                let t = table.expect("checked");
+                let (key, it) = t.get_key_value(k)?;
+                span = key.span().or_else(|| it.span()).or(span);
+                item = Some(it);
+            }
+            (Segment::Key(k), Some(Item::Value(Value::InlineTable(t)))) => {
+                let (key, it) = t.get_key_value(k)?;
+                span = key.span().or_else(|| it.span()).or(span);
+                item = Some(it);
+            }
+            (Segment::Index(i), Some(Item::ArrayOfTables(a))) => {
+                let t = a.get(*i)?;
+                span = t.span().or(span);
+                table = Some(t);
+                item = None;
+                continue;
+            }
+            (Segment::Index(i), Some(Item::Value(Value::Array(a)))) => {
+                span = a.get(*i)?.span().or(span);
+                return span;
+            }
+            _ => return span,
+        }
+        table = item.and_then(Item::as_table);
+    }
+    span
+}
+
+fn remove(doc: &mut Table, path: &KeyPath) -> bool {
+    let Some((last, parents)) = path.0.split_last() else { return false };
+    let mut item: Option<&mut Item> = None;
+    for seg in parents {
+        let next = match (seg, item) {
+            (Segment::Key(k), None) => doc.get_mut(k),
+            (Segment::Key(k), Some(it)) => it.get_mut(k.as_str()),
+            (Segment::Index(i), Some(it)) => it.get_mut(*i),
+            (Segment::Index(_), None) => None,
+        };
+        match next {
+            Some(n) => item = Some(n),
+            None => return false,
+        }
+    }
+    match (last, item) {
+        (Segment::Key(k), None) => doc.remove(k).is_some(),
+        (Segment::Key(k), Some(it)) => match it {
+            Item::Table(t) => t.remove(k).is_some(),
+            Item::Value(Value::InlineTable(t)) => t.remove(k).is_some(),
+            _ => false,
+        },
+        (Segment::Index(i), Some(it)) => match it {
+            Item::ArrayOfTables(a) if *i < a.len() => {
+                a.remove(*i);
+                true
+            }
+            Item::Value(Value::Array(a)) if *i < a.len() => {
+                a.remove(*i);
+                true
+            }
+            _ => false,
+        },
+        (Segment::Index(_), None) => false,
+    }
+}
+
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn problem(original: &Document<&str>, text: &str, path: KeyPath, message: String) -> Problem {
+    let span = span_of(original.as_table(), &path);
+    let (line, column) = span.map(|s| line_col(text, s.start)).unzip();
+    Problem { key: path.to_string(), line, column, message }
+}
+
+/// serde's messages say `unknown field `x`, expected one of ...`; keep them, they read well.
+fn clean(message: &str) -> String {
+    message.trim().trim_end_matches('.').replace('\n', " ")
+}
+
+/// Deserialise `text` into `T`, gathering every error with its key and line, then validate.
+pub(super) fn load_all_errors<T: DeserializeOwned>(
+    text: &str,
+    file: &Path,
+    validate: impl Fn(&T) -> Vec<ConfigIssue>,
+) -> Result<T, ConfigError> {
+    let fail = |mut problems: Vec<Problem>| {
+        problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column));
+        ConfigError { file: file.to_path_buf(), problems }
+    };
+    let original = match Document::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
+            return Err(fail(vec![Problem { key: String::new(), line, column, message: clean(e.message()) }]));
+        }
+    };
+    let mut problems = Vec::new();
+    let mut current = text.to_string();
+    for _ in 0..64 {
+        let err = match toml::from_str::<T>(&current) {
+            Ok(config) if problems.is_empty() => {
+                let issues = validate(&config);
+                if issues.is_empty() {
+                    return Ok(config);
+                }
+                let found = issues.into_iter().map(|i| problem(&original, text, KeyPath::parse(&i.path), i.message));
+                return Err(fail(found.collect()));
+            }
+            Ok(config) => {
+                // Semantic findings on what remains, after the structural ones.
+                let issues = validate(&config).into_iter();
+                problems.extend(issues.map(|i| problem(&original, text, KeyPath::parse(&i.path), i.message)));
+                return Err(fail(problems));
+            }
+            Err(e) => e,
+        };
+        let spanned = Document::parse(current.as_str()).expect("re-serialised TOML parses");
+        let mut path = Vec::new();
+        let located = err.span().is_some_and(|s| find_in_table(spanned.as_table(), s.start, &mut path));
+        let path = KeyPath(path);
+        let mut editable: DocumentMut = current.parse().expect("re-serialised TOML parses");
+        if !located || !remove(editable.as_table_mut(), &path) {
+            problems.push(problem(&original, text, path, clean(err.message())));
+            return Err(fail(problems));
+        }
+        problems.push(problem(&original, text, path, clean(err.message())));
+        current = editable.to_string();
+    }
+    Err(fail(problems))
+}

@@ -1,0 +1,134 @@
+//! The kaudit configuration file (TOML): loading, validation, and errors that name file, line and key.
+//!
+//! Loading reports *every* problem at once. serde stops at the first error, so the loader runs it
+//! in a loop: each error's span is mapped back to its key path, the key is set aside, and the
+//! document is deserialised again, until it goes through; then semantic validation adds its own
+//! findings. Every finding is reported against the line of the key in the original file.
+
+mod locate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use kaudit_agent::{AgentConfig, ConfigIssue};
+use kaudit_schema::StoreUrl;
+use serde::{Deserialize, Serialize};
+
+pub use locate::KeyPath;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KauditConfig {
+    /// Directory for embedded state: the SQLite database and the agents' spools.
+    /// Default `kaudit-data` (relative to the working directory).
+    pub data_dir: PathBuf,
+    /// Where tallies are stored: `sqlite:///path/audit.db` or `scylla://host:9042[,host...]`.
+    /// Default `sqlite://<data_dir>/audit.db`.
+    pub store: Option<String>,
+    /// The agent: naming, buckets, flushing, spool and extraction rules.
+    pub agent: AgentConfig,
+    /// The Kafka cluster agents tap or the demo talks to.
+    pub kafka: KafkaConfig,
+}
+
+/// Kafka connection settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]` of the cluster. No default.
+    pub bootstrap_servers: Option<String>,
+    /// Extra librdkafka properties passed through as they are (`"security.protocol" = "SASL_SSL"`).
+    /// Keys that kaudit sets from its own options (`bootstrap.servers`) are rejected.
+    pub options: BTreeMap<String, String>,
+}
+
+/// librdkafka properties that first-class options own.
+const RESERVED_KAFKA_OPTIONS: &[(&str, &str)] = &[("bootstrap.servers", "kafka.bootstrap_servers")];
+
+impl Default for KauditConfig {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("kaudit-data"), store: None, agent: AgentConfig::default(), kafka: KafkaConfig::default() }
+    }
+}
+
+impl KauditConfig {
+    /// The store URL, defaulted under the data directory.
+    pub fn store_url(&self) -> Result<StoreUrl, kaudit_schema::StoreUrlError> {
+        match &self.store {
+            Some(url) => url.parse(),
+            None => Ok(StoreUrl::Sqlite(self.data_dir.join("audit.db"))),
+        }
+    }
+
+    /// Every semantic problem (types and unknown keys are caught while loading).
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = self.agent.validate("agent");
+        if let Err(e) = self.store_url() {
+            issues.push(ConfigIssue::new("store", e.reason));
+        }
+        for (key, owner) in RESERVED_KAFKA_OPTIONS {
+            if self.kafka.options.contains_key(*key) {
+                issues.push(ConfigIssue::new(format!("kafka.options.\"{key}\""), format!("set it with `{owner}` instead")));
+            }
+        }
+        issues
+    }
+
+    /// Load and validate `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            problems: vec![Problem { key: String::new(), line: None, column: None, message: format!("cannot read: {e}") }],
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parse and validate `text`, naming `file` in errors.
+    pub fn from_toml(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        locate::load_all_errors::<KauditConfig>(text, file, KauditConfig::validate)
+    }
+}
+
+/// Everything wrong with one configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+/// One problem, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `agent.topics[1].pattern`; empty for the file as a whole.
+    pub key: String,
+    /// 1-based line and column, where the key is in the file.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(f, "{}: {n} configuration error{}", self.file.display(), if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "  {}", self.file.display())?;
+            if let Some(line) = p.line {
+                write!(f, ":{line}:{}", p.column.unwrap_or(1))?;
+            }
+            if p.key.is_empty() {
+                writeln!(f, ": {}", p.message)?;
+            } else {
+                writeln!(f, ": key `{}`: {}", p.key, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,82 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn every_example_in_config_dir_loads() {
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(repo().join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let config = KauditConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!config.agent.name.is_empty());
+            loaded += 1;
+        }
+    }
+    assert!(loaded >= 2, "expected the example configs, found {loaded}");
+}
+
+#[test]
+fn example_values_are_read() {
+    let config = KauditConfig::load(&repo().join("config/kaudit.example.toml")).unwrap();
+    assert_eq!(config.agent.name, "checkout-producer");
+    assert_eq!(config.agent.topics.len(), 2);
+    assert_eq!(config.agent.topics[0].business_id.to_string(), "json:/order_id");
+    assert_eq!(config.kafka.options.get("client.id").map(String::as_str), Some("kaudit"));
+    assert_eq!(config.store_url().unwrap(), StoreUrl::Sqlite(PathBuf::from("kaudit-data/audit.db")));
+}
+
+#[test]
+fn wrongkey_reports_every_error_with_key_file_and_line() {
+    let path = repo().join("config/invalid/wrongkey.toml");
+    let err = KauditConfig::load(&path).unwrap_err();
+    let found: Vec<(&str, Option<usize>)> = err.problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        found,
+        vec![
+            ("agent.flush_intervl_ms", Some(4)),
+            ("agent.bucket_width_ms", Some(5)),
+            ("agent.topics[0].pattern", Some(8)),
+            ("agent.topics[1].event_time", Some(12)),
+            ("kafka.options.\"bootstrap.servers\"", Some(15)),
+        ],
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("wrongkey.toml:4:1: key `agent.flush_intervl_ms`: unknown field `flush_intervl_ms`"), "{text}");
+    assert!(text.contains("must start with '/'"), "{text}");
+    assert!(text.contains("5 configuration errors"), "{text}");
+}
+
+#[test]
+fn syntax_errors_point_at_the_line() {
+    let err = KauditConfig::from_toml("[agent]\nname = \"x\"\nbucket_width_ms = = 5\n", Path::new("bad.toml")).unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert_eq!(err.problems[0].line, Some(3));
+    assert!(err.to_string().starts_with("bad.toml: 1 configuration error"));
+}
+
+#[test]
+fn semantic_errors_alone_are_located_too() {
+    let text = "store = \"postgres://db\"\n\n[agent]\nbucket_width_ms = 0\n";
+    let err = KauditConfig::from_toml(text, Path::new("c.toml")).unwrap_err();
+    let found: Vec<_> = err.problems.iter().map(|p| (p.key.clone(), p.line)).collect();
+    assert_eq!(found, vec![("store".to_string(), Some(1)), ("agent.bucket_width_ms".to_string(), Some(4))]);
+}
+
+#[test]
+fn empty_file_is_all_defaults() {
+    let config = KauditConfig::from_toml("", Path::new("empty.toml")).unwrap();
+    assert_eq!(config, KauditConfig::default());
+}
+
+#[test]
+fn key_paths_round_trip() {
+    for p in ["agent.topics[1].pattern", "kafka.options.\"bootstrap.servers\"", "store"] {
+        assert_eq!(KeyPath::parse(p).to_string(), p);
+    }
+}

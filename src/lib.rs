@@ -1,0 +1,6 @@
+//! The `kaudit` command: configuration loading and the subcommands behind the thin `main`.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod report;

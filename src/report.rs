@@ -1,0 +1,136 @@
+//! Per-bucket, per-tier tables of stored tallies, with each tier's verdict against its upstream.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use kaudit_schema::{EpochMillis, Tally, TallyRow};
+use kaudit_verifier::{Verdict, compare};
+
+/// Tallies of one bucket merged per tier, with how many agent rows went into each.
+pub type BucketTiers = BTreeMap<String, (Tally, usize)>;
+
+/// Merge stored rows per (bucket, tier) across agents.
+pub fn merge_by_tier(rows: &[TallyRow]) -> BTreeMap<EpochMillis, BucketTiers> {
+    let mut out: BTreeMap<EpochMillis, BucketTiers> = BTreeMap::new();
+    for row in rows {
+        let entry = out.entry(row.key.bucket_start_ms).or_default().entry(row.key.tier.clone()).or_default();
+        entry.0.merge(&row.tally);
+        entry.1 += 1;
+    }
+    out
+}
+
+/// Verdict of every downstream tier of `tiers` (in pipeline order) against the tier before it.
+pub fn verdicts(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> Vec<(EpochMillis, String, Verdict)> {
+    let empty = Tally::default();
+    let mut out = Vec::new();
+    for (bucket, by_tier) in merged {
+        for pair in tiers.windows(2) {
+            let up = by_tier.get(pair[0]).map_or(&empty, |t| &t.0);
+            let down = by_tier.get(pair[1]).map_or(&empty, |t| &t.0);
+            out.push((*bucket, pair[1].to_string(), compare(up, down)));
+        }
+    }
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC (Howard Hinnant's civil-from-days).
+pub fn utc(ms: EpochMillis) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    match v {
+        Verdict::Complete => "complete".into(),
+        Verdict::Loss { missing, fingerprint: Some(fp) } => format!("LOSS {missing} (fingerprint {fp:016x})"),
+        Verdict::Loss { missing, fingerprint: None } => format!("LOSS {missing}"),
+        Verdict::Duplicates { extra } => format!("DUPLICATES {extra}"),
+        Verdict::ContentMismatch => "CONTENT MISMATCH".into(),
+    }
+}
+
+/// The table: one line per (bucket, tier), tiers in pipeline order.
+pub fn render(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> String {
+    let verdicts: BTreeMap<(EpochMillis, String), Verdict> =
+        verdicts(merged, tiers).into_iter().map(|(b, t, v)| ((b, t), v)).collect();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<19}  {:<18} {:>9} {:>11} {:>7} {:>9} {:>7} {:>7}  {}",
+        "bucket (UTC)", "tier", "count", "bytes", "no_time", "malformed", "p50 ms", "p99 ms", "vs upstream"
+    );
+    for (bucket, by_tier) in merged {
+        for tier in tiers {
+            let Some((t, _agents)) = by_tier.get(*tier) else {
+                let _ = writeln!(out, "{:<19}  {:<18} {:>9}", utc(*bucket), tier, "no rows");
+                continue;
+            };
+            let q = t.latency.quantiles();
+            let verdict = verdicts.get(&(*bucket, tier.to_string())).map_or("-".to_string(), verdict_text);
+            let _ = writeln!(
+                out,
+                "{:<19}  {:<18} {:>9} {:>11} {:>7} {:>9} {:>7} {:>7}  {}",
+                utc(*bucket),
+                tier,
+                t.count,
+                t.bytes,
+                t.no_time,
+                t.malformed,
+                q.map_or("-".into(), |q| q.p50.to_string()),
+                q.map_or("-".into(), |q| q.p99.to_string()),
+                verdict
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kaudit_schema::TallyKey;
+
+    fn row(bucket: i64, tier: &str, agent: &str, fps: &[u64]) -> TallyRow {
+        let mut tally = Tally::default();
+        fps.iter().for_each(|f| tally.add(*f, 10));
+        let key = TallyKey { topic: "t".into(), bucket_start_ms: bucket, tier: tier.into(), agent_id: agent.into() };
+        TallyRow { key, bucket_width_ms: 60_000, version: 1, tally }
+    }
+
+    #[test]
+    fn merges_agents_and_compares_tiers() {
+        let rows = vec![
+            row(0, "producer", "p1", &[1, 2]),
+            row(0, "producer", "p2", &[3]),
+            row(0, "consumer", "c1", &[1, 3]),
+            row(60_000, "producer", "p1", &[5]),
+            row(60_000, "consumer", "c1", &[5]),
+        ];
+        let merged = merge_by_tier(&rows);
+        assert_eq!(merged[&0]["producer"].1, 2);
+        let v = verdicts(&merged, &["producer", "consumer"]);
+        assert_eq!(v[0], (0, "consumer".to_string(), Verdict::Loss { missing: 1, fingerprint: Some(2) }));
+        assert_eq!(v[1].2, Verdict::Complete);
+        let table = render(&merged, &["producer", "consumer"]);
+        assert!(table.contains("LOSS 1 (fingerprint 0000000000000002)"), "{table}");
+        assert_eq!(table.lines().count(), 5);
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(1_700_000_000_000), "2023-11-14 22:13:20");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+    }
+}
