@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use kaudit_agent::kafka::{AuditedStreamConsumer, AuditingProducerContext};
-use kaudit_agent::{AgentHandle, AgentMetrics, Auditor, Clock, Spool, SystemClock, TopicRuleConfig};
+use kaudit_agent::{
+    AgentHandle, AgentMetrics, Auditor, Clock, Spool, SystemClock, TopicRuleConfig,
+};
 use kaudit_schema::sqlite::SqliteOptions;
 use kaudit_schema::{SqliteStore, Store, StoreUrl};
 use kaudit_verifier::Verdict;
@@ -57,7 +59,11 @@ pub struct DemoOutcome {
 
 impl DemoOutcome {
     pub fn complete(&self) -> bool {
-        !self.verdicts.is_empty() && self.verdicts.iter().all(|(_, _, v)| *v == Verdict::Complete)
+        !self.verdicts.is_empty()
+            && self
+                .verdicts
+                .iter()
+                .all(|(_, _, v)| *v == Verdict::Complete)
     }
 }
 
@@ -74,11 +80,19 @@ pub fn main(args: DemoArgs) -> ExitCode {
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let temp = tempfile::tempdir().expect("temporary directory");
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
     match runtime.block_on(run(&args, &config, data_dir)) {
         Ok(outcome) => {
             println!("\n{}", outcome.table);
-            println!("produced {} messages, consumed {}; tallies in {}", outcome.produced, outcome.consumed, outcome.database.display());
+            println!(
+                "produced {} messages, consumed {}; tallies in {}",
+                outcome.produced,
+                outcome.consumed,
+                outcome.database.display()
+            );
             if outcome.complete() {
                 println!("audit: every bucket complete at every tier");
                 ExitCode::SUCCESS
@@ -94,7 +108,12 @@ pub fn main(args: DemoArgs) -> ExitCode {
     }
 }
 
-fn start_agent(config: &KauditConfig, name: &str, store: Arc<dyn Store>, data_dir: &std::path::Path) -> anyhow::Result<AgentHandle> {
+fn start_agent(
+    config: &KauditConfig,
+    name: &str,
+    store: Arc<dyn Store>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<AgentHandle> {
     let mut agent = config.agent.clone();
     agent.name = name.to_string();
     if agent.topics.is_empty() {
@@ -110,21 +129,41 @@ fn start_agent(config: &KauditConfig, name: &str, store: Arc<dyn Store>, data_di
     let auditor = agent.auditor(Arc::new(SystemClock));
     let spool = Spool::open(&agent.spool_dir(data_dir), agent.spool_max_bytes)?;
     let metrics = AgentMetrics::register(&prometheus::Registry::new())?;
-    Ok(AgentHandle::start(auditor, store, Some(spool), agent.flusher_options(), metrics))
+    Ok(AgentHandle::start(
+        auditor,
+        store,
+        Some(spool),
+        agent.flusher_options(),
+        metrics,
+    ))
 }
 
 /// Run the demo with `data_dir` for its state.
-pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> anyhow::Result<DemoOutcome> {
-    let database = match config.store.as_ref().map(|s| s.parse::<StoreUrl>()).transpose()? {
+pub async fn run(
+    args: &DemoArgs,
+    config: &KauditConfig,
+    data_dir: PathBuf,
+) -> anyhow::Result<DemoOutcome> {
+    let database = match config
+        .store
+        .as_ref()
+        .map(|s| s.parse::<StoreUrl>())
+        .transpose()?
+    {
         Some(StoreUrl::Sqlite(path)) => path,
         Some(other) => anyhow::bail!("the demo runs on the embedded SQLite store, not {other}"),
         None => data_dir.join("audit.db"),
     };
     let store = Arc::new(SqliteStore::open(&database, &SqliteOptions::default())?);
     let cluster = MockCluster::new(3).context("starting librdkafka's mock cluster")?;
-    cluster.create_topic(TOPIC, args.partitions, 1).context("creating the demo topic")?;
+    cluster
+        .create_topic(TOPIC, args.partitions, 1)
+        .context("creating the demo topic")?;
     let bootstrap = cluster.bootstrap_servers();
-    eprintln!("mock Kafka cluster on {bootstrap}; topic {TOPIC:?} with {} partitions", args.partitions);
+    eprintln!(
+        "mock Kafka cluster on {bootstrap}; topic {TOPIC:?} with {} partitions",
+        args.partitions
+    );
 
     let producer_agent = start_agent(config, "demo-producer", store.clone(), &data_dir)?;
     let consumer_agent = start_agent(config, "demo-billing", store.clone(), &data_dir)?;
@@ -139,14 +178,24 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
 
     for (name, agent) in [("producer", producer_agent), ("consumer", consumer_agent)] {
         let report = agent.shutdown().await;
-        anyhow::ensure!(report.pending == 0, "{name} agent could not write {} batches", report.pending);
+        anyhow::ensure!(
+            report.pending == 0,
+            "{name} agent could not write {} batches",
+            report.pending
+        );
     }
     let rows = store.read_range(TOPIC, i64::MIN, i64::MAX).await?;
     let merged = crate::report::merge_by_tier(&rows);
     let verdicts = crate::report::verdicts(&merged, &TIERS);
     let table = crate::report::render(&merged, &TIERS);
     drop(cluster);
-    Ok(DemoOutcome { produced, consumed, verdicts, table, database })
+    Ok(DemoOutcome {
+        produced,
+        consumed,
+        verdicts,
+        table,
+        database,
+    })
 }
 
 fn produce(bootstrap: &str, auditor: Auditor, n: u64) -> anyhow::Result<u64> {
@@ -159,7 +208,10 @@ fn produce(bootstrap: &str, auditor: Auditor, n: u64) -> anyhow::Result<u64> {
     for i in 0..n {
         let key = format!("order-{i}");
         let created_at = SystemClock.now_ms();
-        let payload = format!(r#"{{"order_id":"{key}","amount_cents":{},"created_at":{created_at}}}"#, 100 + i % 9_900);
+        let payload = format!(
+            r#"{{"order_id":"{key}","amount_cents":{},"created_at":{created_at}}}"#,
+            100 + i % 9_900
+        );
         let mut record = BaseRecord::to(TOPIC).key(&key).payload(&payload);
         loop {
             match producer.send(record) {
@@ -172,7 +224,9 @@ fn produce(bootstrap: &str, auditor: Auditor, n: u64) -> anyhow::Result<u64> {
             }
         }
     }
-    producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
+    producer
+        .flush(Duration::from_secs(30))
+        .context("flushing the producer")?;
     Ok(n)
 }
 

@@ -13,7 +13,11 @@ pub type BucketTiers = BTreeMap<String, (Tally, usize)>;
 pub fn merge_by_tier(rows: &[TallyRow]) -> BTreeMap<EpochMillis, BucketTiers> {
     let mut out: BTreeMap<EpochMillis, BucketTiers> = BTreeMap::new();
     for row in rows {
-        let entry = out.entry(row.key.bucket_start_ms).or_default().entry(row.key.tier.clone()).or_default();
+        let entry = out
+            .entry(row.key.bucket_start_ms)
+            .or_default()
+            .entry(row.key.tier.clone())
+            .or_default();
         entry.0.merge(&row.tally);
         entry.1 += 1;
     }
@@ -21,7 +25,10 @@ pub fn merge_by_tier(rows: &[TallyRow]) -> BTreeMap<EpochMillis, BucketTiers> {
 }
 
 /// Verdict of every downstream tier of `tiers` (in pipeline order) against the tier before it.
-pub fn verdicts(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> Vec<(EpochMillis, String, Verdict)> {
+pub fn verdicts(
+    merged: &BTreeMap<EpochMillis, BucketTiers>,
+    tiers: &[&str],
+) -> Vec<(EpochMillis, String, Verdict)> {
     let empty = Tally::default();
     let mut out = Vec::new();
     for (bucket, by_tier) in merged {
@@ -47,14 +54,25 @@ pub fn utc(ms: EpochMillis) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn verdict_text(v: &Verdict) -> String {
     match v {
         Verdict::Complete => "complete".into(),
-        Verdict::Loss { missing, fingerprint: Some(fp) } => format!("LOSS {missing} (fingerprint {fp:016x})"),
-        Verdict::Loss { missing, fingerprint: None } => format!("LOSS {missing}"),
+        Verdict::Loss {
+            missing,
+            fingerprint: Some(fp),
+        } => format!("LOSS {missing} (fingerprint {fp:016x})"),
+        Verdict::Loss {
+            missing,
+            fingerprint: None,
+        } => format!("LOSS {missing}"),
         Verdict::Duplicates { extra } => format!("DUPLICATES {extra}"),
         Verdict::ContentMismatch => "CONTENT MISMATCH".into(),
     }
@@ -62,13 +80,15 @@ fn verdict_text(v: &Verdict) -> String {
 
 /// The table: one line per (bucket, tier), tiers in pipeline order.
 pub fn render(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> String {
-    let verdicts: BTreeMap<(EpochMillis, String), Verdict> =
-        verdicts(merged, tiers).into_iter().map(|(b, t, v)| ((b, t), v)).collect();
+    let verdicts: BTreeMap<(EpochMillis, String), Verdict> = verdicts(merged, tiers)
+        .into_iter()
+        .map(|(b, t, v)| ((b, t), v))
+        .collect();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<19}  {:<18} {:>9} {:>11} {:>7} {:>9} {:>7} {:>7}  {}",
-        "bucket (UTC)", "tier", "count", "bytes", "no_time", "malformed", "p50 ms", "p99 ms", "vs upstream"
+        "{:<19}  {:<18} {:>9} {:>11} {:>7} {:>9} {:>7} {:>7}  vs upstream",
+        "bucket (UTC)", "tier", "count", "bytes", "no_time", "malformed", "p50 ms", "p99 ms"
     );
     for (bucket, by_tier) in merged {
         for tier in tiers {
@@ -77,7 +97,9 @@ pub fn render(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> St
                 continue;
             };
             let q = t.latency.quantiles();
-            let verdict = verdicts.get(&(*bucket, tier.to_string())).map_or("-".to_string(), verdict_text);
+            let verdict = verdicts
+                .get(&(*bucket, tier.to_string()))
+                .map_or("-".to_string(), verdict_text);
             let _ = writeln!(
                 out,
                 "{:<19}  {:<18} {:>9} {:>11} {:>7} {:>9} {:>7} {:>7}  {}",
@@ -104,8 +126,18 @@ mod tests {
     fn row(bucket: i64, tier: &str, agent: &str, fps: &[u64]) -> TallyRow {
         let mut tally = Tally::default();
         fps.iter().for_each(|f| tally.add(*f, 10));
-        let key = TallyKey { topic: "t".into(), bucket_start_ms: bucket, tier: tier.into(), agent_id: agent.into() };
-        TallyRow { key, bucket_width_ms: 60_000, version: 1, tally }
+        let key = TallyKey {
+            topic: "t".into(),
+            bucket_start_ms: bucket,
+            tier: tier.into(),
+            agent_id: agent.into(),
+        };
+        TallyRow {
+            key,
+            bucket_width_ms: 60_000,
+            version: 1,
+            tally,
+        }
     }
 
     #[test]
@@ -120,10 +152,23 @@ mod tests {
         let merged = merge_by_tier(&rows);
         assert_eq!(merged[&0]["producer"].1, 2);
         let v = verdicts(&merged, &["producer", "consumer"]);
-        assert_eq!(v[0], (0, "consumer".to_string(), Verdict::Loss { missing: 1, fingerprint: Some(2) }));
+        assert_eq!(
+            v[0],
+            (
+                0,
+                "consumer".to_string(),
+                Verdict::Loss {
+                    missing: 1,
+                    fingerprint: Some(2)
+                }
+            )
+        );
         assert_eq!(v[1].2, Verdict::Complete);
         let table = render(&merged, &["producer", "consumer"]);
-        assert!(table.contains("LOSS 1 (fingerprint 0000000000000002)"), "{table}");
+        assert!(
+            table.contains("LOSS 1 (fingerprint 0000000000000002)"),
+            "{table}"
+        );
         assert_eq!(table.lines().count(), 5);
     }
 

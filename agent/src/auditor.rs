@@ -8,7 +8,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::extract::{AuditMessage, EventTime};
 use crate::fingerprint::{fingerprint, fingerprint_from_xxh64};
 use crate::rules::TopicRules;
-use crate::table::{Observation, StreamCounters, TallyTable};
+use crate::table::{Observation, PerStream, StreamCounters, TallyTable};
 
 /// Counts messages into event-time tallies. Cheap to clone; clones share one table, and every
 /// method may be called from any thread (librdkafka's delivery callbacks included).
@@ -30,7 +30,7 @@ pub struct Auditor {
 
 struct Inner {
     table: Mutex<TallyTable>,
-    failures: Mutex<Vec<(String, String, u64)>>,
+    failures: Mutex<PerStream<u64>>,
     rules: TopicRules,
     clock: Arc<dyn Clock>,
     agent_id: String,
@@ -72,7 +72,11 @@ impl Auditor {
     pub fn new(options: AuditorOptions) -> Self {
         let instance = options.instance_id.unwrap_or_else(new_instance_id);
         let agent_id = format!("{}-{instance}", options.name);
-        let table = TallyTable::new(agent_id.clone(), options.bucket_width, options.close_after_ms);
+        let table = TallyTable::new(
+            agent_id.clone(),
+            options.bucket_width,
+            options.close_after_ms,
+        );
         Self {
             inner: Arc::new(Inner {
                 table: Mutex::new(table),
@@ -96,7 +100,14 @@ impl Auditor {
 
     /// Count a message given its parts. `event_time` is ms since the epoch; `None` counts it in
     /// the bucket of its arrival as `no_time`.
-    pub fn record(&self, topic: &str, tier: &str, business_id: &[u8], payload: &[u8], event_time: Option<EpochMillis>) {
+    pub fn record(
+        &self,
+        topic: &str,
+        tier: &str,
+        business_id: &[u8],
+        payload: &[u8],
+        event_time: Option<EpochMillis>,
+    ) {
         let obs = Observation {
             fingerprint: fingerprint(business_id, payload),
             bytes: payload.len() as u64,
@@ -132,7 +143,15 @@ impl Auditor {
     }
 
     /// Count a message already hashed elsewhere (the ingest endpoint for non-Rust apps).
-    pub fn record_hashed(&self, topic: &str, tier: &str, business_id: &[u8], payload_xxh64: u64, bytes: u64, event_time: EventTime) {
+    pub fn record_hashed(
+        &self,
+        topic: &str,
+        tier: &str,
+        business_id: &[u8],
+        payload_xxh64: u64,
+        bytes: u64,
+        event_time: EventTime,
+    ) {
         let obs = Observation {
             fingerprint: fingerprint_from_xxh64(business_id, payload_xxh64),
             bytes,
@@ -146,14 +165,21 @@ impl Auditor {
     #[inline]
     pub fn observe(&self, topic: &str, tier: &str, obs: Observation) {
         let now = self.inner.clock.now_ms();
-        self.inner.table.lock().expect("tally table poisoned").record(topic, tier, obs, now);
+        self.inner
+            .table
+            .lock()
+            .expect("tally table poisoned")
+            .record(topic, tier, obs, now);
     }
 
     /// Note a message that was *not* delivered (a producer's failed delivery report): it is not
     /// counted as sent, only reported in metrics.
     pub fn record_failure(&self, topic: &str, tier: &str) {
         let mut failures = self.inner.failures.lock().expect("failure list poisoned");
-        match failures.iter_mut().find(|(t, r, _)| t == topic && r == tier) {
+        match failures
+            .iter_mut()
+            .find(|(t, r, _)| t == topic && r == tier)
+        {
             Some(entry) => entry.2 += 1,
             None => failures.push((topic.to_string(), tier.to_string(), 1)),
         }
@@ -162,19 +188,33 @@ impl Auditor {
     /// Cumulative rows of every tally changed since the last snapshot; closes old buckets.
     pub fn snapshot(&self) -> FlushBatch {
         let now = self.inner.clock.now_ms();
-        self.inner.table.lock().expect("tally table poisoned").snapshot(now)
+        self.inner
+            .table
+            .lock()
+            .expect("tally table poisoned")
+            .snapshot(now)
     }
 
     /// Per-stream counters since the last call, and delivery failures, for metrics.
-    pub fn take_counters(&self) -> (Vec<(String, String, StreamCounters)>, Vec<(String, String, u64)>) {
-        let counters = self.inner.table.lock().expect("tally table poisoned").take_counters();
-        let failures = std::mem::take(&mut *self.inner.failures.lock().expect("failure list poisoned"));
+    pub fn take_counters(&self) -> (PerStream<StreamCounters>, PerStream<u64>) {
+        let counters = self
+            .inner
+            .table
+            .lock()
+            .expect("tally table poisoned")
+            .take_counters();
+        let failures =
+            std::mem::take(&mut *self.inner.failures.lock().expect("failure list poisoned"));
         (counters, failures)
     }
 
     /// Open buckets held in memory.
     pub fn open_buckets(&self) -> usize {
-        self.inner.table.lock().expect("tally table poisoned").open_buckets()
+        self.inner
+            .table
+            .lock()
+            .expect("tally table poisoned")
+            .open_buckets()
     }
 }
 
@@ -197,7 +237,13 @@ mod tests {
                 let a = auditor.clone();
                 std::thread::spawn(move || {
                     for i in 0..1000u32 {
-                        a.record("t", "consumer", format!("{n}-{i}").as_bytes(), b"p", Some(1_000_000));
+                        a.record(
+                            "t",
+                            "consumer",
+                            format!("{n}-{i}").as_bytes(),
+                            b"p",
+                            Some(1_000_000),
+                        );
                     }
                 })
             })
@@ -211,13 +257,24 @@ mod tests {
 
     #[test]
     fn records_messages_by_topic_rule_and_failures_apart() {
-        let auditor = Auditor::new(AuditorOptions { clock: Arc::new(ManualClock::new(5_000)), ..AuditorOptions::named("a") });
-        let msg = OwnedMessage { key: Some(b"k".to_vec()), payload: b"hello".to_vec(), timestamp_ms: None, headers: vec![] };
+        let auditor = Auditor::new(AuditorOptions {
+            clock: Arc::new(ManualClock::new(5_000)),
+            ..AuditorOptions::named("a")
+        });
+        let msg = OwnedMessage {
+            key: Some(b"k".to_vec()),
+            payload: b"hello".to_vec(),
+            timestamp_ms: None,
+            headers: vec![],
+        };
         auditor.record_message("t", "producer", &msg);
         auditor.record_failure("t", "producer");
         auditor.record_failure("t", "producer");
         let row = &auditor.snapshot().rows[0];
-        assert_eq!((row.tally.count, row.tally.no_time, row.tally.bytes), (1, 1, 5));
+        assert_eq!(
+            (row.tally.count, row.tally.no_time, row.tally.bytes),
+            (1, 1, 5)
+        );
         assert_eq!(row.tally.fp_xor, fingerprint(b"k", b"hello"));
         let (counters, failures) = auditor.take_counters();
         assert_eq!(counters[0].2.messages, 1);

@@ -86,7 +86,10 @@ pub struct ConfigIssue {
 
 impl ConfigIssue {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -95,24 +98,50 @@ impl AgentConfig {
     pub fn validate(&self, prefix: &str) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         let at = |key: &str| format!("{prefix}.{key}");
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-            issues.push(ConfigIssue::new(at("name"), format!("{:?} must be non-empty letters, digits, '.', '_' or '-'", self.name)));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            issues.push(ConfigIssue::new(
+                at("name"),
+                format!(
+                    "{:?} must be non-empty letters, digits, '.', '_' or '-'",
+                    self.name
+                ),
+            ));
         }
         if BucketWidth::from_millis(self.bucket_width_ms).is_none() {
-            issues.push(ConfigIssue::new(at("bucket_width_ms"), "must be at least 1 ms"));
+            issues.push(ConfigIssue::new(
+                at("bucket_width_ms"),
+                "must be at least 1 ms",
+            ));
         }
         if self.flush_interval_ms < 10 {
-            issues.push(ConfigIssue::new(at("flush_interval_ms"), "must be at least 10 ms"));
+            issues.push(ConfigIssue::new(
+                at("flush_interval_ms"),
+                "must be at least 10 ms",
+            ));
         }
         if self.max_queued_batches == 0 {
-            issues.push(ConfigIssue::new(at("max_queued_batches"), "must be at least 1"));
+            issues.push(ConfigIssue::new(
+                at("max_queued_batches"),
+                "must be at least 1",
+            ));
         }
         if self.spool_max_bytes < 64 << 10 {
-            issues.push(ConfigIssue::new(at("spool_max_bytes"), "must be at least 65536 bytes"));
+            issues.push(ConfigIssue::new(
+                at("spool_max_bytes"),
+                "must be at least 65536 bytes",
+            ));
         }
         for (i, rule) in self.topics.iter().enumerate() {
             if let Err(e) = globset::Glob::new(&rule.pattern) {
-                issues.push(ConfigIssue::new(format!("{prefix}.topics[{i}].pattern"), format!("invalid glob: {}", e.kind())));
+                issues.push(ConfigIssue::new(
+                    format!("{prefix}.topics[{i}].pattern"),
+                    format!("invalid glob: {}", e.kind()),
+                ));
             }
         }
         issues
@@ -121,7 +150,13 @@ impl AgentConfig {
     /// The topic rules. Call after [`AgentConfig::validate`] returned no issue.
     pub fn topic_rules(&self) -> TopicRules {
         let rules = self.topics.iter().map(|r| {
-            (r.pattern.clone(), ExtractRule { business_id: r.business_id.clone(), event_time: r.event_time.clone() })
+            (
+                r.pattern.clone(),
+                ExtractRule {
+                    business_id: r.business_id.clone(),
+                    event_time: r.event_time.clone(),
+                },
+            )
         });
         TopicRules::new(rules).expect("patterns were validated")
     }
@@ -148,7 +183,9 @@ impl AgentConfig {
 
     /// Where this agent spools, given the data directory.
     pub fn spool_dir(&self, data_dir: &Path) -> PathBuf {
-        self.spool_dir.clone().unwrap_or_else(|| data_dir.join("spool").join(&self.name))
+        self.spool_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("spool").join(&self.name))
     }
 }
 
@@ -161,7 +198,10 @@ mod tests {
         let c = AgentConfig::default();
         assert!(c.validate("agent").is_empty());
         assert_eq!((c.bucket_width_ms, c.flush_interval_ms), (60_000, 5_000));
-        assert_eq!(c.spool_dir(Path::new("/d")), PathBuf::from("/d/spool/kaudit"));
+        assert_eq!(
+            c.spool_dir(Path::new("/d")),
+            PathBuf::from("/d/spool/kaudit")
+        );
     }
 
     #[test]
@@ -171,12 +211,28 @@ mod tests {
             bucket_width_ms: 0,
             max_queued_batches: 0,
             topics: vec![
-                TopicRuleConfig { pattern: "ok.*".into(), business_id: Default::default(), event_time: Default::default() },
-                TopicRuleConfig { pattern: "[".into(), business_id: Default::default(), event_time: Default::default() },
+                TopicRuleConfig {
+                    pattern: "ok.*".into(),
+                    business_id: Default::default(),
+                    event_time: Default::default(),
+                },
+                TopicRuleConfig {
+                    pattern: "[".into(),
+                    business_id: Default::default(),
+                    event_time: Default::default(),
+                },
             ],
             ..AgentConfig::default()
         };
         let paths: Vec<String> = c.validate("agent").into_iter().map(|i| i.path).collect();
-        assert_eq!(paths, ["agent.name", "agent.bucket_width_ms", "agent.max_queued_batches", "agent.topics[1].pattern"]);
+        assert_eq!(
+            paths,
+            [
+                "agent.name",
+                "agent.bucket_width_ms",
+                "agent.max_queued_batches",
+                "agent.topics[1].pattern"
+            ]
+        );
     }
 }

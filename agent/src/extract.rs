@@ -79,24 +79,33 @@ impl ExtractRule {
     pub fn extract<'m, M: AuditMessage + ?Sized>(&self, msg: &'m M) -> Extracted<'m> {
         let needs_json = matches!(self.business_id, BusinessIdSource::JsonPointer(_))
             || matches!(self.event_time, EventTimeSource::JsonPointer(_));
-        let json = needs_json.then(|| serde_json::from_slice::<serde_json::Value>(msg.payload()).ok());
+        let json =
+            needs_json.then(|| serde_json::from_slice::<serde_json::Value>(msg.payload()).ok());
         let json = json.flatten();
 
         let (business_id, malformed_id) = match &self.business_id {
             BusinessIdSource::Key => (Cow::Borrowed(msg.key().unwrap_or_default()), false),
-            BusinessIdSource::Header(name) => (Cow::Borrowed(msg.header(name).unwrap_or_default()), false),
+            BusinessIdSource::Header(name) => {
+                (Cow::Borrowed(msg.header(name).unwrap_or_default()), false)
+            }
             BusinessIdSource::JsonPointer(ptr) => match &json {
                 None => (Cow::Borrowed(&[][..]), true),
                 Some(doc) => match doc.pointer(ptr) {
                     None | Some(serde_json::Value::Null) => (Cow::Borrowed(&[][..]), false),
-                    Some(serde_json::Value::String(s)) => (Cow::Owned(s.as_bytes().to_vec()), false),
+                    Some(serde_json::Value::String(s)) => {
+                        (Cow::Owned(s.as_bytes().to_vec()), false)
+                    }
                     Some(other) => (Cow::Owned(other.to_string().into_bytes()), false),
                 },
             },
         };
         let event_time = match &self.event_time {
             EventTimeSource::KafkaTimestamp => msg.timestamp_ms().map_or(EventTime::Missing, |t| {
-                if t > 0 { EventTime::Valid(t) } else { EventTime::Malformed }
+                if t > 0 {
+                    EventTime::Valid(t)
+                } else {
+                    EventTime::Malformed
+                }
             }),
             EventTimeSource::Header(name) => match msg.header(name) {
                 None => EventTime::Missing,
@@ -116,7 +125,11 @@ impl ExtractRule {
                 },
             },
         };
-        Extracted { business_id, event_time, malformed_id }
+        Extracted {
+            business_id,
+            event_time,
+            malformed_id,
+        }
     }
 }
 
@@ -133,11 +146,17 @@ fn from_epoch_float(v: f64) -> EventTime {
     if !v.is_finite() || v <= 0.0 || v >= i64::MAX as f64 {
         return EventTime::Malformed;
     }
-    if v > MILLIS_THRESHOLD as f64 { EventTime::Valid(v as i64) } else { EventTime::Valid((v * 1000.0) as i64) }
+    if v > MILLIS_THRESHOLD as f64 {
+        EventTime::Valid(v as i64)
+    } else {
+        EventTime::Valid((v * 1000.0) as i64)
+    }
 }
 
 fn parse_time_text(raw: &[u8]) -> EventTime {
-    let Ok(text) = std::str::from_utf8(raw) else { return EventTime::Malformed };
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return EventTime::Malformed;
+    };
     let text = text.trim();
     if let Ok(v) = text.parse::<i64>() {
         return from_epoch_number(v);
@@ -159,17 +178,23 @@ fn parse_prefixed(s: &str, bare: &str) -> Result<Option<(bool, String)>, SourceP
     }
     if let Some(name) = s.strip_prefix("header:") {
         if name.is_empty() {
-            return Err(SourceParseError("header name is empty, e.g. \"header:event-time\"".into()));
+            return Err(SourceParseError(
+                "header name is empty, e.g. \"header:event-time\"".into(),
+            ));
         }
         return Ok(Some((true, name.to_string())));
     }
     if let Some(ptr) = s.strip_prefix("json:") {
         if !(ptr.is_empty() || ptr.starts_with('/')) {
-            return Err(SourceParseError(format!("JSON pointer {ptr:?} must start with '/', e.g. \"json:/id\"")));
+            return Err(SourceParseError(format!(
+                "JSON pointer {ptr:?} must start with '/', e.g. \"json:/id\""
+            )));
         }
         return Ok(Some((false, ptr.to_string())));
     }
-    Err(SourceParseError(format!("{s:?} is not one of \"{bare}\", \"header:NAME\", \"json:/POINTER\"")))
+    Err(SourceParseError(format!(
+        "{s:?} is not one of \"{bare}\", \"header:NAME\", \"json:/POINTER\""
+    )))
 }
 
 impl FromStr for BusinessIdSource {
@@ -252,7 +277,10 @@ impl AuditMessage for OwnedMessage {
         self.timestamp_ms
     }
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
     }
 }
 

@@ -36,14 +36,23 @@ impl BatchSource for Auditor {
         let (streams, failures) = self.take_counters();
         for (topic, tier, c) in streams {
             let labels = [topic.as_str(), tier.as_str()];
-            metrics.messages.with_label_values(&labels).inc_by(c.messages);
+            metrics
+                .messages
+                .with_label_values(&labels)
+                .inc_by(c.messages);
             metrics.bytes.with_label_values(&labels).inc_by(c.bytes);
             metrics.no_time.with_label_values(&labels).inc_by(c.no_time);
-            metrics.malformed.with_label_values(&labels).inc_by(c.malformed);
+            metrics
+                .malformed
+                .with_label_values(&labels)
+                .inc_by(c.malformed);
             metrics.late.with_label_values(&labels).inc_by(c.late);
         }
         for (topic, tier, n) in failures {
-            metrics.delivery_failures.with_label_values(&[topic.as_str(), tier.as_str()]).inc_by(n);
+            metrics
+                .delivery_failures
+                .with_label_values(&[topic.as_str(), tier.as_str()])
+                .inc_by(n);
         }
         metrics.open_buckets.set(self.open_buckets() as i64);
     }
@@ -61,7 +70,11 @@ pub struct FlusherOptions {
 
 impl Default for FlusherOptions {
     fn default() -> Self {
-        Self { flush_interval: Duration::from_secs(5), max_queued_batches: 64, shutdown_timeout: Duration::from_secs(10) }
+        Self {
+            flush_interval: Duration::from_secs(5),
+            max_queued_batches: 64,
+            shutdown_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -86,8 +99,21 @@ pub struct Flusher<S: BatchSource> {
 
 impl<S: BatchSource> Flusher<S> {
     /// A flusher; with `spool`, a long outage spills to disk instead of dropping the oldest batches.
-    pub fn new(source: S, store: Arc<dyn Store>, spool: Option<Spool>, options: FlusherOptions, metrics: AgentMetrics) -> Self {
-        Self { source, store, memory: VecDeque::new(), spool, options, metrics }
+    pub fn new(
+        source: S,
+        store: Arc<dyn Store>,
+        spool: Option<Spool>,
+        options: FlusherOptions,
+        metrics: AgentMetrics,
+    ) -> Self {
+        Self {
+            source,
+            store,
+            memory: VecDeque::new(),
+            spool,
+            options,
+            metrics,
+        }
     }
 
     /// Batches waiting for the store.
@@ -104,7 +130,10 @@ impl<S: BatchSource> Flusher<S> {
         }
         let written = self.drain().await;
         self.update_gauges();
-        FlushReport { written, pending: self.pending() }
+        FlushReport {
+            written,
+            pending: self.pending(),
+        }
     }
 
     fn spool_has_backlog(&self) -> bool {
@@ -121,7 +150,10 @@ impl<S: BatchSource> Flusher<S> {
             // No spool: fold the backlog into one batch of newest versions, which loses nothing.
             self.memory.push_back(batch);
             let merged = compact_batches(self.memory.drain(..));
-            tracing::warn!(rows = merged.rows.len(), "store backlog full and no spool configured; compacted in memory");
+            tracing::warn!(
+                rows = merged.rows.len(),
+                "store backlog full and no spool configured; compacted in memory"
+            );
             self.memory.push_back(merged);
         }
     }
@@ -131,8 +163,14 @@ impl<S: BatchSource> Flusher<S> {
         match spool.append(&batch) {
             Ok(outcome) => {
                 if outcome.dropped_rows > 0 {
-                    self.metrics.spool_dropped_rows.inc_by(outcome.dropped_rows as u64);
-                    tracing::error!(dropped_rows = outcome.dropped_rows, spool_bytes = spool.bytes(), "spool full: dropped the oldest audit rows");
+                    self.metrics
+                        .spool_dropped_rows
+                        .inc_by(outcome.dropped_rows as u64);
+                    tracing::error!(
+                        dropped_rows = outcome.dropped_rows,
+                        spool_bytes = spool.bytes(),
+                        "spool full: dropped the oldest audit rows"
+                    );
                 }
             }
             Err(error) => {
@@ -167,13 +205,15 @@ impl<S: BatchSource> Flusher<S> {
             let started = Instant::now();
             match self.store.write(&batch).await {
                 Ok(()) => {
-                    self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .flush_duration
+                        .observe(started.elapsed().as_secs_f64());
                     self.metrics.flushes.inc();
                     self.metrics.rows_written.inc_by(batch.rows.len() as u64);
-                    if self.memory.pop_front().is_none() {
-                        if let Some(Err(error)) = self.spool.as_mut().map(Spool::pop_front) {
-                            tracing::error!(%error, "cannot remove a replayed spool segment; it will be replayed again");
-                        }
+                    if self.memory.pop_front().is_none()
+                        && let Some(Err(error)) = self.spool.as_mut().map(Spool::pop_front)
+                    {
+                        tracing::error!(%error, "cannot remove a replayed spool segment; it will be replayed again");
                     }
                     written += 1;
                 }
@@ -226,9 +266,16 @@ impl<S: BatchSource> Flusher<S> {
             self.update_gauges();
         }
         if self.pending() > 0 {
-            tracing::error!(pending = self.pending(), spooled = self.spool.is_some(), "shut down with audit batches not yet in the store");
+            tracing::error!(
+                pending = self.pending(),
+                spooled = self.spool.is_some(),
+                "shut down with audit batches not yet in the store"
+            );
         }
-        FlushReport { written, pending: self.pending() }
+        FlushReport {
+            written,
+            pending: self.pending(),
+        }
     }
 }
 

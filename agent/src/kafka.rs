@@ -15,7 +15,9 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, DefaultConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders, ToBytes};
-use rdkafka::producer::{DefaultProducerContext, DeliveryResult, FutureProducer, FutureRecord, ProducerContext};
+use rdkafka::producer::{
+    DefaultProducerContext, DeliveryResult, FutureProducer, FutureRecord, ProducerContext,
+};
 use rdkafka::util::Timeout;
 
 use crate::auditor::Auditor;
@@ -62,7 +64,11 @@ impl AuditingProducerContext<DefaultProducerContext> {
 impl<C> AuditingProducerContext<C> {
     /// Audit around an existing context, which still receives every callback.
     pub fn wrap(auditor: Auditor, tier: &str, inner: C) -> Self {
-        Self { auditor, tier: tier.into(), inner }
+        Self {
+            auditor,
+            tier: tier.into(),
+            inner,
+        }
     }
 }
 
@@ -83,7 +89,9 @@ impl<C: ProducerContext> ProducerContext for AuditingProducerContext<C> {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
         match result {
-            Ok(msg) => self.auditor.record_message(msg.topic(), &self.tier, &KafkaMessage(msg)),
+            Ok(msg) => self
+                .auditor
+                .record_message(msg.topic(), &self.tier, &KafkaMessage(msg)),
             Err((_, msg)) => self.auditor.record_failure(msg.topic(), &self.tier),
         }
         self.inner.delivery(result, opaque)
@@ -136,7 +144,11 @@ impl AuditMessage for RecordView<'_> {
 
 impl AuditedFutureProducer {
     pub fn new(inner: FutureProducer, auditor: Auditor, tier: &str) -> Self {
-        Self { inner, auditor, tier: tier.into() }
+        Self {
+            inner,
+            auditor,
+            tier: tier.into(),
+        }
     }
 
     /// The wrapped producer (for flush, transactions and the rest).
@@ -168,7 +180,10 @@ impl AuditedFutureProducer {
         match &result {
             Ok(delivery) => {
                 if stamped_by_broker {
-                    obs.event_time = delivery.timestamp.to_millis().map_or(EventTime::Missing, from_epoch_number);
+                    obs.event_time = delivery
+                        .timestamp
+                        .to_millis()
+                        .map_or(EventTime::Missing, from_epoch_number);
                 }
                 self.auditor.observe(topic, &self.tier, obs);
             }
@@ -187,13 +202,18 @@ pub struct AuditedStreamConsumer<C: ConsumerContext + 'static = DefaultConsumerC
 
 impl<C: ConsumerContext + 'static> AuditedStreamConsumer<C> {
     pub fn new(inner: StreamConsumer<C>, auditor: Auditor, tier: &str) -> Self {
-        Self { inner, auditor, tier: tier.into() }
+        Self {
+            inner,
+            auditor,
+            tier: tier.into(),
+        }
     }
 
     /// Receive the next message, tallied.
     pub async fn recv(&self) -> KafkaResult<BorrowedMessage<'_>> {
         let msg = self.inner.recv().await?;
-        self.auditor.record_message(msg.topic(), &self.tier, &KafkaMessage(&msg));
+        self.auditor
+            .record_message(msg.topic(), &self.tier, &KafkaMessage(&msg));
         Ok(msg)
     }
 }
@@ -214,14 +234,19 @@ pub struct AuditedBaseConsumer<C: ConsumerContext + 'static = DefaultConsumerCon
 
 impl<C: ConsumerContext + 'static> AuditedBaseConsumer<C> {
     pub fn new(inner: BaseConsumer<C>, auditor: Auditor, tier: &str) -> Self {
-        Self { inner, auditor, tier: tier.into() }
+        Self {
+            inner,
+            auditor,
+            tier: tier.into(),
+        }
     }
 
     /// Poll for the next message, tallied when there is one.
     pub fn poll(&self, timeout: impl Into<Timeout>) -> Option<KafkaResult<BorrowedMessage<'_>>> {
         let result = self.inner.poll(timeout)?;
         if let Ok(msg) = &result {
-            self.auditor.record_message(msg.topic(), &self.tier, &KafkaMessage(msg));
+            self.auditor
+                .record_message(msg.topic(), &self.tier, &KafkaMessage(msg));
         }
         Some(result)
     }
@@ -233,4 +258,3 @@ impl<C: ConsumerContext + 'static> Deref for AuditedBaseConsumer<C> {
         &self.inner
     }
 }
-

@@ -20,13 +20,23 @@ pub struct AgentHandle {
 
 impl AgentHandle {
     /// Start flushing `auditor`'s tallies to `store` on the current tokio runtime.
-    pub fn start(auditor: Auditor, store: Arc<dyn Store>, spool: Option<Spool>, options: FlusherOptions, metrics: AgentMetrics) -> Self {
+    pub fn start(
+        auditor: Auditor,
+        store: Arc<dyn Store>,
+        spool: Option<Spool>,
+        options: FlusherOptions,
+        metrics: AgentMetrics,
+    ) -> Self {
         let (stop, stopped) = oneshot::channel();
         let flusher = Flusher::new(auditor.clone(), store, spool, options, metrics);
         let task = tokio::spawn(flusher.run(async move {
             let _ = stopped.await;
         }));
-        Self { auditor, stop, task }
+        Self {
+            auditor,
+            stop,
+            task,
+        }
     }
 
     /// The auditor to count messages through.

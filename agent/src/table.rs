@@ -57,6 +57,9 @@ struct OpenBucket {
     dirty: bool,
 }
 
+/// Values per (topic, tier) stream.
+pub type PerStream<T> = Vec<(String, String, T)>;
+
 /// Running totals of one stream, for metrics: read and reset by the flusher.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StreamCounters {
@@ -135,7 +138,12 @@ impl TallyTable {
         let bucket = match stream.buckets.iter().rposition(|b| b.start == start) {
             Some(i) => &mut stream.buckets[i],
             None => {
-                stream.buckets.push(OpenBucket { start, late_generation, tally: Tally::default(), dirty: true });
+                stream.buckets.push(OpenBucket {
+                    start,
+                    late_generation,
+                    tally: Tally::default(),
+                    dirty: true,
+                });
                 stream.buckets.last_mut().expect("just pushed")
             }
         };
@@ -165,10 +173,15 @@ impl TallyTable {
     fn stream_mut(&mut self, topic: &str, tier: &str) -> &mut Stream {
         // Two look-ups on a miss, none allocating on a hit: the hit is the hot path.
         if !self.streams.contains_key(&StreamRef(topic, tier)) {
-            let key = StreamKey { topic: topic.into(), tier: tier.into() };
+            let key = StreamKey {
+                topic: topic.into(),
+                tier: tier.into(),
+            };
             self.streams.insert(key, Stream::default());
         }
-        self.streams.get_mut(&StreamRef(topic, tier)).expect("inserted above")
+        self.streams
+            .get_mut(&StreamRef(topic, tier))
+            .expect("inserted above")
     }
 
     /// Every dirty tally as a cumulative row, then drop buckets closed at `now_ms`.
@@ -178,7 +191,9 @@ impl TallyTable {
     pub fn snapshot(&mut self, now_ms: EpochMillis) -> FlushBatch {
         let version = (now_ms.max(0) as u64 * 1000).max(self.last_version + 1);
         self.last_version = version;
-        let new_frontier = self.width.start_of(now_ms.saturating_sub(self.close_after_ms));
+        let new_frontier = self
+            .width
+            .start_of(now_ms.saturating_sub(self.close_after_ms));
         let mut rows = Vec::new();
         for (key, stream) in &mut self.streams {
             for b in stream.buckets.iter_mut().filter(|b| b.dirty) {
@@ -188,7 +203,12 @@ impl TallyTable {
                     g => format!("{}~late{g}", self.agent_id),
                 };
                 rows.push(TallyRow {
-                    key: TallyKey { topic: key.topic.to_string(), bucket_start_ms: b.start, tier: key.tier.to_string(), agent_id },
+                    key: TallyKey {
+                        topic: key.topic.to_string(),
+                        bucket_start_ms: b.start,
+                        tier: key.tier.to_string(),
+                        agent_id,
+                    },
                     bucket_width_ms: self.width.as_millis(),
                     version,
                     tally: b.tally.clone(),
@@ -203,15 +223,24 @@ impl TallyTable {
             self.late_generation += 1;
         }
         rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        FlushBatch { rows, offsets: Vec::new() }
+        FlushBatch {
+            rows,
+            offsets: Vec::new(),
+        }
     }
 
     /// Take the per-stream counters accumulated since the last call, for metrics.
-    pub fn take_counters(&mut self) -> Vec<(String, String, StreamCounters)> {
+    pub fn take_counters(&mut self) -> PerStream<StreamCounters> {
         self.streams
             .iter_mut()
             .filter(|(_, s)| s.counters != StreamCounters::default())
-            .map(|(k, s)| (k.topic.to_string(), k.tier.to_string(), std::mem::take(&mut s.counters)))
+            .map(|(k, s)| {
+                (
+                    k.topic.to_string(),
+                    k.tier.to_string(),
+                    std::mem::take(&mut s.counters),
+                )
+            })
             .collect()
     }
 

@@ -45,7 +45,7 @@ impl BucketWidth {
 
     /// Whether `coarser` is a whole multiple of this width, so its buckets are unions of ours.
     pub fn divides(self, coarser: BucketWidth) -> bool {
-        coarser.0.get() % self.0.get() == 0
+        coarser.0.get().is_multiple_of(self.0.get())
     }
 }
 
@@ -58,7 +58,8 @@ impl Default for BucketWidth {
 impl TryFrom<u64> for BucketWidth {
     type Error = String;
     fn try_from(ms: u64) -> Result<Self, Self::Error> {
-        Self::from_millis(ms).ok_or_else(|| format!("bucket width must be 1..=i64::MAX ms, got {ms}"))
+        Self::from_millis(ms)
+            .ok_or_else(|| format!("bucket width must be 1..=i64::MAX ms, got {ms}"))
     }
 }
 

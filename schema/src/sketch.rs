@@ -116,7 +116,10 @@ impl LatencySketch {
             h.auto(true);
             Some(Box::new(h))
         };
-        Ok(Self { hist, negative: u64::from_be_bytes(*neg) })
+        Ok(Self {
+            hist,
+            negative: u64::from_be_bytes(*neg),
+        })
     }
 
     fn histogram_mut(&mut self) -> &mut Histogram<u64> {
@@ -135,7 +138,9 @@ impl PartialEq for LatencySketch {
             (Some(a), Some(b)) => a
                 .iter_recorded()
                 .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                .eq(b.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value()))),
+                .eq(b
+                    .iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))),
             _ => true, // both empty: len() matched at zero
         }
     }
@@ -165,7 +170,6 @@ impl<'de> Deserialize<'de> for LatencySketch {
         Self::from_bytes(&bytes).map_err(serde::de::Error::custom)
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -47,7 +47,9 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { busy_timeout: Duration::from_secs(5) }
+        Self {
+            busy_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -69,11 +71,17 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| open_err(boxed(e)))?;
         }
         let conn = Connection::open(path).map_err(|e| open_err(boxed(e)))?;
-        conn.busy_timeout(options.busy_timeout).map_err(|e| open_err(boxed(e)))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| open_err(boxed(e)))?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| open_err(boxed(e)))?;
+        conn.busy_timeout(options.busy_timeout)
+            .map_err(|e| open_err(boxed(e)))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| open_err(boxed(e)))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| open_err(boxed(e)))?;
         migrate(&conn)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
     }
 
     /// The database file.
@@ -84,7 +92,10 @@ impl SqliteStore {
     /// The highest migration applied.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         let conn = self.conn.lock().expect("sqlite mutex poisoned");
-        current_version(&conn).map_err(|e| StoreError::Read { what: "schema version", source: boxed(e) })
+        current_version(&conn).map_err(|e| StoreError::Read {
+            what: "schema version",
+            source: boxed(e),
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -99,21 +110,33 @@ impl SqliteStore {
 }
 
 fn current_version(conn: &Connection) -> rusqlite::Result<u32> {
-    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |r| r.get(0),
+    )
 }
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let fail = |version, e| StoreError::Migrate { version, source: boxed(e) };
+    let fail = |version, e| StoreError::Migrate {
+        version,
+        source: boxed(e),
+    };
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)",
     )
     .map_err(|e| fail(0, e))?;
     let have = current_version(conn).map_err(|e| fail(0, e))?;
     for (version, name, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > have) {
-        let tx = conn.unchecked_transaction().map_err(|e| fail(*version, e))?;
-        tx.execute_batch(sql).map_err(|e| fail(*version, e))?;
-        tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)", params![version, name])
+        let tx = conn
+            .unchecked_transaction()
             .map_err(|e| fail(*version, e))?;
+        tx.execute_batch(sql).map_err(|e| fail(*version, e))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
+            params![version, name],
+        )
+        .map_err(|e| fail(*version, e))?;
         tx.commit().map_err(|e| fail(*version, e))?;
         tracing::info!(version, name, "applied sqlite migration");
     }
@@ -150,7 +173,13 @@ fn write_batch(conn: &mut Connection, batch: &FlushBatch) -> rusqlite::Result<()
         }
         let mut offset = tx.prepare_cached(UPSERT_OFFSET)?;
         for o in &batch.offsets {
-            offset.execute(params![o.agent_id, o.topic, o.partition, o.next_offset, o.version as i64])?;
+            offset.execute(params![
+                o.agent_id,
+                o.topic,
+                o.partition,
+                o.next_offset,
+                o.version as i64
+            ])?;
         }
     }
     tx.commit()
@@ -172,7 +201,12 @@ fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TallyRow, Vec<u8>)> 
         malformed: r.get::<_, i64>(11)? as u64,
         latency: LatencySketch::default(),
     };
-    let row = TallyRow { key, bucket_width_ms: r.get(4)?, version: r.get::<_, i64>(5)? as u64, tally };
+    let row = TallyRow {
+        key,
+        bucket_width_ms: r.get(4)?,
+        version: r.get::<_, i64>(5)? as u64,
+        tally,
+    };
     Ok((row, r.get(12)?))
 }
 
@@ -182,7 +216,10 @@ fn read_range(
     from_ms: EpochMillis,
     to_ms: EpochMillis,
 ) -> Result<Vec<TallyRow>, StoreError> {
-    let read_err = |e| StoreError::Read { what: "tallies", source: boxed(e) };
+    let read_err = |e| StoreError::Read {
+        what: "tallies",
+        source: boxed(e),
+    };
     let mut stmt = conn
         .prepare_cached(
             "SELECT topic, bucket_start_ms, tier, agent_id, bucket_width_ms, version, count, bytes, \
@@ -191,11 +228,16 @@ fn read_range(
              ORDER BY bucket_start_ms, tier, agent_id",
         )
         .map_err(read_err)?;
-    let rows = stmt.query_map(params![topic, from_ms, to_ms], row_from_sql).map_err(read_err)?;
+    let rows = stmt
+        .query_map(params![topic, from_ms, to_ms], row_from_sql)
+        .map_err(read_err)?;
     rows.map(|r| {
         let (mut row, sketch) = r.map_err(read_err)?;
-        row.tally.latency = LatencySketch::from_bytes(&sketch)
-            .map_err(|e| StoreError::Corrupt { topic: row.key.topic.clone(), reason: e.to_string() })?;
+        row.tally.latency =
+            LatencySketch::from_bytes(&sketch).map_err(|e| StoreError::Corrupt {
+                topic: row.key.topic.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(row)
     })
     .collect()
@@ -206,7 +248,10 @@ impl Store for SqliteStore {
     async fn write(&self, batch: &FlushBatch) -> Result<(), StoreError> {
         let batch = batch.clone();
         self.blocking(move |conn| {
-            write_batch(conn, &batch).map_err(|e| StoreError::Write { rows: batch.rows.len(), source: boxed(e) })
+            write_batch(conn, &batch).map_err(|e| StoreError::Write {
+                rows: batch.rows.len(),
+                source: boxed(e),
+            })
         })
         .await
     }
@@ -218,13 +263,19 @@ impl Store for SqliteStore {
         to_ms: EpochMillis,
     ) -> Result<Vec<TallyRow>, StoreError> {
         let topic = topic.to_string();
-        self.blocking(move |conn| read_range(conn, &topic, from_ms, to_ms)).await
+        self.blocking(move |conn| read_range(conn, &topic, from_ms, to_ms))
+            .await
     }
 
     async fn list_topics(&self) -> Result<Vec<String>, StoreError> {
         self.blocking(|conn| {
-            let read_err = |e| StoreError::Read { what: "topics", source: boxed(e) };
-            let mut stmt = conn.prepare_cached("SELECT topic FROM topics ORDER BY topic").map_err(read_err)?;
+            let read_err = |e| StoreError::Read {
+                what: "topics",
+                source: boxed(e),
+            };
+            let mut stmt = conn
+                .prepare_cached("SELECT topic FROM topics ORDER BY topic")
+                .map_err(read_err)?;
             let topics = stmt.query_map([], |r| r.get(0)).map_err(read_err)?;
             topics.collect::<Result<Vec<String>, _>>().map_err(read_err)
         })
@@ -234,7 +285,10 @@ impl Store for SqliteStore {
     async fn load_offsets(&self, agent_id: &str) -> Result<Vec<OffsetRow>, StoreError> {
         let agent_id = agent_id.to_string();
         self.blocking(move |conn| {
-            let read_err = |e| StoreError::Read { what: "tap offsets", source: boxed(e) };
+            let read_err = |e| StoreError::Read {
+                what: "tap offsets",
+                source: boxed(e),
+            };
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT agent_id, topic, partition, next_offset, version FROM tap_offsets \
@@ -262,10 +316,17 @@ impl SqliteStore {
     /// Whether the migration table records `version` (used by tests and `kaudit migrate`).
     pub fn has_migration(&self, version: u32) -> Result<bool, StoreError> {
         let conn = self.conn.lock().expect("sqlite mutex poisoned");
-        conn.query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", params![version], |_| Ok(()))
-            .optional()
-            .map(|o| o.is_some())
-            .map_err(|e| StoreError::Read { what: "schema version", source: boxed(e) })
+        conn.query_row(
+            "SELECT 1 FROM schema_migrations WHERE version = ?1",
+            params![version],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|o| o.is_some())
+        .map_err(|e| StoreError::Read {
+            what: "schema version",
+            source: boxed(e),
+        })
     }
 }
 

@@ -112,6 +112,8 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Box any error for a [`StoreError`] source.
-pub(crate) fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> Box<dyn std::error::Error + Send + Sync> {
+pub(crate) fn boxed(
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Box<dyn std::error::Error + Send + Sync> {
     Box::new(e)
 }

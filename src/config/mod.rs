@@ -49,7 +49,12 @@ const RESERVED_KAFKA_OPTIONS: &[(&str, &str)] = &[("bootstrap.servers", "kafka.b
 
 impl Default for KauditConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("kaudit-data"), store: None, agent: AgentConfig::default(), kafka: KafkaConfig::default() }
+        Self {
+            data_dir: PathBuf::from("kaudit-data"),
+            store: None,
+            agent: AgentConfig::default(),
+            kafka: KafkaConfig::default(),
+        }
     }
 }
 
@@ -70,7 +75,10 @@ impl KauditConfig {
         }
         for (key, owner) in RESERVED_KAFKA_OPTIONS {
             if self.kafka.options.contains_key(*key) {
-                issues.push(ConfigIssue::new(format!("kafka.options.\"{key}\""), format!("set it with `{owner}` instead")));
+                issues.push(ConfigIssue::new(
+                    format!("kafka.options.\"{key}\""),
+                    format!("set it with `{owner}` instead"),
+                ));
             }
         }
         issues
@@ -80,7 +88,12 @@ impl KauditConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
-            problems: vec![Problem { key: String::new(), line: None, column: None, message: format!("cannot read: {e}") }],
+            problems: vec![Problem {
+                key: String::new(),
+                line: None,
+                column: None,
+                message: format!("cannot read: {e}"),
+            }],
         })?;
         Self::from_toml(&text, path)
     }
@@ -112,7 +125,12 @@ pub struct Problem {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        writeln!(f, "{}: {n} configuration error{}", self.file.display(), if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{}: {n} configuration error{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             write!(f, "  {}", self.file.display())?;
             if let Some(line) = p.line {

@@ -1,0 +1,105 @@
+//! The agent's metrics, encoded from a fresh registry and checked by Prometheus's own `promtool`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use kaudit_agent::{
+    AgentMetrics, Auditor, AuditorOptions, Flusher, FlusherOptions, ManualClock, OwnedMessage,
+};
+use kaudit_schema::SqliteStore;
+use kaudit_schema::sqlite::SqliteOptions;
+use prometheus::{Registry, TextEncoder};
+
+fn promtool_check(text: &str) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool must be installed (Debian package `prometheus`; scripts/test.sh installs it)",
+        );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn agent_metrics_are_counted_per_flush_and_pass_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("a.db"), &SqliteOptions::default()).unwrap();
+    let registry = Registry::new();
+    let metrics = AgentMetrics::register(&registry).unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let auditor = Auditor::new(AuditorOptions {
+        clock: Arc::new(clock.clone()),
+        ..AuditorOptions::named("m")
+    });
+    for i in 0..3u8 {
+        let msg = OwnedMessage {
+            key: Some(vec![i]),
+            payload: vec![i; 10],
+            timestamp_ms: Some(1_700_000_000_000),
+            headers: vec![],
+        };
+        auditor.record_message("orders", "producer", &msg);
+    }
+    auditor.record("orders", "producer", b"k", b"12345", None);
+    auditor.record_failure("orders", "producer");
+    let mut flusher = Flusher::new(
+        auditor,
+        Arc::new(store),
+        None,
+        FlusherOptions::default(),
+        metrics,
+    );
+    flusher.flush_once().await;
+
+    let text = TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    for line in [
+        r#"kaudit_agent_messages_total{tier="producer",topic="orders"} 4"#,
+        r#"kaudit_agent_bytes_total{tier="producer",topic="orders"} 35"#,
+        r#"kaudit_agent_no_time_messages_total{tier="producer",topic="orders"} 1"#,
+        r#"kaudit_agent_delivery_failures_total{tier="producer",topic="orders"} 1"#,
+        "kaudit_agent_flushes_total 1",
+        "kaudit_agent_flush_failures_total 0",
+        "kaudit_agent_rows_written_total 1",
+        "kaudit_agent_flush_duration_seconds_count 1",
+        "kaudit_agent_spool_batches 0",
+        "kaudit_agent_open_buckets 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    let (ok, report) = promtool_check(&text);
+    assert!(
+        ok && report.trim().is_empty(),
+        "promtool check metrics failed:\n{report}"
+    );
+}
+
+#[test]
+fn promtool_rejects_what_breaks_the_conventions() {
+    // Proves the check above can fail: a counter without the _total suffix is a lint error.
+    let (ok, report) =
+        promtool_check("# HELP bad_counter x\n# TYPE bad_counter counter\nbad_counter 1\n");
+    assert!(!ok, "promtool accepted a malformed exposition: {report}");
+}

@@ -1,0 +1,107 @@
+//! The `kaudit` binary as a user runs it, as a child process.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn kaudit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kaudit"))
+        .args(args)
+        .output()
+        .expect("kaudit runs")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn fingerprint_prints_the_vector_value() {
+    let out = kaudit(&[
+        "fingerprint",
+        "--business-id",
+        "order-42",
+        "--payload",
+        r#"{"id":"order-42","amount":1999}"#,
+    ]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "c283aaa0f9f3f99e\n");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload.bin");
+    std::fs::write(&file, vec![b'x'; 1024]).unwrap();
+    let out = kaudit(&[
+        "fingerprint",
+        "--business-id",
+        "k",
+        "--payload-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "07972220eefa0ee3\n");
+
+    let out = kaudit(&["fingerprint", "--payload-file", "/nonexistent/payload"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read payload file"));
+}
+
+#[test]
+fn check_config_accepts_examples_and_names_every_error() {
+    let good = repo().join("config/kaudit.example.toml");
+    let out = kaudit(&["check-config", good.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+
+    let bad = repo().join("config/invalid/wrongkey.toml");
+    let out = kaudit(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("wrongkey.toml:4:1: key `agent.flush_intervl_ms`"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("  ") && l.contains("wrongkey.toml:"))
+            .count(),
+        5,
+        "{err}"
+    );
+}
+
+#[test]
+fn demo_audits_a_mock_cluster_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kaudit(&[
+        "demo",
+        "--messages",
+        "3000",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("audit: every bucket complete at every tier"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("produced 3000 messages, consumed 3000"),
+        "{stdout}"
+    );
+    let consumer_lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("consumer/billing"))
+        .collect();
+    assert!(
+        !consumer_lines.is_empty() && consumer_lines.iter().all(|l| l.ends_with("complete")),
+        "{stdout}"
+    );
+    assert!(dir.path().join("audit.db").exists());
+}
