@@ -1,7 +1,10 @@
 //! Per-bucket tallies and their merge.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::bucket::{BucketWidth, EpochMillis};
 use crate::sketch::LatencySketch;
 
 /// Everything one agent counted for one (topic, bucket, tier).
@@ -57,6 +60,30 @@ impl Tally {
     }
 }
 
+/// Roll fine buckets up to `coarse` ones (10 min, 1 h, 1 d): a merge of every fine bucket that
+/// starts inside each coarse one. Exact when `coarse` is a multiple of the fine width.
+///
+/// ```
+/// use kaudit_schema::{BucketWidth, Tally, tally::rollup};
+/// let mut a = Tally::default();
+/// a.add(1, 10);
+/// let mut b = Tally::default();
+/// b.add(2, 10);
+/// let hour = BucketWidth::from_millis(3_600_000).unwrap();
+/// let rolled = rollup([(0, &a), (60_000, &b)], hour);
+/// assert_eq!(rolled[&0].count, 2);
+/// ```
+pub fn rollup<'a>(
+    buckets: impl IntoIterator<Item = (EpochMillis, &'a Tally)>,
+    coarse: BucketWidth,
+) -> BTreeMap<EpochMillis, Tally> {
+    let mut out: BTreeMap<EpochMillis, Tally> = BTreeMap::new();
+    for (start, tally) in buckets {
+        out.entry(coarse.start_of(start)).or_default().merge(tally);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +132,26 @@ mod tests {
             prop_assert_eq!(&left, &right);
             let mut with_identity = left.clone(); with_identity.merge(&Tally::default());
             prop_assert_eq!(with_identity, left);
+        }
+    }
+
+    proptest! {
+        /// Invariant: tallying into 1-minute buckets and rolling up to 10 minutes equals
+        /// tallying into 10-minute buckets directly.
+        #[test]
+        fn rollup_equals_direct_coarse_tally(msgs in prop::collection::vec((0i64..7_200_000, any::<u64>(), 0i64..5_000), 0..300)) {
+            let fine = BucketWidth::from_millis(60_000).unwrap();
+            let coarse = BucketWidth::from_millis(600_000).unwrap();
+            let mut by_fine: BTreeMap<EpochMillis, Tally> = BTreeMap::new();
+            let mut direct: BTreeMap<EpochMillis, Tally> = BTreeMap::new();
+            for (t, fp, lat) in msgs {
+                for (map, w) in [(&mut by_fine, fine), (&mut direct, coarse)] {
+                    let tally = map.entry(w.start_of(t)).or_default();
+                    tally.add(fp, 3);
+                    tally.latency.record(lat);
+                }
+            }
+            prop_assert_eq!(rollup(by_fine.iter().map(|(b, t)| (*b, t)), coarse), direct);
         }
     }
 
