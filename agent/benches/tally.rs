@@ -8,7 +8,8 @@
 //! The 100 B group also splits the hot path apart, to show where the fixed per-message cost goes:
 //! * `observation`: extract + fingerprint only (`Auditor::observation`), no table;
 //! * `table_record`: [`TallyTable::record`] of a precomputed observation, no lock, no hashing;
-//! * `observation+table_record`: both, without the mutex and clock read of `hot_path`.
+//! * `observation+table_record`: both, without the mutex and clock read of `hot_path`;
+//! * `hot_path_system_clock`: `hot_path` reading the real wall clock instead of a manual one.
 //!
 //! The clock is a [`ManualClock`] that never moves and the message is built once, so every
 //! iteration lands in the same stream and bucket: the table does not grow, no snapshot is needed.
@@ -99,9 +100,8 @@ fn tally(c: &mut Criterion) {
                     )
                 })
             });
-            assert_eq!(
-                table.open_buckets(),
-                1,
+            assert!(
+                table.open_buckets() <= 1,
                 "every iteration must land in one bucket"
             );
 
@@ -112,9 +112,8 @@ fn tally(c: &mut Criterion) {
                     table.record(black_box(TOPIC), black_box(TIER), obs, black_box(NOW_MS))
                 })
             });
-            assert_eq!(
-                table.open_buckets(),
-                1,
+            assert!(
+                table.open_buckets() <= 1,
                 "every iteration must land in one bucket"
             );
         }
@@ -122,15 +121,26 @@ fn tally(c: &mut Criterion) {
         group.bench_function("hot_path", |b| {
             b.iter(|| auditor.record_message(black_box(TOPIC), black_box(TIER), black_box(&msg)))
         });
+        if len == 100 {
+            // The same with the real wall clock a deployment uses (one vDSO clock read per message).
+            let system = Auditor::new(AuditorOptions {
+                instance_id: Some("bench".into()),
+                ..AuditorOptions::named("bench")
+            });
+            group.bench_function("hot_path_system_clock", |b| {
+                b.iter(|| system.record_message(black_box(TOPIC), black_box(TIER), black_box(&msg)))
+            });
+        }
         group.finish();
 
-        // Nothing grew: one stream, one bucket, every message counted in it with a valid time.
-        assert_eq!(auditor.open_buckets(), 1);
-        let rows = auditor.snapshot().rows;
-        assert_eq!(rows.len(), 1);
-        let t = &rows[0].tally;
-        assert!(t.count > 0 && t.no_time == 0 && t.malformed == 0);
-        assert_eq!(t.bytes, t.count * len as u64);
+        // Nothing grew: at most one stream and one bucket (none if a filter skipped `hot_path`),
+        // every message counted in it with a valid time.
+        assert!(auditor.open_buckets() <= 1);
+        for row in auditor.snapshot().rows {
+            let t = &row.tally;
+            assert!(t.count > 0 && t.no_time == 0 && t.malformed == 0);
+            assert_eq!(t.bytes, t.count * len as u64);
+        }
     }
 }
 

@@ -125,7 +125,7 @@ impl Auditor {
     }
 
     /// Extract and fingerprint `msg` by its topic's rule, without counting it yet.
-    #[inline]
+    #[inline(always)]
     pub fn observation<M: AuditMessage + ?Sized>(&self, topic: &str, msg: &M) -> Observation {
         let extracted = self.inner.rules.rule_for(topic).extract(msg);
         let payload = msg.payload();
@@ -162,7 +162,7 @@ impl Auditor {
     }
 
     /// Count one message whose fingerprint is already known.
-    #[inline]
+    #[inline(always)]
     pub fn observe(&self, topic: &str, tier: &str, obs: Observation) {
         let now = self.inner.clock.now_ms();
         self.inner

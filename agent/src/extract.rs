@@ -76,12 +76,25 @@ pub struct ExtractRule {
 
 impl ExtractRule {
     /// Extract from `msg`. Parses the payload as JSON at most once, and only when a pointer needs it.
+    #[inline]
     pub fn extract<'m, M: AuditMessage + ?Sized>(&self, msg: &'m M) -> Extracted<'m> {
+        if let (BusinessIdSource::Key, EventTimeSource::KafkaTimestamp) =
+            (&self.business_id, &self.event_time)
+        {
+            // The default rule, and the hot path: no JSON, no header scan.
+            return Extracted {
+                business_id: Cow::Borrowed(msg.key().unwrap_or_default()),
+                event_time: kafka_time(msg),
+                malformed_id: false,
+            };
+        }
         let needs_json = matches!(self.business_id, BusinessIdSource::JsonPointer(_))
             || matches!(self.event_time, EventTimeSource::JsonPointer(_));
-        let json =
-            needs_json.then(|| serde_json::from_slice::<serde_json::Value>(msg.payload()).ok());
-        let json = json.flatten();
+        let json: Option<serde_json::Value> = if needs_json {
+            serde_json::from_slice(msg.payload()).ok()
+        } else {
+            None
+        };
 
         let (business_id, malformed_id) = match &self.business_id {
             BusinessIdSource::Key => (Cow::Borrowed(msg.key().unwrap_or_default()), false),
@@ -130,6 +143,16 @@ impl ExtractRule {
             event_time,
             malformed_id,
         }
+    }
+}
+
+/// The Kafka timestamp: always milliseconds; absent is missing, non-positive malformed.
+#[inline]
+fn kafka_time<M: AuditMessage + ?Sized>(msg: &M) -> EventTime {
+    match msg.timestamp_ms() {
+        None => EventTime::Missing,
+        Some(t) if t > 0 => EventTime::Valid(t),
+        Some(_) => EventTime::Malformed,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The in-memory table of open tallies: one per (topic, tier, event-time bucket).
 //!
-//! The hot path ([`TallyTable::record`]) looks a stream up by borrowed `(topic, tier)` without
-//! allocating, finds its bucket in a short vector searched from the newest end (a stream rarely
+//! The hot path ([`TallyTable::record`]) finds its stream by comparing with the previous call's,
+//! else by one hash probe on borrowed `(topic, tier)` without allocating; it then finds its bucket in a short vector searched from the newest end (a stream rarely
 //! has more than two or three open buckets) and updates the tally in place.
 //!
 //! ## Closing buckets and late messages
@@ -70,8 +70,9 @@ pub struct StreamCounters {
     pub late: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stream {
+    key: StreamKey,
     buckets: Vec<OpenBucket>,
     counters: StreamCounters,
 }
@@ -82,7 +83,12 @@ pub struct TallyTable {
     width: BucketWidth,
     close_after_ms: i64,
     agent_id: String,
-    streams: HashMap<StreamKey, Stream>,
+    /// Streams in order of first sight; never removed (one per topic × tier seen).
+    streams: Vec<Stream>,
+    index: HashMap<StreamKey, usize>,
+    /// The stream of the previous `record`: most callers record runs of one topic and tier, and
+    /// two short string compares beat hashing both strings.
+    last: usize,
     frontier: EpochMillis,
     late_generation: u64,
     last_version: u64,
@@ -105,7 +111,9 @@ impl TallyTable {
             width,
             close_after_ms: close_after_ms.max(0),
             agent_id: agent_id.into(),
-            streams: HashMap::new(),
+            streams: Vec::new(),
+            index: HashMap::new(),
+            last: usize::MAX,
             frontier: EpochMillis::MIN,
             late_generation: 0,
             last_version: 0,
@@ -170,18 +178,34 @@ impl TallyTable {
         bucket.dirty = true;
     }
 
+    #[inline]
     fn stream_mut(&mut self, topic: &str, tier: &str) -> &mut Stream {
-        // Two look-ups on a miss, none allocating on a hit: the hit is the hot path.
-        if !self.streams.contains_key(&StreamRef(topic, tier)) {
-            let key = StreamKey {
-                topic: topic.into(),
-                tier: tier.into(),
+        let hit = self
+            .streams
+            .get(self.last)
+            .is_some_and(|s| *s.key.topic == *topic && *s.key.tier == *tier);
+        if !hit {
+            self.last = match self.index.get(&StreamRef(topic, tier)) {
+                Some(&i) => i,
+                None => self.add_stream(topic, tier),
             };
-            self.streams.insert(key, Stream::default());
         }
-        self.streams
-            .get_mut(&StreamRef(topic, tier))
-            .expect("inserted above")
+        &mut self.streams[self.last]
+    }
+
+    #[cold]
+    fn add_stream(&mut self, topic: &str, tier: &str) -> usize {
+        let key = StreamKey {
+            topic: topic.into(),
+            tier: tier.into(),
+        };
+        self.index.insert(key.clone(), self.streams.len());
+        self.streams.push(Stream {
+            key,
+            buckets: Vec::new(),
+            counters: StreamCounters::default(),
+        });
+        self.streams.len() - 1
     }
 
     /// Every dirty tally as a cumulative row, then drop buckets closed at `now_ms`.
@@ -195,7 +219,8 @@ impl TallyTable {
             .width
             .start_of(now_ms.saturating_sub(self.close_after_ms));
         let mut rows = Vec::new();
-        for (key, stream) in &mut self.streams {
+        for stream in &mut self.streams {
+            let key = &stream.key;
             for b in stream.buckets.iter_mut().filter(|b| b.dirty) {
                 b.dirty = false;
                 let agent_id = match b.late_generation {
@@ -216,7 +241,7 @@ impl TallyTable {
             }
         }
         if new_frontier > self.frontier {
-            for stream in self.streams.values_mut() {
+            for stream in &mut self.streams {
                 stream.buckets.retain(|b| b.start >= new_frontier);
             }
             self.frontier = new_frontier;
@@ -233,11 +258,11 @@ impl TallyTable {
     pub fn take_counters(&mut self) -> PerStream<StreamCounters> {
         self.streams
             .iter_mut()
-            .filter(|(_, s)| s.counters != StreamCounters::default())
-            .map(|(k, s)| {
+            .filter(|s| s.counters != StreamCounters::default())
+            .map(|s| {
                 (
-                    k.topic.to_string(),
-                    k.tier.to_string(),
+                    s.key.topic.to_string(),
+                    s.key.tier.to_string(),
                     std::mem::take(&mut s.counters),
                 )
             })
@@ -246,7 +271,7 @@ impl TallyTable {
 
     /// Number of open buckets across all streams (bounded by streams × open window).
     pub fn open_buckets(&self) -> usize {
-        self.streams.values().map(|s| s.buckets.len()).sum()
+        self.streams.iter().map(|s| s.buckets.len()).sum()
     }
 }
 

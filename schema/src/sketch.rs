@@ -122,6 +122,7 @@ impl LatencySketch {
         })
     }
 
+    #[inline]
     fn histogram_mut(&mut self) -> &mut Histogram<u64> {
         self.hist.get_or_insert_with(|| {
             Box::new(Histogram::new(SIGNIFICANT_DIGITS).expect("2 significant digits is valid"))
