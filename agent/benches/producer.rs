@@ -1,6 +1,6 @@
 //! Audited vs plain `ThreadedProducer` throughput against librdkafka's in-process mock cluster.
 //!
-//! Each iteration sends `BATCH` keyed 1 KiB messages and waits until every delivery report has
+//! Each iteration sends `BATCH` keyed messages (100 B and 1 KiB payloads) and waits until every delivery report has
 //! been handled, so the audited producer's per-delivery tally is inside the timed region. Both
 //! producers talk to the same mock cluster in the same run, each to its own topic.
 //!
@@ -26,7 +26,8 @@ use rdkafka::producer::{
 
 /// Messages per timed iteration.
 const BATCH: usize = 20_000;
-const PAYLOAD_BYTES: usize = 1024;
+/// Payload sizes: the audit's cost is mostly hashing the payload, so it grows with size.
+const SIZES: [(&str, usize); 2] = [("100B", 100), ("1KiB", 1024)];
 const PARTITIONS: i32 = 3;
 /// Longest a batch may take to be acknowledged before the bench gives up.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(60);
@@ -104,7 +105,6 @@ fn producer_throughput(c: &mut Criterion) {
         .expect("create audited topic");
 
     let keys: Vec<String> = (0..BATCH).map(|i| format!("order-{i:08}")).collect();
-    let payload: Vec<u8> = (0..PAYLOAD_BYTES).map(|i| (i * 31 % 251) as u8).collect();
 
     let plain: ThreadedProducer<DefaultProducerContext> =
         ThreadedProducer::from_config_and_context(
@@ -120,56 +120,60 @@ fn producer_throughput(c: &mut Criterion) {
         )
         .expect("audited producer");
 
-    let mut group = c.benchmark_group("producer/1KiB");
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.sample_size(10);
-    group.sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_secs(2));
-    group.measurement_time(Duration::from_secs(10));
-
-    let mut plain_queue_full = 0;
-    group.bench_function("plain", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let (elapsed, full) = send_batch(&plain, &plain_topic, &keys, black_box(&payload));
-                total += elapsed;
-                plain_queue_full += full;
-            }
-            total
-        })
-    });
-
-    let mut audited_queue_full = 0;
     let mut counted = 0u64;
     let mut sent = 0u64;
-    group.bench_function("audited", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let (elapsed, full) =
-                    send_batch(&audited, &audited_topic, &keys, black_box(&payload));
-                total += elapsed;
-                audited_queue_full += full;
-                sent += BATCH as u64;
-                // Outside the timed region, as the flusher would: every delivery was tallied,
-                // and snapshots close old buckets so the table cannot grow.
-                let (counters, failures) = auditor.take_counters();
-                counted += counters.iter().map(|(_, _, c)| c.messages).sum::<u64>();
-                assert!(failures.is_empty(), "failed deliveries: {failures:?}");
-                assert_eq!(
-                    counted, sent,
-                    "every acknowledged delivery is tallied once the batch is done"
-                );
-                black_box(auditor.snapshot());
-            }
-            total
-        })
-    });
-    group.finish();
-    eprintln!(
-        "QueueFull retries: plain {plain_queue_full}, audited {audited_queue_full}; audited tallied {counted} messages"
-    );
+    for (label, size) in SIZES {
+        let payload: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        let mut group = c.benchmark_group(format!("producer/{label}"));
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.sample_size(10);
+        group.sampling_mode(SamplingMode::Flat);
+        group.warm_up_time(Duration::from_secs(2));
+        group.measurement_time(Duration::from_secs(10));
+
+        let mut plain_queue_full = 0;
+        group.bench_function("plain", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (elapsed, full) =
+                        send_batch(&plain, &plain_topic, &keys, black_box(&payload));
+                    total += elapsed;
+                    plain_queue_full += full;
+                }
+                total
+            })
+        });
+
+        let mut audited_queue_full = 0;
+        group.bench_function("audited", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (elapsed, full) =
+                        send_batch(&audited, &audited_topic, &keys, black_box(&payload));
+                    total += elapsed;
+                    audited_queue_full += full;
+                    sent += BATCH as u64;
+                    // Outside the timed region, as the flusher would: every delivery was tallied,
+                    // and snapshots close old buckets so the table cannot grow.
+                    let (counters, failures) = auditor.take_counters();
+                    counted += counters.iter().map(|(_, _, c)| c.messages).sum::<u64>();
+                    assert!(failures.is_empty(), "failed deliveries: {failures:?}");
+                    assert_eq!(
+                        counted, sent,
+                        "every acknowledged delivery is tallied once the batch is done"
+                    );
+                    black_box(auditor.snapshot());
+                }
+                total
+            })
+        });
+        group.finish();
+        eprintln!(
+            "{label}: QueueFull retries: plain {plain_queue_full}, audited {audited_queue_full}; audited tallied {counted} messages"
+        );
+    }
 
     // Producers first (each flushes and joins its polling thread), then the cluster they talk to.
     drop(audited);
