@@ -11,6 +11,7 @@
 //! [`tally`], [`sketch`]) do no I/O; [`store`] is the trait and [`sqlite`] its embedded backend.
 
 pub mod bucket;
+pub mod scylladb;
 pub mod sketch;
 pub mod sqlite;
 pub mod store;
@@ -18,6 +19,7 @@ pub mod tally;
 pub mod url;
 
 pub use bucket::{BucketWidth, EpochMillis};
+pub use scylladb::{ScyllaOptions, ScyllaStore};
 pub use sketch::LatencySketch;
 pub use sqlite::SqliteStore;
 pub use store::{FlushBatch, OffsetRow, Store, StoreError, TallyKey, TallyRow};

@@ -1,0 +1,498 @@
+//! The ScyllaDB/Cassandra backend.
+//!
+//! Prepared statements only; token-aware routing (the driver's default policy); consistency,
+//! timeouts and retries from [`ScyllaOptions`]. Every write carries its row's version as the
+//! write timestamp, so the cluster's last-write-wins keeps the newest cumulative value whatever the
+//! order writes arrive in. Batches are used only where they are atomic by design: one partition
+//! (unlogged), or a tap's tallies with its offsets (logged).
+
+pub mod config;
+pub mod migrate;
+mod tls;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::retry::DefaultRetryPolicy;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+
+pub use self::config::{Replication, ScyllaOptions, TlsOptions};
+use crate::bucket::{BucketWidth, EpochMillis};
+use crate::sketch::LatencySketch;
+use crate::store::{FlushBatch, OffsetRow, Store, StoreError, TallyKey, TallyRow, boxed};
+use crate::tally::Tally;
+
+/// Most buckets one `read_range` walks; each is one partition read.
+pub const MAX_BUCKETS_PER_READ: i64 = 100_000;
+/// Partition reads in flight at once for one `read_range`.
+const READ_CONCURRENCY: usize = 16;
+
+const INSERT_TALLY: &str = "INSERT INTO tallies (topic, bucket_start_ms, tier, agent_id, bucket_width_ms, version, \
+     count, bytes, fp_xor, fp_sum, no_time, malformed, latency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT_TOPIC: &str = "INSERT INTO topics (topic, bucket_width_ms) VALUES (?, ?)";
+const INSERT_OFFSET: &str = "INSERT INTO tap_offsets (agent_id, topic, partition, next_offset, version) VALUES (?, ?, ?, ?, ?)";
+const SELECT_BUCKET: &str = "SELECT topic, bucket_start_ms, tier, agent_id, bucket_width_ms, version, count, bytes, \
+     fp_xor, fp_sum, no_time, malformed, latency FROM tallies WHERE topic = ? AND bucket_start_ms = ?";
+const SELECT_WIDTH: &str = "SELECT bucket_width_ms FROM topics WHERE topic = ?";
+const SELECT_TOPICS: &str = "SELECT topic FROM topics";
+const SELECT_OFFSETS: &str =
+    "SELECT agent_id, topic, partition, next_offset, version FROM tap_offsets WHERE agent_id = ?";
+
+type TallyColumns = (
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Vec<u8>,
+);
+type TallyValues<'a> = (
+    &'a str,
+    i64,
+    &'a str,
+    &'a str,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Vec<u8>,
+);
+
+struct Prepared {
+    insert_tally: PreparedStatement,
+    insert_topic: PreparedStatement,
+    insert_offset: PreparedStatement,
+    select_bucket: PreparedStatement,
+    select_width: PreparedStatement,
+    select_topics: PreparedStatement,
+    select_offsets: PreparedStatement,
+}
+
+/// Tallies in a Scylla or Cassandra cluster.
+#[derive(Clone)]
+pub struct ScyllaStore {
+    session: Arc<Session>,
+    prepared: Arc<Prepared>,
+    keyspace: String,
+}
+
+fn open_err(hosts: &[String], e: Box<dyn std::error::Error + Send + Sync>) -> StoreError {
+    StoreError::Open {
+        target: format!("scylla://{}", hosts.join(",")),
+        source: e,
+    }
+}
+
+/// A session to `hosts` with `options`' timeouts, consistency, retries, auth and TLS.
+pub async fn connect_session(
+    hosts: &[String],
+    options: &ScyllaOptions,
+) -> Result<Session, StoreError> {
+    let consistency = config::parse_consistency(&options.consistency).ok_or_else(|| {
+        open_err(
+            hosts,
+            format!("unknown consistency {:?}", options.consistency).into(),
+        )
+    })?;
+    let profile = ExecutionProfile::builder()
+        .consistency(consistency)
+        .request_timeout(Some(Duration::from_millis(options.request_timeout_ms)))
+        .retry_policy(Arc::new(DefaultRetryPolicy::new()))
+        .build();
+    let mut builder = SessionBuilder::new()
+        .known_nodes(hosts)
+        .connection_timeout(Duration::from_millis(options.connection_timeout_ms))
+        .auto_await_schema_agreement(options.await_schema_agreement)
+        .default_execution_profile_handle(profile.into_handle());
+    if let Some(user) = &options.username {
+        builder = builder.user(user, options.resolve_password().unwrap_or_default());
+    }
+    if let Some(tls) = &options.tls {
+        builder = builder.tls_context(Some(tls::context(tls).map_err(|e| open_err(hosts, e))?));
+    }
+    builder.build().await.map_err(|e| open_err(hosts, boxed(e)))
+}
+
+impl ScyllaStore {
+    /// Connect and check the keyspace is migrated (run `kaudit migrate` first).
+    pub async fn connect(hosts: &[String], options: &ScyllaOptions) -> Result<Self, StoreError> {
+        let session = connect_session(hosts, options).await?;
+        Self::from_session(session, hosts, options).await
+    }
+
+    /// Use an existing session (tests, or a caller that shares one).
+    pub async fn from_session(
+        session: Session,
+        hosts: &[String],
+        options: &ScyllaOptions,
+    ) -> Result<Self, StoreError> {
+        session
+            .use_keyspace(&options.keyspace, false)
+            .await
+            .map_err(|e| open_err(hosts, boxed(e)))?;
+        let have = migrate::applied_versions(&session)
+            .await
+            .map_err(|e| open_err(hosts, boxed(e)))?;
+        let need: Vec<u32> = migrate::MIGRATIONS.iter().map(|m| m.0).collect();
+        if !need.iter().all(|v| have.contains(v)) {
+            let msg = format!(
+                "keyspace {} has migrations {have:?}, needs {need:?}: run `kaudit migrate`",
+                options.keyspace
+            );
+            return Err(open_err(hosts, msg.into()));
+        }
+        let prepare = |cql: &'static str| {
+            let session = &session;
+            async move {
+                let mut p = session
+                    .prepare(cql)
+                    .await
+                    .map_err(|e| open_err(hosts, boxed(e)))?;
+                p.set_is_idempotent(true); // every statement is an upsert or a read: safe to retry
+                Ok::<_, StoreError>(p)
+            }
+        };
+        let prepared = Prepared {
+            insert_tally: prepare(INSERT_TALLY).await?,
+            insert_topic: prepare(INSERT_TOPIC).await?,
+            insert_offset: prepare(INSERT_OFFSET).await?,
+            select_bucket: prepare(SELECT_BUCKET).await?,
+            select_width: prepare(SELECT_WIDTH).await?,
+            select_topics: prepare(SELECT_TOPICS).await?,
+            select_offsets: prepare(SELECT_OFFSETS).await?,
+        };
+        Ok(Self {
+            session: Arc::new(session),
+            prepared: Arc::new(prepared),
+            keyspace: options.keyspace.clone(),
+        })
+    }
+
+    pub fn keyspace(&self) -> &str {
+        &self.keyspace
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    async fn write_group(
+        &self,
+        version: u64,
+        rows: &[&TallyRow],
+        offsets: &[&OffsetRow],
+    ) -> Result<(), scylla::errors::ExecutionError> {
+        let ts = Some(version.min(i64::MAX as u64) as i64);
+        if !offsets.is_empty() {
+            // A tap's tallies and offsets: all or nothing, so a restart resumes exactly.
+            let mut batch = Batch::new(BatchType::Logged);
+            batch.set_timestamp(ts);
+            batch.set_is_idempotent(true);
+            let mut values: Vec<Box<dyn scylla::serialize::row::SerializeRow + Send + Sync>> =
+                Vec::new();
+            for row in rows {
+                batch.append_statement(self.prepared.insert_tally.clone());
+                values.push(Box::new(tally_values_owned(row)));
+            }
+            for o in offsets {
+                batch.append_statement(self.prepared.insert_offset.clone());
+                values.push(Box::new((
+                    o.agent_id.clone(),
+                    o.topic.clone(),
+                    o.partition,
+                    o.next_offset,
+                    o.version as i64,
+                )));
+            }
+            self.session.batch(&batch, values).await?;
+            return Ok(());
+        }
+        // Otherwise one unlogged batch per partition (atomic there), partitions in parallel.
+        let mut partitions: BTreeMap<(&str, i64), Vec<&TallyRow>> = BTreeMap::new();
+        for row in rows {
+            partitions
+                .entry((&row.key.topic, row.key.bucket_start_ms))
+                .or_default()
+                .push(row);
+        }
+        let mut writes = Vec::with_capacity(partitions.len());
+        for rows in partitions.into_values() {
+            writes.push(self.write_partition(ts, rows));
+        }
+        stream::iter(writes)
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn write_partition(
+        &self,
+        ts: Option<i64>,
+        rows: Vec<&TallyRow>,
+    ) -> Result<(), scylla::errors::ExecutionError> {
+        if let [row] = rows.as_slice() {
+            let mut stmt = self.prepared.insert_tally.clone();
+            stmt.set_timestamp(ts);
+            self.session
+                .execute_unpaged(&stmt, tally_values(row))
+                .await?;
+            return Ok(());
+        }
+        let mut batch = Batch::new(BatchType::Unlogged);
+        batch.set_timestamp(ts);
+        batch.set_is_idempotent(true);
+        let values: Vec<TallyValues<'_>> = rows.iter().map(|r| tally_values(r)).collect();
+        for _ in &values {
+            batch.append_statement(self.prepared.insert_tally.clone());
+        }
+        self.session.batch(&batch, values).await?;
+        Ok(())
+    }
+
+    async fn register_topics(
+        &self,
+        batch: &FlushBatch,
+    ) -> Result<(), scylla::errors::ExecutionError> {
+        let mut topics: BTreeMap<&str, i64> = BTreeMap::new();
+        for row in &batch.rows {
+            topics.insert(&row.key.topic, row.bucket_width_ms);
+        }
+        for (topic, width) in topics {
+            self.session
+                .execute_unpaged(&self.prepared.insert_topic, (topic, width))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn read_bucket(
+        &self,
+        topic: &str,
+        bucket: EpochMillis,
+    ) -> Result<Vec<TallyRow>, StoreError> {
+        let read = |e| StoreError::Read {
+            what: "tallies",
+            source: e,
+        };
+        let result = self
+            .session
+            .execute_unpaged(&self.prepared.select_bucket, (topic, bucket))
+            .await
+            .map_err(|e| read(boxed(e)))?;
+        let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
+        let mut out = Vec::new();
+        for row in rows.rows::<TallyColumns>().map_err(|e| read(boxed(e)))? {
+            out.push(row_from_columns(row.map_err(|e| read(boxed(e)))?)?);
+        }
+        Ok(out)
+    }
+}
+
+fn tally_values(row: &TallyRow) -> TallyValues<'_> {
+    let (k, t) = (&row.key, &row.tally);
+    (
+        &k.topic,
+        k.bucket_start_ms,
+        &k.tier,
+        &k.agent_id,
+        row.bucket_width_ms,
+        row.version as i64,
+        t.count as i64,
+        t.bytes as i64,
+        t.fp_xor as i64,
+        t.fp_sum as i64,
+        t.no_time as i64,
+        t.malformed as i64,
+        t.latency.to_bytes(),
+    )
+}
+
+fn tally_values_owned(row: &TallyRow) -> TallyColumns {
+    let v = tally_values(row);
+    (
+        v.0.to_string(),
+        v.1,
+        v.2.to_string(),
+        v.3.to_string(),
+        v.4,
+        v.5,
+        v.6,
+        v.7,
+        v.8,
+        v.9,
+        v.10,
+        v.11,
+        v.12,
+    )
+}
+
+fn row_from_columns(c: TallyColumns) -> Result<TallyRow, StoreError> {
+    let latency = LatencySketch::from_bytes(&c.12).map_err(|e| StoreError::Corrupt {
+        topic: c.0.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(TallyRow {
+        key: TallyKey {
+            topic: c.0,
+            bucket_start_ms: c.1,
+            tier: c.2,
+            agent_id: c.3,
+        },
+        bucket_width_ms: c.4,
+        version: c.5 as u64,
+        tally: Tally {
+            count: c.6 as u64,
+            bytes: c.7 as u64,
+            fp_xor: c.8 as u64,
+            fp_sum: c.9 as u64,
+            no_time: c.10 as u64,
+            malformed: c.11 as u64,
+            latency,
+        },
+    })
+}
+
+#[async_trait]
+impl Store for ScyllaStore {
+    async fn write(&self, batch: &FlushBatch) -> Result<(), StoreError> {
+        let fail = |e| StoreError::Write {
+            rows: batch.rows.len(),
+            source: boxed(e),
+        };
+        // Group by version: a fresh snapshot is one group; a compacted spool batch may be several.
+        let mut groups: BTreeMap<u64, (Vec<&TallyRow>, Vec<&OffsetRow>)> = BTreeMap::new();
+        for row in &batch.rows {
+            groups.entry(row.version).or_default().0.push(row);
+        }
+        for o in &batch.offsets {
+            groups.entry(o.version).or_default().1.push(o);
+        }
+        self.register_topics(batch).await.map_err(fail)?;
+        for (version, (rows, offsets)) in groups {
+            self.write_group(version, &rows, &offsets)
+                .await
+                .map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    async fn read_range(
+        &self,
+        topic: &str,
+        from_ms: EpochMillis,
+        to_ms: EpochMillis,
+    ) -> Result<Vec<TallyRow>, StoreError> {
+        let read = |e| StoreError::Read {
+            what: "topic bucket width",
+            source: e,
+        };
+        let result = self
+            .session
+            .execute_unpaged(&self.prepared.select_width, (topic,))
+            .await
+            .map_err(|e| read(boxed(e)))?;
+        let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
+        let Some((width,)) = rows
+            .maybe_first_row::<(i64,)>()
+            .map_err(|e| read(boxed(e)))?
+        else {
+            return Ok(Vec::new()); // a topic nobody has written
+        };
+        let width = BucketWidth::from_millis(width as u64).ok_or_else(|| StoreError::Corrupt {
+            topic: topic.into(),
+            reason: format!("bucket width {width}"),
+        })?;
+        let first = width.start_of(from_ms);
+        let count = (to_ms.saturating_sub(first)).max(0) / width.as_millis() + 1;
+        if count > MAX_BUCKETS_PER_READ {
+            let msg = format!(
+                "{count} buckets between {from_ms} and {to_ms}; read at most {MAX_BUCKETS_PER_READ} at once"
+            );
+            return Err(StoreError::Read {
+                what: "tallies",
+                source: msg.into(),
+            });
+        }
+        let mut reads = Vec::new();
+        for bucket in (0..count)
+            .map(|i| first + i * width.as_millis())
+            .filter(|b| *b >= from_ms && *b < to_ms)
+        {
+            reads.push(self.read_bucket(topic, bucket));
+        }
+        let mut out: Vec<TallyRow> = stream::iter(reads)
+            .buffered(READ_CONCURRENCY)
+            .try_concat()
+            .await?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn list_topics(&self) -> Result<Vec<String>, StoreError> {
+        let read = |e| StoreError::Read {
+            what: "topics",
+            source: e,
+        };
+        let result = self
+            .session
+            .execute_unpaged(&self.prepared.select_topics, ())
+            .await
+            .map_err(|e| read(boxed(e)))?;
+        let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
+        let mut topics = Vec::new();
+        for row in rows.rows::<(String,)>().map_err(|e| read(boxed(e)))? {
+            topics.push(row.map_err(|e| read(boxed(e)))?.0);
+        }
+        topics.sort();
+        Ok(topics)
+    }
+
+    async fn load_offsets(&self, agent_id: &str) -> Result<Vec<OffsetRow>, StoreError> {
+        let read = |e| StoreError::Read {
+            what: "tap offsets",
+            source: e,
+        };
+        let result = self
+            .session
+            .execute_unpaged(&self.prepared.select_offsets, (agent_id,))
+            .await
+            .map_err(|e| read(boxed(e)))?;
+        let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
+        let mut out = Vec::new();
+        for row in rows
+            .rows::<(String, String, i32, i64, i64)>()
+            .map_err(|e| read(boxed(e)))?
+        {
+            let (agent_id, topic, partition, next_offset, version) =
+                row.map_err(|e| read(boxed(e)))?;
+            out.push(OffsetRow {
+                agent_id,
+                topic,
+                partition,
+                next_offset,
+                version: version as u64,
+            });
+        }
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Ok(out)
+    }
+}

@@ -1,0 +1,233 @@
+//! The contract cases, each against `&dyn Store`.
+
+use kaudit_schema::{FlushBatch, OffsetRow, Store, Tally, TallyKey, TallyRow};
+
+pub const W: i64 = 60_000;
+pub const T0: i64 = 1_700_000_000_000 / W * W;
+
+pub fn row(
+    topic: &str,
+    bucket: i64,
+    tier: &str,
+    agent: &str,
+    version: u64,
+    count: u64,
+) -> TallyRow {
+    let mut tally = Tally::default();
+    for i in 0..count {
+        tally.add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), 100 + i);
+        tally.latency.record((i * 37 % 500) as i64);
+    }
+    tally.no_time = count / 10;
+    let key = TallyKey {
+        topic: topic.into(),
+        bucket_start_ms: bucket,
+        tier: tier.into(),
+        agent_id: agent.into(),
+    };
+    TallyRow {
+        key,
+        bucket_width_ms: W,
+        version,
+        tally,
+    }
+}
+
+fn batch(rows: Vec<TallyRow>) -> FlushBatch {
+    FlushBatch {
+        rows,
+        offsets: vec![],
+    }
+}
+
+/// A later cumulative write replaces the row, every field and the sketch included.
+pub async fn upsert_overwrites(store: &dyn Store) {
+    store
+        .write(&batch(vec![row("orders", T0, "producer", "a", 1, 5)]))
+        .await
+        .unwrap();
+    store
+        .write(&batch(vec![row("orders", T0, "producer", "a", 2, 9)]))
+        .await
+        .unwrap();
+    let got = store.read_range("orders", T0, T0 + W).await.unwrap();
+    assert_eq!(got, vec![row("orders", T0, "producer", "a", 2, 9)]);
+    assert_eq!(got[0].tally.latency.len(), 9);
+}
+
+/// Writing the same flush twice (a retry, a replayed spool segment) changes nothing.
+pub async fn replay_is_idempotent(store: &dyn Store) {
+    let flush = batch(vec![
+        row("orders", T0, "producer", "a", 7, 3),
+        row("orders", T0 + W, "producer", "a", 7, 4),
+    ]);
+    store.write(&flush).await.unwrap();
+    store.write(&flush).await.unwrap();
+    let got = store.read_range("orders", T0, T0 + 2 * W).await.unwrap();
+    assert_eq!(got, flush.rows);
+}
+
+/// A stale version arriving after a newer one never lowers the row.
+pub async fn stale_version_is_ignored(store: &dyn Store) {
+    store
+        .write(&batch(vec![row("orders", T0, "producer", "a", 20, 8)]))
+        .await
+        .unwrap();
+    store
+        .write(&batch(vec![row("orders", T0, "producer", "a", 10, 2)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read_range("orders", T0, T0 + W).await.unwrap()[0]
+            .tally
+            .count,
+        8
+    );
+}
+
+/// A bucket range comes back across tiers and agents, ordered, and only that topic's.
+pub async fn reads_range_across_tiers_and_agents(store: &dyn Store) {
+    let rows = vec![
+        row("orders", T0 + 2 * W, "broker", "b1", 1, 1),
+        row("orders", T0, "producer", "p2", 1, 2),
+        row("orders", T0, "producer", "p1", 1, 3),
+        row("orders", T0, "consumer/billing", "c1", 1, 5),
+        row("orders", T0 + W, "broker", "b1", 1, 4),
+        row("payments", T0, "producer", "p1", 1, 6),
+    ];
+    store.write(&batch(rows)).await.unwrap();
+    let got = store.read_range("orders", T0, T0 + 2 * W).await.unwrap();
+    let keys: Vec<_> = got
+        .iter()
+        .map(|r| {
+            (
+                r.key.bucket_start_ms - T0,
+                r.key.tier.as_str(),
+                r.key.agent_id.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            (0, "consumer/billing", "c1"),
+            (0, "producer", "p1"),
+            (0, "producer", "p2"),
+            (W, "broker", "b1")
+        ]
+    );
+    let merged = Tally::merged(
+        got.iter()
+            .filter(|r| r.key.bucket_start_ms == T0 && r.key.tier == "producer")
+            .map(|r| &r.tally),
+    );
+    assert_eq!(merged.count, 5, "rows of two agents sum client-side");
+    assert!(
+        store
+            .read_range("orders", T0 + 3 * W, T0 + 4 * W)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .read_range("unknown-topic", T0, T0 + W)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Every topic written is listed, once, sorted.
+pub async fn lists_topics(store: &dyn Store) {
+    store
+        .write(&batch(vec![
+            row("zeta", T0, "p", "a", 1, 1),
+            row("alpha", T0, "p", "a", 1, 1),
+        ]))
+        .await
+        .unwrap();
+    store
+        .write(&batch(vec![row("alpha", T0 + W, "p", "a", 1, 1)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_topics().await.unwrap(),
+        vec!["alpha".to_string(), "zeta".to_string()]
+    );
+}
+
+/// A tap's offsets land with its tallies and are read back per agent.
+pub async fn offsets_are_stored_with_tallies(store: &dyn Store) {
+    let offsets = vec![
+        OffsetRow {
+            agent_id: "tap-1".into(),
+            topic: "orders".into(),
+            partition: 1,
+            next_offset: 10,
+            version: 3,
+        },
+        OffsetRow {
+            agent_id: "tap-1".into(),
+            topic: "orders".into(),
+            partition: 0,
+            next_offset: 7,
+            version: 3,
+        },
+        OffsetRow {
+            agent_id: "tap-2".into(),
+            topic: "orders".into(),
+            partition: 0,
+            next_offset: 99,
+            version: 3,
+        },
+    ];
+    store
+        .write(&FlushBatch {
+            rows: vec![row("orders", T0, "broker", "tap-1", 3, 17)],
+            offsets,
+        })
+        .await
+        .unwrap();
+    let mine = store.load_offsets("tap-1").await.unwrap();
+    assert_eq!(
+        mine.iter()
+            .map(|o| (o.partition, o.next_offset))
+            .collect::<Vec<_>>(),
+        vec![(0, 7), (1, 10)]
+    );
+    assert!(store.load_offsets("nobody").await.unwrap().is_empty());
+    assert_eq!(
+        store.read_range("orders", T0, T0 + W).await.unwrap()[0]
+            .tally
+            .count,
+        17
+    );
+}
+
+/// A compacted spool batch holds rows of several versions; each lands with its own.
+pub async fn mixed_versions_in_one_batch(store: &dyn Store) {
+    let rows = vec![
+        row("orders", T0, "producer", "a", 5, 1),
+        row("orders", T0 + W, "producer", "a", 9, 2),
+    ];
+    let offsets = vec![OffsetRow {
+        agent_id: "a".into(),
+        topic: "orders".into(),
+        partition: 0,
+        next_offset: 3,
+        version: 9,
+    }];
+    store
+        .write(&FlushBatch {
+            rows: rows.clone(),
+            offsets,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read_range("orders", T0, T0 + 2 * W).await.unwrap(),
+        rows
+    );
+    assert_eq!(store.load_offsets("a").await.unwrap()[0].next_offset, 3);
+}

@@ -1,0 +1,91 @@
+//! The Scylla backend against an in-process CQL server.
+//!
+//! kassandra keeps the last write it receives and ignores client write timestamps, so
+//! `stale_version_is_ignored` (which real Scylla and Cassandra satisfy through last-write-wins on
+//! the version we send as the write timestamp) is not part of this run; everything else is.
+
+use kaudit_schema::ScyllaStore;
+use kaudit_schema::scylladb::migrate::{applied_versions, migrate};
+use kaudit_schema::scylladb::{ScyllaOptions, connect_session};
+use kaudit_testkit::CqlServer;
+
+use crate::cases;
+
+pub fn options(keyspace: &str) -> ScyllaOptions {
+    ScyllaOptions {
+        keyspace: keyspace.into(),
+        await_schema_agreement: false,
+        ..ScyllaOptions::default()
+    }
+}
+
+pub async fn store(server: &CqlServer, keyspace: &str) -> ScyllaStore {
+    let options = options(keyspace);
+    let hosts = vec![server.addr().to_string()];
+    let session = connect_session(&hosts, &options).await.unwrap();
+    migrate(&session, &options).await.unwrap();
+    ScyllaStore::from_session(session, &hosts, &options)
+        .await
+        .unwrap()
+}
+
+macro_rules! contract {
+    ($($case:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let server = CqlServer::start();
+            let store = store(&server, concat!("t_", stringify!($case))).await;
+            cases::$case(&store).await;
+        }
+    )*};
+}
+
+contract!(
+    upsert_overwrites,
+    replay_is_idempotent,
+    reads_range_across_tiers_and_agents,
+    lists_topics,
+    offsets_are_stored_with_tallies,
+    mixed_versions_in_one_batch
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_is_recorded_and_idempotent() {
+    let server = CqlServer::start();
+    let options = options("t_migrate");
+    let hosts = vec![server.addr().to_string()];
+    let session = connect_session(&hosts, &options).await.unwrap();
+    assert_eq!(migrate(&session, &options).await.unwrap(), vec![1, 2]);
+    assert_eq!(
+        migrate(&session, &options).await.unwrap(),
+        Vec::<u32>::new(),
+        "second run applies nothing"
+    );
+    assert_eq!(applied_versions(&session).await.unwrap(), vec![1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmigrated_keyspace_is_a_clear_error() {
+    let server = CqlServer::start();
+    let options = options("t_unmigrated");
+    let hosts = vec![server.addr().to_string()];
+    let session = connect_session(&hosts, &options).await.unwrap();
+    session
+        .query_unpaged("CREATE KEYSPACE t_unmigrated WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}", ())
+        .await
+        .unwrap();
+    session.use_keyspace("t_unmigrated", false).await.unwrap();
+    session
+        .query_unpaged(
+            "CREATE TABLE schema_migrations (version int PRIMARY KEY, name text)",
+            (),
+        )
+        .await
+        .unwrap();
+    let err = ScyllaStore::from_session(session, &hosts, &options)
+        .await
+        .err()
+        .expect("must refuse");
+    let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(chain.contains("run `kaudit migrate`"), "{chain}");
+}
