@@ -31,6 +31,8 @@ pub enum Command {
     },
     /// Run a local audit end to end on embedded defaults (mock Kafka cluster, SQLite).
     Demo(crate::demo::DemoArgs),
+    /// Create or upgrade the store's schema (SQLite file, or a Scylla/Cassandra keyspace).
+    Migrate(crate::migrate::MigrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +70,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Fingerprint(args) => fingerprint(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Demo(args) => crate::demo::main(args),
+        Command::Migrate(args) => crate::migrate::main(args),
     }
 }
 

@@ -16,8 +16,7 @@ use kaudit_agent::kafka::{AuditedStreamConsumer, AuditingProducerContext};
 use kaudit_agent::{
     AgentHandle, AgentMetrics, Auditor, Clock, Spool, SystemClock, TopicRuleConfig,
 };
-use kaudit_schema::sqlite::SqliteOptions;
-use kaudit_schema::{SqliteStore, Store, StoreUrl};
+use kaudit_schema::{Store, StoreUrl};
 use kaudit_verifier::Verdict;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -34,16 +33,17 @@ const TIERS: [&str; 2] = ["producer", "consumer/billing"];
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// How many messages to produce.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub messages: u64,
-    /// Where to keep the SQLite database and spools; a temporary directory if not given.
+    /// Where to keep the SQLite database and spools. Default: the config's `data_dir` when
+    /// `--config` is given, else a temporary directory removed on exit.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// A configuration file for the agents' settings (bucket width, extraction rules...).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Partitions of the demo topic.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub partitions: i32,
 }
 
@@ -54,7 +54,8 @@ pub struct DemoOutcome {
     pub consumed: u64,
     pub verdicts: Vec<(i64, String, Verdict)>,
     pub table: String,
-    pub database: PathBuf,
+    /// Where the tallies are.
+    pub store: String,
 }
 
 impl DemoOutcome {
@@ -80,18 +81,22 @@ pub fn main(args: DemoArgs) -> ExitCode {
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let temp = tempfile::tempdir().expect("temporary directory");
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_path_buf());
+    let data_dir = match (&args.data_dir, &args.config) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(_)) => config.data_dir.clone(),
+        (None, None) => temp.path().to_path_buf(),
+    };
+    let kept = if data_dir == temp.path() {
+        " (temporary: pass --data-dir DIR to keep it)"
+    } else {
+        ""
+    };
     match runtime.block_on(run(&args, &config, data_dir)) {
         Ok(outcome) => {
             println!("\n{}", outcome.table);
             println!(
-                "produced {} messages, consumed {}; tallies in {}",
-                outcome.produced,
-                outcome.consumed,
-                outcome.database.display()
+                "produced {} messages, consumed {}; tallies in {}{kept}",
+                outcome.produced, outcome.consumed, outcome.store
             );
             if outcome.complete() {
                 println!("audit: every bucket complete at every tier");
@@ -116,15 +121,17 @@ fn start_agent(
 ) -> anyhow::Result<AgentHandle> {
     let mut agent = config.agent.clone();
     agent.name = name.to_string();
-    if agent.topics.is_empty() {
-        // librdkafka's mock cluster acknowledges every produce with a fake LogAppendTime, so the
-        // demo carries event time and id in the payload, as many real pipelines do.
-        agent.topics.push(TopicRuleConfig {
-            pattern: TOPIC.into(),
-            business_id: "json:/order_id".parse().expect("valid"),
-            event_time: "json:/created_at".parse().expect("valid"),
-        });
-    }
+    // librdkafka's mock cluster acknowledges every produce with a fake LogAppendTime, so the demo
+    // carries event time and id in its payload, as many real pipelines do; this rule comes first
+    // whatever the configuration says about other topics.
+    let demo_rule = TopicRuleConfig {
+        pattern: TOPIC.into(),
+        business_id: "json:/order_id".parse().expect("valid"),
+        event_time: "json:/created_at".parse().expect("valid"),
+    };
+    agent.topics.insert(0, demo_rule);
+    // Two agents in one process: each needs its own spool.
+    agent.spool_dir = config.agent.spool_dir.as_ref().map(|dir| dir.join(name));
     agent.flush_interval_ms = agent.flush_interval_ms.min(1_000);
     let auditor = agent.auditor(Arc::new(SystemClock));
     let spool = Spool::open(&agent.spool_dir(data_dir), agent.spool_max_bytes)?;
@@ -144,17 +151,11 @@ pub async fn run(
     config: &KauditConfig,
     data_dir: PathBuf,
 ) -> anyhow::Result<DemoOutcome> {
-    let database = match config
-        .store
-        .as_ref()
-        .map(|s| s.parse::<StoreUrl>())
-        .transpose()?
-    {
-        Some(StoreUrl::Sqlite(path)) => path,
-        Some(other) => anyhow::bail!("the demo runs on the embedded SQLite store, not {other}"),
-        None => data_dir.join("audit.db"),
+    let url = match &config.store {
+        Some(url) => url.parse::<StoreUrl>()?,
+        None => StoreUrl::Sqlite(data_dir.join("audit.db")),
     };
-    let store = Arc::new(SqliteStore::open(&database, &SqliteOptions::default())?);
+    let store = kaudit_schema::open_store(&url, &config.scylla).await?;
     let cluster = MockCluster::new(3).context("starting librdkafka's mock cluster")?;
     cluster
         .create_topic(TOPIC, args.partitions, 1)
@@ -169,6 +170,9 @@ pub async fn run(
     let consumer_agent = start_agent(config, "demo-billing", store.clone(), &data_dir)?;
     let consumer = billing_consumer(&bootstrap, consumer_agent.auditor().clone())?;
 
+    let producer_id = producer_agent.auditor().agent_id().to_string();
+    let consumer_id = consumer_agent.auditor().agent_id().to_string();
+    let run_started_ms = SystemClock.now_ms();
     let started = Instant::now();
     let produced = produce(&bootstrap, producer_agent.auditor().clone(), args.messages)?;
     eprintln!("produced {produced} messages in {:.2?}", started.elapsed());
@@ -184,7 +188,14 @@ pub async fn run(
             report.pending
         );
     }
-    let rows = store.read_range(TOPIC, i64::MIN, i64::MAX).await?;
+    // This run's rows only: a data directory reused across runs holds earlier runs too.
+    let width = config.agent.bucket_width_ms as i64;
+    let mut rows = store
+        .read_range(TOPIC, run_started_ms - width, SystemClock.now_ms() + width)
+        .await?;
+    rows.retain(|r| {
+        r.key.agent_id.starts_with(&producer_id) || r.key.agent_id.starts_with(&consumer_id)
+    });
     let merged = crate::report::merge_by_tier(&rows);
     let verdicts = crate::report::verdicts(&merged, &TIERS);
     let table = crate::report::render(&merged, &TIERS);
@@ -194,7 +205,7 @@ pub async fn run(
         consumed,
         verdicts,
         table,
-        database,
+        store: url.to_string(),
     })
 }
 

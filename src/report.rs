@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use kaudit_schema::{EpochMillis, Tally, TallyRow};
-use kaudit_verifier::{Verdict, compare};
+use kaudit_verifier::{Side, Verdict, compare_tiers};
 
 /// Tallies of one bucket merged per tier, with how many agent rows went into each.
 pub type BucketTiers = BTreeMap<String, (Tally, usize)>;
@@ -29,13 +29,12 @@ pub fn verdicts(
     merged: &BTreeMap<EpochMillis, BucketTiers>,
     tiers: &[&str],
 ) -> Vec<(EpochMillis, String, Verdict)> {
-    let empty = Tally::default();
     let mut out = Vec::new();
     for (bucket, by_tier) in merged {
         for pair in tiers.windows(2) {
-            let up = by_tier.get(pair[0]).map_or(&empty, |t| &t.0);
-            let down = by_tier.get(pair[1]).map_or(&empty, |t| &t.0);
-            out.push((*bucket, pair[1].to_string(), compare(up, down)));
+            let up = by_tier.get(pair[0]).map(|t| &t.0);
+            let down = by_tier.get(pair[1]).map(|t| &t.0);
+            out.push((*bucket, pair[1].to_string(), compare_tiers(up, down)));
         }
     }
     out
@@ -62,8 +61,14 @@ pub fn utc(ms: EpochMillis) -> String {
     )
 }
 
-fn verdict_text(v: &Verdict) -> String {
+fn verdict_text(v: &Verdict, upstream: &str) -> String {
     match v {
+        Verdict::MissingTier {
+            side: Side::Downstream,
+        } => "MISSING TIER (no rows)".into(),
+        Verdict::MissingTier {
+            side: Side::Upstream,
+        } => format!("MISSING TIER {upstream} (no rows upstream)"),
         Verdict::Complete => "complete".into(),
         Verdict::Loss {
             missing,
@@ -91,15 +96,23 @@ pub fn render(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> St
         "bucket (UTC)", "tier", "count", "bytes", "no_time", "malformed", "p50 ms", "p99 ms"
     );
     for (bucket, by_tier) in merged {
-        for tier in tiers {
+        for (i, tier) in tiers.iter().enumerate() {
+            let upstream = if i > 0 { tiers[i - 1] } else { "" };
+            let verdict = verdicts
+                .get(&(*bucket, tier.to_string()))
+                .map_or("-".to_string(), |v| verdict_text(v, upstream));
             let Some((t, _agents)) = by_tier.get(*tier) else {
-                let _ = writeln!(out, "{:<19}  {:<18} {:>9}", utc(*bucket), tier, "no rows");
+                let _ = writeln!(
+                    out,
+                    "{:<19}  {:<18} {:>9} {:>61}  {verdict}",
+                    utc(*bucket),
+                    tier,
+                    "no rows",
+                    ""
+                );
                 continue;
             };
             let q = t.latency.quantiles();
-            let verdict = verdicts
-                .get(&(*bucket, tier.to_string()))
-                .map_or("-".to_string(), verdict_text);
             let _ = writeln!(
                 out,
                 "{:<19}  {:<18} {:>9} {:>11} {:>7} {:>9} {:>7} {:>7}  {}",
@@ -170,6 +183,29 @@ mod tests {
             "{table}"
         );
         assert_eq!(table.lines().count(), 5);
+    }
+
+    #[test]
+    fn missing_tiers_are_named_not_miscounted() {
+        let rows = vec![
+            row(0, "producer", "p1", &[1, 2]),
+            row(60_000, "consumer", "c1", &[3]),
+        ];
+        let merged = merge_by_tier(&rows);
+        let table = render(&merged, &["producer", "consumer"]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[2].contains("consumer") && lines[2].ends_with("MISSING TIER (no rows)"),
+            "{table}"
+        );
+        assert!(
+            lines[4].ends_with("MISSING TIER producer (no rows upstream)"),
+            "{table}"
+        );
+        assert!(
+            !table.contains("DUPLICATES") && !table.contains("LOSS"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -105,3 +105,62 @@ fn demo_audits_a_mock_cluster_end_to_end() {
     );
     assert!(dir.path().join("audit.db").exists());
 }
+
+#[test]
+fn migrate_creates_a_scylla_keyspace_once() {
+    let server = kaudit_testkit::CqlServer::start();
+    let store = format!("scylla://{}", server.addr());
+    let args = [
+        "migrate",
+        "--store",
+        &store,
+        "--keyspace",
+        "cli_ks",
+        "--replication-factor",
+        "1",
+        "--no-schema-agreement",
+    ];
+    let first = kaudit(&args);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(stdout.contains("applied [1, 2], now at [1, 2]"), "{stdout}");
+    assert!(
+        stdout.contains("'class': 'SimpleStrategy', 'replication_factor': 1"),
+        "{stdout}"
+    );
+    let second = kaudit(&args);
+    assert!(String::from_utf8_lossy(&second.stdout).contains("applied [], now at [1, 2]"));
+}
+
+#[test]
+fn migrate_sqlite_and_bad_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/nested/audit.db", dir.path().display());
+    let out = kaudit(&["migrate", "--store", &url]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema at version 1"));
+
+    let out = kaudit(&["migrate", "--store", "postgres://db:5432"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scheme must be sqlite:// or scylla://"));
+    let out = kaudit(&["migrate", "--store", "scylla://db-without-port"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no port"));
+    let out = kaudit(&[
+        "migrate",
+        "--store",
+        "scylla://127.0.0.1:9",
+        "--datacenter",
+        "eu",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap rejects a datacenter without =N"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not DC=N"));
+}

@@ -25,3 +25,18 @@ pub use sqlite::SqliteStore;
 pub use store::{FlushBatch, OffsetRow, Store, StoreError, TallyKey, TallyRow};
 pub use tally::Tally;
 pub use url::{StoreUrl, StoreUrlError};
+
+use std::sync::Arc;
+
+/// Open the store at `url`: SQLite (created and migrated as needed) or a migrated Scylla keyspace.
+pub async fn open_store(
+    url: &StoreUrl,
+    scylla: &ScyllaOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match url {
+        StoreUrl::Sqlite(path) => {
+            Arc::new(SqliteStore::open(path, &sqlite::SqliteOptions::default())?)
+        }
+        StoreUrl::Scylla(hosts) => Arc::new(ScyllaStore::connect(hosts, scylla).await?),
+    })
+}

@@ -10,8 +10,8 @@ pub mod config;
 pub mod migrate;
 mod tls;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -92,6 +92,9 @@ pub struct ScyllaStore {
     session: Arc<Session>,
     prepared: Arc<Prepared>,
     keyspace: String,
+    /// Topics (and widths) this instance has registered: the registry row is written once per
+    /// process, not on every flush.
+    registered: Arc<Mutex<HashSet<(String, i64)>>>,
 }
 
 fn open_err(hosts: &[String], e: Box<dyn std::error::Error + Send + Sync>) -> StoreError {
@@ -183,6 +186,7 @@ impl ScyllaStore {
             session: Arc::new(session),
             prepared: Arc::new(prepared),
             keyspace: options.keyspace.clone(),
+            registered: Arc::default(),
         })
     }
 
@@ -272,15 +276,33 @@ impl ScyllaStore {
         &self,
         batch: &FlushBatch,
     ) -> Result<(), scylla::errors::ExecutionError> {
-        let mut topics: BTreeMap<&str, i64> = BTreeMap::new();
-        for row in &batch.rows {
-            topics.insert(&row.key.topic, row.bucket_width_ms);
+        let new: Vec<(String, i64)> = {
+            let known = self.registered.lock().expect("topic cache poisoned");
+            let mut new: Vec<(String, i64)> = batch
+                .rows
+                .iter()
+                .map(|r| (r.key.topic.clone(), r.bucket_width_ms))
+                .filter(|t| !known.contains(t))
+                .collect();
+            new.sort_unstable();
+            new.dedup();
+            new
+        };
+        let mut writes = Vec::with_capacity(new.len());
+        for (topic, width) in &new {
+            writes.push(
+                self.session
+                    .execute_unpaged(&self.prepared.insert_topic, (topic.as_str(), *width)),
+            );
         }
-        for (topic, width) in topics {
-            self.session
-                .execute_unpaged(&self.prepared.insert_topic, (topic, width))
-                .await?;
-        }
+        stream::iter(writes)
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        self.registered
+            .lock()
+            .expect("topic cache poisoned")
+            .extend(new);
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use kaudit_agent::{AgentConfig, ConfigIssue};
-use kaudit_schema::StoreUrl;
+use kaudit_schema::{ScyllaOptions, StoreUrl};
 use serde::{Deserialize, Serialize};
 
 pub use locate::KeyPath;
@@ -31,6 +31,8 @@ pub struct KauditConfig {
     pub agent: AgentConfig,
     /// The Kafka cluster agents tap or the demo talks to.
     pub kafka: KafkaConfig,
+    /// Keyspace, replication, consistency, timeouts, auth and TLS when `store` is `scylla://`.
+    pub scylla: ScyllaOptions,
 }
 
 /// Kafka connection settings.
@@ -39,9 +41,31 @@ pub struct KauditConfig {
 pub struct KafkaConfig {
     /// `host:port[,host:port...]` of the cluster. No default.
     pub bootstrap_servers: Option<String>,
-    /// Extra librdkafka properties passed through as they are (`"security.protocol" = "SASL_SSL"`).
-    /// Keys that kaudit sets from its own options (`bootstrap.servers`) are rejected.
-    pub options: BTreeMap<String, String>,
+    /// Extra librdkafka properties passed through as they are (`"security.protocol" = "SASL_SSL"`,
+    /// `"linger.ms" = 5`, `"enable.idempotence" = true`). Keys that kaudit sets from its own
+    /// options (`bootstrap.servers`) are rejected.
+    pub options: BTreeMap<String, KafkaOptionValue>,
+}
+
+/// A librdkafka property value: librdkafka takes strings, TOML users write numbers and booleans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KafkaOptionValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl fmt::Display for KafkaOptionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(s) => f.write_str(s),
+            Self::Integer(i) => write!(f, "{i}"),
+            Self::Float(x) => write!(f, "{x}"),
+            Self::Bool(b) => write!(f, "{b}"),
+        }
+    }
 }
 
 /// librdkafka properties that first-class options own.
@@ -54,6 +78,7 @@ impl Default for KauditConfig {
             store: None,
             agent: AgentConfig::default(),
             kafka: KafkaConfig::default(),
+            scylla: ScyllaOptions::default(),
         }
     }
 }
@@ -73,6 +98,12 @@ impl KauditConfig {
         if let Err(e) = self.store_url() {
             issues.push(ConfigIssue::new("store", e.reason));
         }
+        issues.extend(
+            self.scylla
+                .validate("scylla")
+                .into_iter()
+                .map(|(k, m)| ConfigIssue::new(k, m)),
+        );
         for (key, owner) in RESERVED_KAFKA_OPTIONS {
             if self.kafka.options.contains_key(*key) {
                 issues.push(ConfigIssue::new(

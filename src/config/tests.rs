@@ -30,7 +30,12 @@ fn example_values_are_read() {
         "json:/order_id"
     );
     assert_eq!(
-        config.kafka.options.get("client.id").map(String::as_str),
+        config
+            .kafka
+            .options
+            .get("client.id")
+            .map(ToString::to_string)
+            .as_deref(),
         Some("kaudit")
     );
     assert_eq!(
@@ -71,6 +76,33 @@ fn wrongkey_reports_every_error_with_key_file_and_line() {
 }
 
 #[test]
+fn scylla_section_is_read_and_validated() {
+    let config = KauditConfig::load(&repo().join("config/kaudit.example.toml")).unwrap();
+    assert_eq!(
+        config.scylla.replication.to_cql(),
+        "{'class': 'NetworkTopologyStrategy', 'eu-west': 3, 'us-east': 3}"
+    );
+    assert_eq!(config.scylla.username.as_deref(), Some("kaudit"));
+
+    let err = KauditConfig::load(&repo().join("config/invalid/bad-scylla.toml")).unwrap_err();
+    let found: Vec<(&str, Option<usize>)> = err
+        .problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.line))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("store", Some(3)),
+            ("scylla.keyspace", Some(6)),
+            ("scylla.consistency", Some(7)),
+            ("scylla.replication.datacenters", Some(11))
+        ],
+        "{err}"
+    );
+}
+
+#[test]
 fn syntax_errors_point_at_the_line() {
     let err = KauditConfig::from_toml(
         "[agent]\nname = \"x\"\nbucket_width_ms = = 5\n",
@@ -100,6 +132,35 @@ fn semantic_errors_alone_are_located_too() {
             ("store".to_string(), Some(1)),
             ("agent.bucket_width_ms".to_string(), Some(4))
         ]
+    );
+}
+
+#[test]
+fn kafka_options_take_scalars_as_librdkafka_strings() {
+    let text = "[kafka.options]\n\"linger.ms\" = 5\n\"enable.idempotence\" = true\n\"x\" = 0.5\n\"acks\" = \"all\"\n";
+    let config = KauditConfig::from_toml(text, Path::new("k.toml")).unwrap();
+    let got: Vec<(String, String)> = config
+        .kafka
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("x", "0.5")
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+    let err =
+        KauditConfig::from_toml("[kafka.options]\n\"a\" = [1]\n", Path::new("k.toml")).unwrap_err();
+    assert_eq!(
+        (err.problems[0].key.as_str(), err.problems[0].line),
+        ("kafka.options.a", Some(2)),
+        "{err}"
     );
 }
 

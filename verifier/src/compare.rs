@@ -18,6 +18,30 @@ pub enum Verdict {
     Duplicates { extra: u64 },
     /// Equal counts but different fingerprint aggregates: a message replaced or altered.
     ContentMismatch,
+    /// A tier expected to report has no rows for the bucket (agent down or misconfigured).
+    MissingTier { side: Side },
+}
+
+/// Which side of a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Upstream,
+    Downstream,
+}
+
+/// Compare two tiers of which either may have no rows at all for the bucket.
+pub fn compare_tiers(upstream: Option<&Tally>, downstream: Option<&Tally>) -> Verdict {
+    match (upstream, downstream) {
+        (Some(up), Some(down)) => compare(up, down),
+        (Some(_), None) => Verdict::MissingTier {
+            side: Side::Downstream,
+        },
+        (None, Some(_)) => Verdict::MissingTier {
+            side: Side::Upstream,
+        },
+        (None, None) => Verdict::Complete,
+    }
 }
 
 /// Compare `downstream` with `upstream` for the same topic and bucket.
@@ -82,6 +106,24 @@ mod tests {
             Verdict::Duplicates { extra: 1 }
         );
         assert_eq!(compare(&up, &tally(&[1, 2, 4])), Verdict::ContentMismatch);
+    }
+
+    #[test]
+    fn a_tier_without_rows_is_missing_not_a_loss_or_duplicates() {
+        let t = tally(&[1]);
+        assert_eq!(
+            compare_tiers(Some(&t), None),
+            Verdict::MissingTier {
+                side: Side::Downstream
+            }
+        );
+        assert_eq!(
+            compare_tiers(None, Some(&t)),
+            Verdict::MissingTier {
+                side: Side::Upstream
+            }
+        );
+        assert_eq!(compare_tiers(Some(&t), Some(&t)), Verdict::Complete);
     }
 
     proptest! {

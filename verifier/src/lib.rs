@@ -3,4 +3,4 @@
 
 pub mod compare;
 
-pub use compare::{Verdict, compare};
+pub use compare::{Side, Verdict, compare, compare_tiers};
