@@ -31,3 +31,88 @@ pub fn context(
     }
     Ok(TlsContext::OpenSsl010Config(OpenSsl010Config::new(builder)))
 }
+
+#[cfg(test)]
+mod tests {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509, X509NameBuilder};
+
+    use super::*;
+
+    /// A self-signed certificate and its key, as PEM files in `dir`.
+    fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "kaudit-test").unwrap();
+        let name = name.build();
+        let mut cert = X509::builder().unwrap();
+        cert.set_version(2).unwrap();
+        cert.set_subject_name(&name).unwrap();
+        cert.set_issuer_name(&name).unwrap();
+        cert.set_pubkey(&key).unwrap();
+        cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        cert.sign(&key, MessageDigest::sha256()).unwrap();
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.build().to_pem().unwrap()).unwrap();
+        std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        (cert_path, key_path)
+    }
+
+    #[test]
+    fn builds_a_mutual_tls_context_from_pem_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed(dir.path());
+        let options = TlsOptions {
+            ca_file: Some(cert.clone()),
+            cert_file: Some(cert),
+            key_file: Some(key),
+            verify: true,
+        };
+        assert!(matches!(
+            context(&options),
+            Ok(TlsContext::OpenSsl010Config(_))
+        ));
+    }
+
+    #[test]
+    fn a_bad_file_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, _) = self_signed(dir.path());
+        let missing = TlsOptions {
+            ca_file: Some(dir.path().join("nope.pem")),
+            cert_file: None,
+            key_file: None,
+            verify: true,
+        };
+        assert!(
+            context(&missing)
+                .err()
+                .unwrap()
+                .to_string()
+                .starts_with("tls.ca_file")
+        );
+        let other_key = dir.path().join("other.pem");
+        std::fs::write(
+            &other_key,
+            PKey::from_rsa(Rsa::generate(2048).unwrap())
+                .unwrap()
+                .private_key_to_pem_pkcs8()
+                .unwrap(),
+        )
+        .unwrap();
+        let mismatched = TlsOptions {
+            ca_file: None,
+            cert_file: Some(cert),
+            key_file: Some(other_key),
+            verify: false,
+        };
+        let err = context(&mismatched).err().unwrap().to_string();
+        assert!(err.starts_with("tls.key_file"), "{err}");
+    }
+}
