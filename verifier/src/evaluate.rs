@@ -1,0 +1,166 @@
+//! Evaluating one bucket: merge each tier's rows across agents, compare every pipeline edge.
+
+use std::collections::BTreeMap;
+
+use kaudit_schema::{EpochMillis, Tally, TallyRow};
+use serde::{Deserialize, Serialize};
+
+use crate::compare::{Verdict, compare_tiers};
+use crate::pipeline::Pipeline;
+
+/// Each tier's tally for one bucket, merged across agents.
+pub type BucketTiers = BTreeMap<String, Tally>;
+
+/// When a verdict becomes an alert. Defaults are the production settings Chaperone's authors
+/// recommend: loss ratio above 0.01 %, p99 delay above 1 s.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    /// Lost / upstream count above which a bucket alerts. Default 0.0001.
+    pub loss_ratio: f64,
+    /// Extra / upstream count above which a bucket alerts. Default 0.0001.
+    pub duplicate_ratio: f64,
+    /// Downstream p99 of (arrival − event time) above which a bucket is delayed, ms. Default 1000.
+    pub p99_delay_ms: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self { loss_ratio: 0.0001, duplicate_ratio: 0.0001, p99_delay_ms: 1_000 }
+    }
+}
+
+/// The verdict on one edge of one bucket, with the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeVerdict {
+    pub topic: String,
+    pub bucket_start_ms: EpochMillis,
+    pub upstream: String,
+    pub tier: String,
+    pub verdict: Verdict,
+    pub upstream_count: u64,
+    pub count: u64,
+    /// Missing / upstream count (0 when nothing is missing).
+    pub loss_ratio: f64,
+    /// Extra / upstream count (0 when nothing is extra).
+    pub duplicate_ratio: f64,
+    /// Downstream p99 latency, ms, when it recorded any.
+    pub p99_ms: Option<u64>,
+    /// `p99_ms` is over the threshold.
+    pub delayed: bool,
+}
+
+impl EdgeVerdict {
+    /// Whether this bucket should raise an alert by the absolute thresholds.
+    pub fn breaches(&self, t: &Thresholds) -> bool {
+        self.delayed
+            || self.loss_ratio > t.loss_ratio
+            || self.duplicate_ratio > t.duplicate_ratio
+            || matches!(self.verdict, Verdict::ContentMismatch | Verdict::MissingTier { .. })
+    }
+}
+
+/// Merge stored rows per (bucket, tier) across agents.
+pub fn merge_rows(rows: &[TallyRow]) -> BTreeMap<EpochMillis, BucketTiers> {
+    let mut out: BTreeMap<EpochMillis, BucketTiers> = BTreeMap::new();
+    for row in rows {
+        let by_tier = out.entry(row.key.bucket_start_ms).or_default();
+        match by_tier.get_mut(&row.key.tier) {
+            Some(t) => t.merge(&row.tally),
+            None => {
+                by_tier.insert(row.key.tier.clone(), row.tally.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Verdicts for every edge of `pipeline` in one bucket. An edge whose upstream and downstream
+/// both have no rows had no traffic and gets no verdict.
+pub fn evaluate_bucket(
+    topic: &str,
+    bucket_start_ms: EpochMillis,
+    tiers: &BucketTiers,
+    pipeline: &Pipeline,
+    thresholds: &Thresholds,
+) -> Vec<EdgeVerdict> {
+    let mut out = Vec::with_capacity(pipeline.edges().len());
+    for edge in pipeline.edges() {
+        let (up, down) = (tiers.get(&edge.upstream), tiers.get(&edge.downstream));
+        if up.is_none() && down.is_none() {
+            continue;
+        }
+        let verdict = compare_tiers(up, down);
+        let upstream_count = up.map_or(0, |t| t.count);
+        let count = down.map_or(0, |t| t.count);
+        let ratio = |n: u64| if upstream_count == 0 { if n == 0 { 0.0 } else { 1.0 } } else { n as f64 / upstream_count as f64 };
+        let p99_ms = down.and_then(|t| t.latency.quantile(0.99));
+        out.push(EdgeVerdict {
+            topic: topic.to_string(),
+            bucket_start_ms,
+            upstream: edge.upstream.clone(),
+            tier: edge.downstream.clone(),
+            verdict,
+            upstream_count,
+            count,
+            loss_ratio: ratio(upstream_count.saturating_sub(count)),
+            duplicate_ratio: ratio(count.saturating_sub(upstream_count)),
+            p99_ms,
+            delayed: p99_ms.is_some_and(|p| p > thresholds.p99_delay_ms),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::Side;
+    use crate::pipeline::PipelineConfig;
+    use kaudit_schema::TallyKey;
+
+    fn pipeline() -> Pipeline {
+        PipelineConfig { topics: vec!["*".into()], tiers: vec!["producer".into(), "broker".into()], consumers: vec!["consumer/billing".into()] }
+            .build()
+    }
+
+    fn row(tier: &str, agent: &str, fps: std::ops::Range<u64>, latency_ms: i64) -> TallyRow {
+        let mut tally = Tally::default();
+        for fp in fps {
+            tally.add(fp * 7919, 10);
+            tally.latency.record(latency_ms);
+        }
+        TallyRow { key: TallyKey { topic: "t".into(), bucket_start_ms: 0, tier: tier.into(), agent_id: agent.into() }, bucket_width_ms: 60_000, version: 1, tally }
+    }
+
+    #[test]
+    fn merges_agents_then_compares_each_edge() {
+        let rows = vec![
+            row("producer", "p1", 0..5000, 5),
+            row("producer", "p2", 5000..10000, 5),
+            row("broker", "b1", 0..9999, 20),
+            row("consumer/billing", "c1", 0..9999, 1500),
+            row("consumer/billing", "c1-restarted", 9000..9002, 1500),
+        ];
+        let merged = merge_rows(&rows);
+        let verdicts = evaluate_bucket("t", 0, &merged[&0], &pipeline(), &Thresholds::default());
+        assert_eq!(verdicts.len(), 2);
+        let broker = &verdicts[0];
+        assert_eq!(broker.verdict, Verdict::Loss { missing: 1, fingerprint: Some(9999 * 7919) });
+        assert!((broker.loss_ratio - 1e-4).abs() < 1e-12);
+        assert!(!broker.breaches(&Thresholds::default()), "exactly at the threshold is not above it");
+        let billing = &verdicts[1];
+        assert_eq!(billing.verdict, Verdict::Duplicates { extra: 2 });
+        assert!(billing.delayed && billing.breaches(&Thresholds::default()));
+        assert!((1485..=1515).contains(&billing.p99_ms.unwrap()));
+    }
+
+    #[test]
+    fn a_silent_tier_is_missing_and_no_traffic_is_no_verdict() {
+        let merged = merge_rows(&[row("producer", "p1", 0..10, 1)]);
+        let verdicts = evaluate_bucket("t", 0, &merged[&0], &pipeline(), &Thresholds::default());
+        assert_eq!(verdicts.len(), 1, "broker→consumer had no traffic on either side");
+        assert_eq!(verdicts[0].verdict, Verdict::MissingTier { side: Side::Downstream });
+        assert!(verdicts[0].breaches(&Thresholds::default()));
+    }
+}
