@@ -59,10 +59,7 @@ pub struct FingerprintArgs {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -94,10 +91,7 @@ fn fingerprint(args: FingerprintArgs) -> ExitCode {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match KauditConfig::load(file) {
         Ok(config) => {
-            let store = config
-                .store_url()
-                .map(|u| u.to_string())
-                .unwrap_or_default();
+            let store = config.store_url().map(|u| u.to_string()).unwrap_or_default();
             println!(
                 "{}: ok (agent {:?}, store {store}, {} topic rule(s))",
                 file.display(),

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use kaudit_agent::kafka::{AuditedStreamConsumer, AuditingProducerContext};
-use kaudit_agent::{
-    AgentHandle, AgentMetrics, Auditor, Clock, Spool, SystemClock, TopicRuleConfig,
-};
+use kaudit_agent::{AgentHandle, AgentMetrics, Auditor, Clock, Spool, SystemClock, TopicRuleConfig};
 use kaudit_schema::{Store, StoreUrl};
 use kaudit_verifier::Verdict;
 use rdkafka::ClientConfig;
@@ -60,11 +58,7 @@ pub struct DemoOutcome {
 
 impl DemoOutcome {
     pub fn complete(&self) -> bool {
-        !self.verdicts.is_empty()
-            && self
-                .verdicts
-                .iter()
-                .all(|(_, _, v)| *v == Verdict::Complete)
+        !self.verdicts.is_empty() && self.verdicts.iter().all(|(_, _, v)| *v == Verdict::Complete)
     }
 }
 
@@ -86,11 +80,7 @@ pub fn main(args: DemoArgs) -> ExitCode {
         (None, Some(_)) => config.data_dir.clone(),
         (None, None) => temp.path().to_path_buf(),
     };
-    let kept = if data_dir == temp.path() {
-        " (temporary: pass --data-dir DIR to keep it)"
-    } else {
-        ""
-    };
+    let kept = if data_dir == temp.path() { " (temporary: pass --data-dir DIR to keep it)" } else { "" };
     match runtime.block_on(run(&args, &config, data_dir)) {
         Ok(outcome) => {
             println!("\n{}", outcome.table);
@@ -136,35 +126,20 @@ fn start_agent(
     let auditor = agent.auditor(Arc::new(SystemClock));
     let spool = Spool::open(&agent.spool_dir(data_dir), agent.spool_max_bytes)?;
     let metrics = AgentMetrics::register(&prometheus::Registry::new())?;
-    Ok(AgentHandle::start(
-        auditor,
-        store,
-        Some(spool),
-        agent.flusher_options(),
-        metrics,
-    ))
+    Ok(AgentHandle::start(auditor, store, Some(spool), agent.flusher_options(), metrics))
 }
 
 /// Run the demo with `data_dir` for its state.
-pub async fn run(
-    args: &DemoArgs,
-    config: &KauditConfig,
-    data_dir: PathBuf,
-) -> anyhow::Result<DemoOutcome> {
+pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> anyhow::Result<DemoOutcome> {
     let url = match &config.store {
         Some(url) => url.parse::<StoreUrl>()?,
         None => StoreUrl::Sqlite(data_dir.join("audit.db")),
     };
     let store = kaudit_schema::open_store(&url, &config.scylla).await?;
     let cluster = MockCluster::new(3).context("starting librdkafka's mock cluster")?;
-    cluster
-        .create_topic(TOPIC, args.partitions, 1)
-        .context("creating the demo topic")?;
+    cluster.create_topic(TOPIC, args.partitions, 1).context("creating the demo topic")?;
     let bootstrap = cluster.bootstrap_servers();
-    eprintln!(
-        "mock Kafka cluster on {bootstrap}; topic {TOPIC:?} with {} partitions",
-        args.partitions
-    );
+    eprintln!("mock Kafka cluster on {bootstrap}; topic {TOPIC:?} with {} partitions", args.partitions);
 
     let producer_agent = start_agent(config, "demo-producer", store.clone(), &data_dir)?;
     let consumer_agent = start_agent(config, "demo-billing", store.clone(), &data_dir)?;
@@ -182,31 +157,17 @@ pub async fn run(
 
     for (name, agent) in [("producer", producer_agent), ("consumer", consumer_agent)] {
         let report = agent.shutdown().await;
-        anyhow::ensure!(
-            report.pending == 0,
-            "{name} agent could not write {} batches",
-            report.pending
-        );
+        anyhow::ensure!(report.pending == 0, "{name} agent could not write {} batches", report.pending);
     }
     // This run's rows only: a data directory reused across runs holds earlier runs too.
     let width = config.agent.bucket_width_ms as i64;
-    let mut rows = store
-        .read_range(TOPIC, run_started_ms - width, SystemClock.now_ms() + width)
-        .await?;
-    rows.retain(|r| {
-        r.key.agent_id.starts_with(&producer_id) || r.key.agent_id.starts_with(&consumer_id)
-    });
+    let mut rows = store.read_range(TOPIC, run_started_ms - width, SystemClock.now_ms() + width).await?;
+    rows.retain(|r| r.key.agent_id.starts_with(&producer_id) || r.key.agent_id.starts_with(&consumer_id));
     let merged = crate::report::merge_by_tier(&rows);
     let verdicts = crate::report::verdicts(&merged, &TIERS);
     let table = crate::report::render(&merged, &TIERS);
     drop(cluster);
-    Ok(DemoOutcome {
-        produced,
-        consumed,
-        verdicts,
-        table,
-        store: url.to_string(),
-    })
+    Ok(DemoOutcome { produced, consumed, verdicts, table, store: url.to_string() })
 }
 
 fn produce(bootstrap: &str, auditor: Auditor, n: u64) -> anyhow::Result<u64> {
@@ -219,10 +180,7 @@ fn produce(bootstrap: &str, auditor: Auditor, n: u64) -> anyhow::Result<u64> {
     for i in 0..n {
         let key = format!("order-{i}");
         let created_at = SystemClock.now_ms();
-        let payload = format!(
-            r#"{{"order_id":"{key}","amount_cents":{},"created_at":{created_at}}}"#,
-            100 + i % 9_900
-        );
+        let payload = format!(r#"{{"order_id":"{key}","amount_cents":{},"created_at":{created_at}}}"#, 100 + i % 9_900);
         let mut record = BaseRecord::to(TOPIC).key(&key).payload(&payload);
         loop {
             match producer.send(record) {
@@ -235,9 +193,7 @@ fn produce(bootstrap: &str, auditor: Auditor, n: u64) -> anyhow::Result<u64> {
             }
         }
     }
-    producer
-        .flush(Duration::from_secs(30))
-        .context("flushing the producer")?;
+    producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
     Ok(n)
 }
 

@@ -37,16 +37,10 @@ pub struct MigrateArgs {
 }
 
 fn parse_dc(s: &str) -> Result<(String, u32), String> {
-    let (dc, n) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not DC=N, e.g. eu-west=3"))?;
-    let n: u32 = n
-        .parse()
-        .map_err(|_| format!("replica count {n:?} in {s:?} is not a number"))?;
+    let (dc, n) = s.split_once('=').ok_or_else(|| format!("{s:?} is not DC=N, e.g. eu-west=3"))?;
+    let n: u32 = n.parse().map_err(|_| format!("replica count {n:?} in {s:?} is not a number"))?;
     if dc.is_empty() || n == 0 {
-        return Err(format!(
-            "{s:?}: need a data center name and at least one replica"
-        ));
+        return Err(format!("{s:?}: need a data center name and at least one replica"));
     }
     Ok((dc.to_string(), n))
 }
@@ -84,12 +78,7 @@ pub fn main(args: MigrateArgs) -> ExitCode {
         }
         return ExitCode::from(EXIT_CONFIG);
     }
-    let url = match args
-        .store
-        .as_deref()
-        .map(str::parse::<StoreUrl>)
-        .unwrap_or_else(|| config.store_url())
-    {
+    let url = match args.store.as_deref().map(str::parse::<StoreUrl>).unwrap_or_else(|| config.store_url()) {
         Ok(url) => url,
         Err(e) => {
             eprintln!("kaudit migrate: {e}");
@@ -103,26 +92,17 @@ pub fn main(args: MigrateArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!(
-                "kaudit migrate: {}",
-                kaudit_agent::flusher::error_chain(e.as_ref())
-            );
+            eprintln!("kaudit migrate: {}", kaudit_agent::flusher::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(
-    url: &StoreUrl,
-    config: &KauditConfig,
-) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+async fn run(url: &StoreUrl, config: &KauditConfig) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     match url {
         StoreUrl::Sqlite(path) => {
             let store = SqliteStore::open(path, &SqliteOptions::default())?;
-            Ok(format!(
-                "{url}: schema at version {}",
-                store.schema_version()?
-            ))
+            Ok(format!("{url}: schema at version {}", store.schema_version()?))
         }
         StoreUrl::Scylla(hosts) => {
             let options = &config.scylla;

@@ -13,11 +13,7 @@ pub type BucketTiers = BTreeMap<String, (Tally, usize)>;
 pub fn merge_by_tier(rows: &[TallyRow]) -> BTreeMap<EpochMillis, BucketTiers> {
     let mut out: BTreeMap<EpochMillis, BucketTiers> = BTreeMap::new();
     for row in rows {
-        let entry = out
-            .entry(row.key.bucket_start_ms)
-            .or_default()
-            .entry(row.key.tier.clone())
-            .or_default();
+        let entry = out.entry(row.key.bucket_start_ms).or_default().entry(row.key.tier.clone()).or_default();
         entry.0.merge(&row.tally);
         entry.1 += 1;
     }
@@ -25,10 +21,7 @@ pub fn merge_by_tier(rows: &[TallyRow]) -> BTreeMap<EpochMillis, BucketTiers> {
 }
 
 /// Verdict of every downstream tier of `tiers` (in pipeline order) against the tier before it.
-pub fn verdicts(
-    merged: &BTreeMap<EpochMillis, BucketTiers>,
-    tiers: &[&str],
-) -> Vec<(EpochMillis, String, Verdict)> {
+pub fn verdicts(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> Vec<(EpochMillis, String, Verdict)> {
     let mut out = Vec::new();
     for (bucket, by_tier) in merged {
         for pair in tiers.windows(2) {
@@ -53,31 +46,16 @@ pub fn utc(ms: EpochMillis) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 fn verdict_text(v: &Verdict, upstream: &str) -> String {
     match v {
-        Verdict::MissingTier {
-            side: Side::Downstream,
-        } => "MISSING TIER (no rows)".into(),
-        Verdict::MissingTier {
-            side: Side::Upstream,
-        } => format!("MISSING TIER {upstream} (no rows upstream)"),
+        Verdict::MissingTier { side: Side::Downstream } => "MISSING TIER (no rows)".into(),
+        Verdict::MissingTier { side: Side::Upstream } => format!("MISSING TIER {upstream} (no rows upstream)"),
         Verdict::Complete => "complete".into(),
-        Verdict::Loss {
-            missing,
-            fingerprint: Some(fp),
-        } => format!("LOSS {missing} (fingerprint {fp:016x})"),
-        Verdict::Loss {
-            missing,
-            fingerprint: None,
-        } => format!("LOSS {missing}"),
+        Verdict::Loss { missing, fingerprint: Some(fp) } => format!("LOSS {missing} (fingerprint {fp:016x})"),
+        Verdict::Loss { missing, fingerprint: None } => format!("LOSS {missing}"),
         Verdict::Duplicates { extra } => format!("DUPLICATES {extra}"),
         Verdict::ContentMismatch => "CONTENT MISMATCH".into(),
     }
@@ -85,10 +63,8 @@ fn verdict_text(v: &Verdict, upstream: &str) -> String {
 
 /// The table: one line per (bucket, tier), tiers in pipeline order.
 pub fn render(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> String {
-    let verdicts: BTreeMap<(EpochMillis, String), Verdict> = verdicts(merged, tiers)
-        .into_iter()
-        .map(|(b, t, v)| ((b, t), v))
-        .collect();
+    let verdicts: BTreeMap<(EpochMillis, String), Verdict> =
+        verdicts(merged, tiers).into_iter().map(|(b, t, v)| ((b, t), v)).collect();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -98,18 +74,10 @@ pub fn render(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> St
     for (bucket, by_tier) in merged {
         for (i, tier) in tiers.iter().enumerate() {
             let upstream = if i > 0 { tiers[i - 1] } else { "" };
-            let verdict = verdicts
-                .get(&(*bucket, tier.to_string()))
-                .map_or("-".to_string(), |v| verdict_text(v, upstream));
+            let verdict =
+                verdicts.get(&(*bucket, tier.to_string())).map_or("-".to_string(), |v| verdict_text(v, upstream));
             let Some((t, _agents)) = by_tier.get(*tier) else {
-                let _ = writeln!(
-                    out,
-                    "{:<19}  {:<18} {:>9} {:>61}  {verdict}",
-                    utc(*bucket),
-                    tier,
-                    "no rows",
-                    ""
-                );
+                let _ = writeln!(out, "{:<19}  {:<18} {:>9} {:>61}  {verdict}", utc(*bucket), tier, "no rows", "");
                 continue;
             };
             let q = t.latency.quantiles();
@@ -139,18 +107,8 @@ mod tests {
     fn row(bucket: i64, tier: &str, agent: &str, fps: &[u64]) -> TallyRow {
         let mut tally = Tally::default();
         fps.iter().for_each(|f| tally.add(*f, 10));
-        let key = TallyKey {
-            topic: "t".into(),
-            bucket_start_ms: bucket,
-            tier: tier.into(),
-            agent_id: agent.into(),
-        };
-        TallyRow {
-            key,
-            bucket_width_ms: 60_000,
-            version: 1,
-            tally,
-        }
+        let key = TallyKey { topic: "t".into(), bucket_start_ms: bucket, tier: tier.into(), agent_id: agent.into() };
+        TallyRow { key, bucket_width_ms: 60_000, version: 1, tally }
     }
 
     #[test]
@@ -165,47 +123,22 @@ mod tests {
         let merged = merge_by_tier(&rows);
         assert_eq!(merged[&0]["producer"].1, 2);
         let v = verdicts(&merged, &["producer", "consumer"]);
-        assert_eq!(
-            v[0],
-            (
-                0,
-                "consumer".to_string(),
-                Verdict::Loss {
-                    missing: 1,
-                    fingerprint: Some(2)
-                }
-            )
-        );
+        assert_eq!(v[0], (0, "consumer".to_string(), Verdict::Loss { missing: 1, fingerprint: Some(2) }));
         assert_eq!(v[1].2, Verdict::Complete);
         let table = render(&merged, &["producer", "consumer"]);
-        assert!(
-            table.contains("LOSS 1 (fingerprint 0000000000000002)"),
-            "{table}"
-        );
+        assert!(table.contains("LOSS 1 (fingerprint 0000000000000002)"), "{table}");
         assert_eq!(table.lines().count(), 5);
     }
 
     #[test]
     fn missing_tiers_are_named_not_miscounted() {
-        let rows = vec![
-            row(0, "producer", "p1", &[1, 2]),
-            row(60_000, "consumer", "c1", &[3]),
-        ];
+        let rows = vec![row(0, "producer", "p1", &[1, 2]), row(60_000, "consumer", "c1", &[3])];
         let merged = merge_by_tier(&rows);
         let table = render(&merged, &["producer", "consumer"]);
         let lines: Vec<&str> = table.lines().collect();
-        assert!(
-            lines[2].contains("consumer") && lines[2].ends_with("MISSING TIER (no rows)"),
-            "{table}"
-        );
-        assert!(
-            lines[4].ends_with("MISSING TIER producer (no rows upstream)"),
-            "{table}"
-        );
-        assert!(
-            !table.contains("DUPLICATES") && !table.contains("LOSS"),
-            "{table}"
-        );
+        assert!(lines[2].contains("consumer") && lines[2].ends_with("MISSING TIER (no rows)"), "{table}");
+        assert!(lines[4].ends_with("MISSING TIER producer (no rows upstream)"), "{table}");
+        assert!(!table.contains("DUPLICATES") && !table.contains("LOSS"), "{table}");
     }
 
     #[test]

@@ -4,10 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn kaudit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kaudit"))
-        .args(args)
-        .output()
-        .expect("kaudit runs")
+    Command::new(env!("CARGO_BIN_EXE_kaudit")).args(args).output().expect("kaudit runs")
 }
 
 fn repo() -> PathBuf {
@@ -16,26 +13,14 @@ fn repo() -> PathBuf {
 
 #[test]
 fn fingerprint_prints_the_vector_value() {
-    let out = kaudit(&[
-        "fingerprint",
-        "--business-id",
-        "order-42",
-        "--payload",
-        r#"{"id":"order-42","amount":1999}"#,
-    ]);
+    let out = kaudit(&["fingerprint", "--business-id", "order-42", "--payload", r#"{"id":"order-42","amount":1999}"#]);
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "c283aaa0f9f3f99e\n");
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("payload.bin");
     std::fs::write(&file, vec![b'x'; 1024]).unwrap();
-    let out = kaudit(&[
-        "fingerprint",
-        "--business-id",
-        "k",
-        "--payload-file",
-        file.to_str().unwrap(),
-    ]);
+    let out = kaudit(&["fingerprint", "--business-id", "k", "--payload-file", file.to_str().unwrap()]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "07972220eefa0ee3\n");
 
     let out = kaudit(&["fingerprint", "--payload-file", "/nonexistent/payload"]);
@@ -47,62 +32,27 @@ fn fingerprint_prints_the_vector_value() {
 fn check_config_accepts_examples_and_names_every_error() {
     let good = repo().join("config/kaudit.example.toml");
     let out = kaudit(&["check-config", good.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
 
     let bad = repo().join("config/invalid/wrongkey.toml");
     let out = kaudit(&["check-config", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("wrongkey.toml:4:1: key `agent.flush_intervl_ms`"),
-        "{err}"
-    );
-    assert_eq!(
-        err.lines()
-            .filter(|l| l.starts_with("  ") && l.contains("wrongkey.toml:"))
-            .count(),
-        5,
-        "{err}"
-    );
+    assert!(err.contains("wrongkey.toml:4:1: key `agent.flush_intervl_ms`"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("  ") && l.contains("wrongkey.toml:")).count(), 5, "{err}");
 }
 
 #[test]
 fn demo_audits_a_mock_cluster_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let out = kaudit(&[
-        "demo",
-        "--messages",
-        "3000",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let out = kaudit(&["demo", "--messages", "3000", "--data-dir", dir.path().to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("audit: every bucket complete at every tier"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("produced 3000 messages, consumed 3000"),
-        "{stdout}"
-    );
-    let consumer_lines: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.contains("consumer/billing"))
-        .collect();
-    assert!(
-        !consumer_lines.is_empty() && consumer_lines.iter().all(|l| l.ends_with("complete")),
-        "{stdout}"
-    );
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("audit: every bucket complete at every tier"), "{stdout}");
+    assert!(stdout.contains("produced 3000 messages, consumed 3000"), "{stdout}");
+    let consumer_lines: Vec<&str> = stdout.lines().filter(|l| l.contains("consumer/billing")).collect();
+    assert!(!consumer_lines.is_empty() && consumer_lines.iter().all(|l| l.ends_with("complete")), "{stdout}");
     assert!(dir.path().join("audit.db").exists());
 }
 
@@ -110,28 +60,13 @@ fn demo_audits_a_mock_cluster_end_to_end() {
 fn migrate_creates_a_scylla_keyspace_once() {
     let server = kaudit_testkit::CqlServer::start();
     let store = format!("scylla://{}", server.addr());
-    let args = [
-        "migrate",
-        "--store",
-        &store,
-        "--keyspace",
-        "cli_ks",
-        "--replication-factor",
-        "1",
-        "--no-schema-agreement",
-    ];
+    let args =
+        ["migrate", "--store", &store, "--keyspace", "cli_ks", "--replication-factor", "1", "--no-schema-agreement"];
     let first = kaudit(&args);
     let stdout = String::from_utf8_lossy(&first.stdout);
-    assert!(
-        first.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert!(first.status.success(), "{stdout}{}", String::from_utf8_lossy(&first.stderr));
     assert!(stdout.contains("applied [1, 2], now at [1, 2]"), "{stdout}");
-    assert!(
-        stdout.contains("'class': 'SimpleStrategy', 'replication_factor': 1"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("'class': 'SimpleStrategy', 'replication_factor': 1"), "{stdout}");
     let second = kaudit(&args);
     assert!(String::from_utf8_lossy(&second.stdout).contains("applied [], now at [1, 2]"));
 }
@@ -150,17 +85,7 @@ fn migrate_sqlite_and_bad_urls() {
     let out = kaudit(&["migrate", "--store", "scylla://db-without-port"]);
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no port"));
-    let out = kaudit(&[
-        "migrate",
-        "--store",
-        "scylla://127.0.0.1:9",
-        "--datacenter",
-        "eu",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "clap rejects a datacenter without =N"
-    );
+    let out = kaudit(&["migrate", "--store", "scylla://127.0.0.1:9", "--datacenter", "eu"]);
+    assert_eq!(out.status.code(), Some(2), "clap rejects a datacenter without =N");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not DC=N"));
 }

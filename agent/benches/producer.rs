@@ -20,9 +20,7 @@ use rdkafka::ClientConfig;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{
-    BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer};
 
 /// Messages per timed iteration.
 const BATCH: usize = 20_000;
@@ -77,10 +75,7 @@ fn send_batch<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
     // A zero-timeout flush still wakes the broker threads and sends lingering batches at once.
     let _ = producer.flush(Duration::ZERO);
     while producer.in_flight_count() > 0 {
-        assert!(
-            start.elapsed() < DELIVERY_DEADLINE,
-            "{topic}: deliveries still pending after {DELIVERY_DEADLINE:?}"
-        );
+        assert!(start.elapsed() < DELIVERY_DEADLINE, "{topic}: deliveries still pending after {DELIVERY_DEADLINE:?}");
         std::thread::sleep(Duration::from_micros(50));
     }
     (start.elapsed(), queue_full)
@@ -97,28 +92,20 @@ fn producer_throughput(c: &mut Criterion) {
     let run = std::process::id();
     let plain_topic = format!("bench-plain-{run}");
     let audited_topic = format!("bench-audited-{run}");
-    cluster
-        .create_topic(&plain_topic, PARTITIONS, 1)
-        .expect("create plain topic");
-    cluster
-        .create_topic(&audited_topic, PARTITIONS, 1)
-        .expect("create audited topic");
+    cluster.create_topic(&plain_topic, PARTITIONS, 1).expect("create plain topic");
+    cluster.create_topic(&audited_topic, PARTITIONS, 1).expect("create audited topic");
 
     let keys: Vec<String> = (0..BATCH).map(|i| format!("order-{i:08}")).collect();
 
     let plain: ThreadedProducer<DefaultProducerContext> =
-        ThreadedProducer::from_config_and_context(
-            &config(&bootstrap, "bench-plain"),
-            DefaultProducerContext,
-        )
-        .expect("plain producer");
+        ThreadedProducer::from_config_and_context(&config(&bootstrap, "bench-plain"), DefaultProducerContext)
+            .expect("plain producer");
     let auditor = Auditor::new(AuditorOptions::named("bench"));
-    let audited: ThreadedProducer<AuditingProducerContext> =
-        ThreadedProducer::from_config_and_context(
-            &config(&bootstrap, "bench-audited"),
-            AuditingProducerContext::new(auditor.clone(), "producer"),
-        )
-        .expect("audited producer");
+    let audited: ThreadedProducer<AuditingProducerContext> = ThreadedProducer::from_config_and_context(
+        &config(&bootstrap, "bench-audited"),
+        AuditingProducerContext::new(auditor.clone(), "producer"),
+    )
+    .expect("audited producer");
 
     let mut counted = 0u64;
     let mut sent = 0u64;
@@ -136,8 +123,7 @@ fn producer_throughput(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let (elapsed, full) =
-                        send_batch(&plain, &plain_topic, &keys, black_box(&payload));
+                    let (elapsed, full) = send_batch(&plain, &plain_topic, &keys, black_box(&payload));
                     total += elapsed;
                     plain_queue_full += full;
                 }
@@ -150,8 +136,7 @@ fn producer_throughput(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let (elapsed, full) =
-                        send_batch(&audited, &audited_topic, &keys, black_box(&payload));
+                    let (elapsed, full) = send_batch(&audited, &audited_topic, &keys, black_box(&payload));
                     total += elapsed;
                     audited_queue_full += full;
                     sent += BATCH as u64;
@@ -160,10 +145,7 @@ fn producer_throughput(c: &mut Criterion) {
                     let (counters, failures) = auditor.take_counters();
                     counted += counters.iter().map(|(_, _, c)| c.messages).sum::<u64>();
                     assert!(failures.is_empty(), "failed deliveries: {failures:?}");
-                    assert_eq!(
-                        counted, sent,
-                        "every acknowledged delivery is tallied once the batch is done"
-                    );
+                    assert_eq!(counted, sent, "every acknowledged delivery is tallied once the batch is done");
                     black_box(auditor.snapshot());
                 }
                 total

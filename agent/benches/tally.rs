@@ -48,12 +48,7 @@ fn payload(len: usize) -> Vec<u8> {
 }
 
 fn message(len: usize) -> OwnedMessage {
-    OwnedMessage {
-        key: Some(KEY.to_vec()),
-        payload: payload(len),
-        timestamp_ms: Some(EVENT_MS),
-        headers: Vec::new(),
-    }
+    OwnedMessage { key: Some(KEY.to_vec()), payload: payload(len), timestamp_ms: Some(EVENT_MS), headers: Vec::new() }
 }
 
 fn auditor() -> Auditor {
@@ -79,31 +74,17 @@ fn tally(c: &mut Criterion) {
         group.warm_up_time(Duration::from_secs(1));
         group.measurement_time(Duration::from_secs(3));
 
-        group.bench_function("raw_hash", |b| {
-            b.iter(|| raw_hash(black_box(KEY), black_box(&msg.payload)))
-        });
+        group.bench_function("raw_hash", |b| b.iter(|| raw_hash(black_box(KEY), black_box(&msg.payload))));
 
         if len == 100 {
-            group.bench_function("observation", |b| {
-                b.iter(|| auditor.observation(black_box(TOPIC), black_box(&msg)))
-            });
+            group.bench_function("observation", |b| b.iter(|| auditor.observation(black_box(TOPIC), black_box(&msg))));
 
             let obs = auditor.observation(TOPIC, &msg);
             let mut table = TallyTable::new("bench-bench", BucketWidth::DEFAULT, 600_000);
             group.bench_function("table_record", |b| {
-                b.iter(|| {
-                    table.record(
-                        black_box(TOPIC),
-                        black_box(TIER),
-                        black_box(obs),
-                        black_box(NOW_MS),
-                    )
-                })
+                b.iter(|| table.record(black_box(TOPIC), black_box(TIER), black_box(obs), black_box(NOW_MS)))
             });
-            assert!(
-                table.open_buckets() <= 1,
-                "every iteration must land in one bucket"
-            );
+            assert!(table.open_buckets() <= 1, "every iteration must land in one bucket");
 
             let mut table = TallyTable::new("bench-bench", BucketWidth::DEFAULT, 600_000);
             group.bench_function("observation+table_record", |b| {
@@ -112,10 +93,7 @@ fn tally(c: &mut Criterion) {
                     table.record(black_box(TOPIC), black_box(TIER), obs, black_box(NOW_MS))
                 })
             });
-            assert!(
-                table.open_buckets() <= 1,
-                "every iteration must land in one bucket"
-            );
+            assert!(table.open_buckets() <= 1, "every iteration must land in one bucket");
         }
 
         group.bench_function("hot_path", |b| {
@@ -123,10 +101,8 @@ fn tally(c: &mut Criterion) {
         });
         if len == 100 {
             // The same with the real wall clock a deployment uses (one vDSO clock read per message).
-            let system = Auditor::new(AuditorOptions {
-                instance_id: Some("bench".into()),
-                ..AuditorOptions::named("bench")
-            });
+            let system =
+                Auditor::new(AuditorOptions { instance_id: Some("bench".into()), ..AuditorOptions::named("bench") });
             group.bench_function("hot_path_system_clock", |b| {
                 b.iter(|| system.record_message(black_box(TOPIC), black_box(TIER), black_box(&msg)))
             });

@@ -34,38 +34,20 @@ async fn main() -> anyhow::Result<()> {
         ..AgentConfig::default()
     };
     let auditor = config.auditor(Arc::new(SystemClock));
-    let store = Arc::new(SqliteStore::open(
-        &data_dir.path().join("audit.db"),
-        &SqliteOptions::default(),
-    )?);
+    let store = Arc::new(SqliteStore::open(&data_dir.path().join("audit.db"), &SqliteOptions::default())?);
     let spool = Spool::open(&config.spool_dir(data_dir.path()), config.spool_max_bytes)?;
     let metrics = AgentMetrics::register(&prometheus::Registry::new())?;
-    let agent = AgentHandle::start(
-        auditor.clone(),
-        store.clone(),
-        Some(spool),
-        config.flusher_options(),
-        metrics,
-    );
+    let agent = AgentHandle::start(auditor.clone(), store.clone(), Some(spool), config.flusher_options(), metrics);
 
     // Tallied when the broker acknowledges; failed deliveries are counted apart.
     let producer: ThreadedProducer<AuditingProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create_with_context(AuditingProducerContext::new(auditor.clone(), "producer"))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis()
-        .to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis().to_string();
     for i in 0..100 {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "event-time",
-            value: Some(now.as_bytes()),
-        });
+        let headers = OwnedHeaders::new().insert(Header { key: "event-time", value: Some(now.as_bytes()) });
         let key = format!("order-{i}");
-        let record = BaseRecord::to("orders")
-            .key(&key)
-            .payload("{}")
-            .headers(headers);
+        let record = BaseRecord::to("orders").key(&key).payload("{}").headers(headers);
         producer.send(record).map_err(|(e, _)| e)?;
     }
     producer.flush(Duration::from_secs(10))?;

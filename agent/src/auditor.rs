@@ -72,11 +72,7 @@ impl Auditor {
     pub fn new(options: AuditorOptions) -> Self {
         let instance = options.instance_id.unwrap_or_else(new_instance_id);
         let agent_id = format!("{}-{instance}", options.name);
-        let table = TallyTable::new(
-            agent_id.clone(),
-            options.bucket_width,
-            options.close_after_ms,
-        );
+        let table = TallyTable::new(agent_id.clone(), options.bucket_width, options.close_after_ms);
         Self {
             inner: Arc::new(Inner {
                 table: Mutex::new(table),
@@ -100,14 +96,7 @@ impl Auditor {
 
     /// Count a message given its parts. `event_time` is ms since the epoch; `None` counts it in
     /// the bucket of its arrival as `no_time`.
-    pub fn record(
-        &self,
-        topic: &str,
-        tier: &str,
-        business_id: &[u8],
-        payload: &[u8],
-        event_time: Option<EpochMillis>,
-    ) {
+    pub fn record(&self, topic: &str, tier: &str, business_id: &[u8], payload: &[u8], event_time: Option<EpochMillis>) {
         let obs = Observation {
             fingerprint: fingerprint(business_id, payload),
             bytes: payload.len() as u64,
@@ -165,21 +154,14 @@ impl Auditor {
     #[inline(always)]
     pub fn observe(&self, topic: &str, tier: &str, obs: Observation) {
         let now = self.inner.clock.now_ms();
-        self.inner
-            .table
-            .lock()
-            .expect("tally table poisoned")
-            .record(topic, tier, obs, now);
+        self.inner.table.lock().expect("tally table poisoned").record(topic, tier, obs, now);
     }
 
     /// Note a message that was *not* delivered (a producer's failed delivery report): it is not
     /// counted as sent, only reported in metrics.
     pub fn record_failure(&self, topic: &str, tier: &str) {
         let mut failures = self.inner.failures.lock().expect("failure list poisoned");
-        match failures
-            .iter_mut()
-            .find(|(t, r, _)| t == topic && r == tier)
-        {
+        match failures.iter_mut().find(|(t, r, _)| t == topic && r == tier) {
             Some(entry) => entry.2 += 1,
             None => failures.push((topic.to_string(), tier.to_string(), 1)),
         }
@@ -188,33 +170,19 @@ impl Auditor {
     /// Cumulative rows of every tally changed since the last snapshot; closes old buckets.
     pub fn snapshot(&self) -> FlushBatch {
         let now = self.inner.clock.now_ms();
-        self.inner
-            .table
-            .lock()
-            .expect("tally table poisoned")
-            .snapshot(now)
+        self.inner.table.lock().expect("tally table poisoned").snapshot(now)
     }
 
     /// Per-stream counters since the last call, and delivery failures, for metrics.
     pub fn take_counters(&self) -> (PerStream<StreamCounters>, PerStream<u64>) {
-        let counters = self
-            .inner
-            .table
-            .lock()
-            .expect("tally table poisoned")
-            .take_counters();
-        let failures =
-            std::mem::take(&mut *self.inner.failures.lock().expect("failure list poisoned"));
+        let counters = self.inner.table.lock().expect("tally table poisoned").take_counters();
+        let failures = std::mem::take(&mut *self.inner.failures.lock().expect("failure list poisoned"));
         (counters, failures)
     }
 
     /// Open buckets held in memory.
     pub fn open_buckets(&self) -> usize {
-        self.inner
-            .table
-            .lock()
-            .expect("tally table poisoned")
-            .open_buckets()
+        self.inner.table.lock().expect("tally table poisoned").open_buckets()
     }
 }
 
@@ -237,13 +205,7 @@ mod tests {
                 let a = auditor.clone();
                 std::thread::spawn(move || {
                     for i in 0..1000u32 {
-                        a.record(
-                            "t",
-                            "consumer",
-                            format!("{n}-{i}").as_bytes(),
-                            b"p",
-                            Some(1_000_000),
-                        );
+                        a.record("t", "consumer", format!("{n}-{i}").as_bytes(), b"p", Some(1_000_000));
                     }
                 })
             })
@@ -257,24 +219,15 @@ mod tests {
 
     #[test]
     fn records_messages_by_topic_rule_and_failures_apart() {
-        let auditor = Auditor::new(AuditorOptions {
-            clock: Arc::new(ManualClock::new(5_000)),
-            ..AuditorOptions::named("a")
-        });
-        let msg = OwnedMessage {
-            key: Some(b"k".to_vec()),
-            payload: b"hello".to_vec(),
-            timestamp_ms: None,
-            headers: vec![],
-        };
+        let auditor =
+            Auditor::new(AuditorOptions { clock: Arc::new(ManualClock::new(5_000)), ..AuditorOptions::named("a") });
+        let msg =
+            OwnedMessage { key: Some(b"k".to_vec()), payload: b"hello".to_vec(), timestamp_ms: None, headers: vec![] };
         auditor.record_message("t", "producer", &msg);
         auditor.record_failure("t", "producer");
         auditor.record_failure("t", "producer");
         let row = &auditor.snapshot().rows[0];
-        assert_eq!(
-            (row.tally.count, row.tally.no_time, row.tally.bytes),
-            (1, 1, 5)
-        );
+        assert_eq!((row.tally.count, row.tally.no_time, row.tally.bytes), (1, 1, 5));
         assert_eq!(row.tally.fp_xor, fingerprint(b"k", b"hello"));
         let (counters, failures) = auditor.take_counters();
         assert_eq!(counters[0].2.messages, 1);

@@ -86,10 +86,7 @@ pub struct ConfigIssue {
 
 impl ConfigIssue {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
+        Self { path: path.into(), message: message.into() }
     }
 }
 
@@ -98,43 +95,23 @@ impl AgentConfig {
     pub fn validate(&self, prefix: &str) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         let at = |key: &str| format!("{prefix}.{key}");
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             issues.push(ConfigIssue::new(
                 at("name"),
-                format!(
-                    "{:?} must be non-empty letters, digits, '.', '_' or '-'",
-                    self.name
-                ),
+                format!("{:?} must be non-empty letters, digits, '.', '_' or '-'", self.name),
             ));
         }
         if BucketWidth::from_millis(self.bucket_width_ms).is_none() {
-            issues.push(ConfigIssue::new(
-                at("bucket_width_ms"),
-                "must be at least 1 ms",
-            ));
+            issues.push(ConfigIssue::new(at("bucket_width_ms"), "must be at least 1 ms"));
         }
         if self.flush_interval_ms < 10 {
-            issues.push(ConfigIssue::new(
-                at("flush_interval_ms"),
-                "must be at least 10 ms",
-            ));
+            issues.push(ConfigIssue::new(at("flush_interval_ms"), "must be at least 10 ms"));
         }
         if self.max_queued_batches == 0 {
-            issues.push(ConfigIssue::new(
-                at("max_queued_batches"),
-                "must be at least 1",
-            ));
+            issues.push(ConfigIssue::new(at("max_queued_batches"), "must be at least 1"));
         }
         if self.spool_max_bytes < 64 << 10 {
-            issues.push(ConfigIssue::new(
-                at("spool_max_bytes"),
-                "must be at least 65536 bytes",
-            ));
+            issues.push(ConfigIssue::new(at("spool_max_bytes"), "must be at least 65536 bytes"));
         }
         for (i, rule) in self.topics.iter().enumerate() {
             if let Err(e) = globset::Glob::new(&rule.pattern) {
@@ -150,13 +127,7 @@ impl AgentConfig {
     /// The topic rules. Call after [`AgentConfig::validate`] returned no issue.
     pub fn topic_rules(&self) -> TopicRules {
         let rules = self.topics.iter().map(|r| {
-            (
-                r.pattern.clone(),
-                ExtractRule {
-                    business_id: r.business_id.clone(),
-                    event_time: r.event_time.clone(),
-                },
-            )
+            (r.pattern.clone(), ExtractRule { business_id: r.business_id.clone(), event_time: r.event_time.clone() })
         });
         TopicRules::new(rules).expect("patterns were validated")
     }
@@ -183,9 +154,7 @@ impl AgentConfig {
 
     /// Where this agent spools, given the data directory.
     pub fn spool_dir(&self, data_dir: &Path) -> PathBuf {
-        self.spool_dir
-            .clone()
-            .unwrap_or_else(|| data_dir.join("spool").join(&self.name))
+        self.spool_dir.clone().unwrap_or_else(|| data_dir.join("spool").join(&self.name))
     }
 }
 
@@ -198,10 +167,7 @@ mod tests {
         let c = AgentConfig::default();
         assert!(c.validate("agent").is_empty());
         assert_eq!((c.bucket_width_ms, c.flush_interval_ms), (60_000, 5_000));
-        assert_eq!(
-            c.spool_dir(Path::new("/d")),
-            PathBuf::from("/d/spool/kaudit")
-        );
+        assert_eq!(c.spool_dir(Path::new("/d")), PathBuf::from("/d/spool/kaudit"));
     }
 
     #[test]
@@ -227,12 +193,7 @@ mod tests {
         let paths: Vec<String> = c.validate("agent").into_iter().map(|i| i.path).collect();
         assert_eq!(
             paths,
-            [
-                "agent.name",
-                "agent.bucket_width_ms",
-                "agent.max_queued_batches",
-                "agent.topics[1].pattern"
-            ]
+            ["agent.name", "agent.bucket_width_ms", "agent.max_queued_batches", "agent.topics[1].pattern"]
         );
     }
 }

@@ -78,9 +78,7 @@ impl ExtractRule {
     /// Extract from `msg`. Parses the payload as JSON at most once, and only when a pointer needs it.
     #[inline]
     pub fn extract<'m, M: AuditMessage + ?Sized>(&self, msg: &'m M) -> Extracted<'m> {
-        if let (BusinessIdSource::Key, EventTimeSource::KafkaTimestamp) =
-            (&self.business_id, &self.event_time)
-        {
+        if let (BusinessIdSource::Key, EventTimeSource::KafkaTimestamp) = (&self.business_id, &self.event_time) {
             // The default rule, and the hot path: no JSON, no header scan.
             return Extracted {
                 business_id: Cow::Borrowed(msg.key().unwrap_or_default()),
@@ -90,36 +88,25 @@ impl ExtractRule {
         }
         let needs_json = matches!(self.business_id, BusinessIdSource::JsonPointer(_))
             || matches!(self.event_time, EventTimeSource::JsonPointer(_));
-        let json: Option<serde_json::Value> = if needs_json {
-            serde_json::from_slice(msg.payload()).ok()
-        } else {
-            None
-        };
+        let json: Option<serde_json::Value> =
+            if needs_json { serde_json::from_slice(msg.payload()).ok() } else { None };
 
         let (business_id, malformed_id) = match &self.business_id {
             BusinessIdSource::Key => (Cow::Borrowed(msg.key().unwrap_or_default()), false),
-            BusinessIdSource::Header(name) => {
-                (Cow::Borrowed(msg.header(name).unwrap_or_default()), false)
-            }
+            BusinessIdSource::Header(name) => (Cow::Borrowed(msg.header(name).unwrap_or_default()), false),
             BusinessIdSource::JsonPointer(ptr) => match &json {
                 None => (Cow::Borrowed(&[][..]), true),
                 Some(doc) => match doc.pointer(ptr) {
                     None | Some(serde_json::Value::Null) => (Cow::Borrowed(&[][..]), false),
-                    Some(serde_json::Value::String(s)) => {
-                        (Cow::Owned(s.as_bytes().to_vec()), false)
-                    }
+                    Some(serde_json::Value::String(s)) => (Cow::Owned(s.as_bytes().to_vec()), false),
                     Some(other) => (Cow::Owned(other.to_string().into_bytes()), false),
                 },
             },
         };
         let event_time = match &self.event_time {
-            EventTimeSource::KafkaTimestamp => msg.timestamp_ms().map_or(EventTime::Missing, |t| {
-                if t > 0 {
-                    EventTime::Valid(t)
-                } else {
-                    EventTime::Malformed
-                }
-            }),
+            EventTimeSource::KafkaTimestamp => msg
+                .timestamp_ms()
+                .map_or(EventTime::Missing, |t| if t > 0 { EventTime::Valid(t) } else { EventTime::Malformed }),
             EventTimeSource::Header(name) => match msg.header(name) {
                 None => EventTime::Missing,
                 Some(raw) => parse_time_text(raw),
@@ -138,11 +125,7 @@ impl ExtractRule {
                 },
             },
         };
-        Extracted {
-            business_id,
-            event_time,
-            malformed_id,
-        }
+        Extracted { business_id, event_time, malformed_id }
     }
 }
 
@@ -169,11 +152,7 @@ fn from_epoch_float(v: f64) -> EventTime {
     if !v.is_finite() || v <= 0.0 || v >= i64::MAX as f64 {
         return EventTime::Malformed;
     }
-    if v > MILLIS_THRESHOLD as f64 {
-        EventTime::Valid(v as i64)
-    } else {
-        EventTime::Valid((v * 1000.0) as i64)
-    }
+    if v > MILLIS_THRESHOLD as f64 { EventTime::Valid(v as i64) } else { EventTime::Valid((v * 1000.0) as i64) }
 }
 
 fn parse_time_text(raw: &[u8]) -> EventTime {
@@ -201,23 +180,17 @@ fn parse_prefixed(s: &str, bare: &str) -> Result<Option<(bool, String)>, SourceP
     }
     if let Some(name) = s.strip_prefix("header:") {
         if name.is_empty() {
-            return Err(SourceParseError(
-                "header name is empty, e.g. \"header:event-time\"".into(),
-            ));
+            return Err(SourceParseError("header name is empty, e.g. \"header:event-time\"".into()));
         }
         return Ok(Some((true, name.to_string())));
     }
     if let Some(ptr) = s.strip_prefix("json:") {
         if !(ptr.is_empty() || ptr.starts_with('/')) {
-            return Err(SourceParseError(format!(
-                "JSON pointer {ptr:?} must start with '/', e.g. \"json:/id\""
-            )));
+            return Err(SourceParseError(format!("JSON pointer {ptr:?} must start with '/', e.g. \"json:/id\"")));
         }
         return Ok(Some((false, ptr.to_string())));
     }
-    Err(SourceParseError(format!(
-        "{s:?} is not one of \"{bare}\", \"header:NAME\", \"json:/POINTER\""
-    )))
+    Err(SourceParseError(format!("{s:?} is not one of \"{bare}\", \"header:NAME\", \"json:/POINTER\"")))
 }
 
 impl FromStr for BusinessIdSource {
@@ -300,10 +273,7 @@ impl AuditMessage for OwnedMessage {
         self.timestamp_ms
     }
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
     }
 }
 

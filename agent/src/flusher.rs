@@ -36,23 +36,14 @@ impl BatchSource for Auditor {
         let (streams, failures) = self.take_counters();
         for (topic, tier, c) in streams {
             let labels = [topic.as_str(), tier.as_str()];
-            metrics
-                .messages
-                .with_label_values(&labels)
-                .inc_by(c.messages);
+            metrics.messages.with_label_values(&labels).inc_by(c.messages);
             metrics.bytes.with_label_values(&labels).inc_by(c.bytes);
             metrics.no_time.with_label_values(&labels).inc_by(c.no_time);
-            metrics
-                .malformed
-                .with_label_values(&labels)
-                .inc_by(c.malformed);
+            metrics.malformed.with_label_values(&labels).inc_by(c.malformed);
             metrics.late.with_label_values(&labels).inc_by(c.late);
         }
         for (topic, tier, n) in failures {
-            metrics
-                .delivery_failures
-                .with_label_values(&[topic.as_str(), tier.as_str()])
-                .inc_by(n);
+            metrics.delivery_failures.with_label_values(&[topic.as_str(), tier.as_str()]).inc_by(n);
         }
         metrics.open_buckets.set(self.open_buckets() as i64);
     }
@@ -106,14 +97,7 @@ impl<S: BatchSource> Flusher<S> {
         options: FlusherOptions,
         metrics: AgentMetrics,
     ) -> Self {
-        Self {
-            source,
-            store,
-            memory: VecDeque::new(),
-            spool,
-            options,
-            metrics,
-        }
+        Self { source, store, memory: VecDeque::new(), spool, options, metrics }
     }
 
     /// Batches waiting for the store.
@@ -130,10 +114,7 @@ impl<S: BatchSource> Flusher<S> {
         }
         let written = self.drain().await;
         self.update_gauges();
-        FlushReport {
-            written,
-            pending: self.pending(),
-        }
+        FlushReport { written, pending: self.pending() }
     }
 
     fn spool_has_backlog(&self) -> bool {
@@ -150,10 +131,7 @@ impl<S: BatchSource> Flusher<S> {
             // No spool: fold the backlog into one batch of newest versions, which loses nothing.
             self.memory.push_back(batch);
             let merged = compact_batches(self.memory.drain(..));
-            tracing::warn!(
-                rows = merged.rows.len(),
-                "store backlog full and no spool configured; compacted in memory"
-            );
+            tracing::warn!(rows = merged.rows.len(), "store backlog full and no spool configured; compacted in memory");
             self.memory.push_back(merged);
         }
     }
@@ -163,9 +141,7 @@ impl<S: BatchSource> Flusher<S> {
         match spool.append(&batch) {
             Ok(outcome) => {
                 if outcome.dropped_rows > 0 {
-                    self.metrics
-                        .spool_dropped_rows
-                        .inc_by(outcome.dropped_rows as u64);
+                    self.metrics.spool_dropped_rows.inc_by(outcome.dropped_rows as u64);
                     tracing::error!(
                         dropped_rows = outcome.dropped_rows,
                         spool_bytes = spool.bytes(),
@@ -205,9 +181,7 @@ impl<S: BatchSource> Flusher<S> {
             let started = Instant::now();
             match self.store.write(&batch).await {
                 Ok(()) => {
-                    self.metrics
-                        .flush_duration
-                        .observe(started.elapsed().as_secs_f64());
+                    self.metrics.flush_duration.observe(started.elapsed().as_secs_f64());
                     self.metrics.flushes.inc();
                     self.metrics.rows_written.inc_by(batch.rows.len() as u64);
                     if self.memory.pop_front().is_none()
@@ -272,10 +246,7 @@ impl<S: BatchSource> Flusher<S> {
                 "shut down with audit batches not yet in the store"
             );
         }
-        FlushReport {
-            written,
-            pending: self.pending(),
-        }
+        FlushReport { written, pending: self.pending() }
     }
 }
 

@@ -15,9 +15,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, DefaultConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Headers, Message, OwnedHeaders, ToBytes};
-use rdkafka::producer::{
-    DefaultProducerContext, DeliveryResult, FutureProducer, FutureRecord, ProducerContext,
-};
+use rdkafka::producer::{DefaultProducerContext, DeliveryResult, FutureProducer, FutureRecord, ProducerContext};
 use rdkafka::util::Timeout;
 
 use crate::auditor::Auditor;
@@ -64,11 +62,7 @@ impl AuditingProducerContext<DefaultProducerContext> {
 impl<C> AuditingProducerContext<C> {
     /// Audit around an existing context, which still receives every callback.
     pub fn wrap(auditor: Auditor, tier: &str, inner: C) -> Self {
-        Self {
-            auditor,
-            tier: tier.into(),
-            inner,
-        }
+        Self { auditor, tier: tier.into(), inner }
     }
 }
 
@@ -89,9 +83,7 @@ impl<C: ProducerContext> ProducerContext for AuditingProducerContext<C> {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
         match result {
-            Ok(msg) => self
-                .auditor
-                .record_message(msg.topic(), &self.tier, &KafkaMessage(msg)),
+            Ok(msg) => self.auditor.record_message(msg.topic(), &self.tier, &KafkaMessage(msg)),
             Err((_, msg)) => self.auditor.record_failure(msg.topic(), &self.tier),
         }
         self.inner.delivery(result, opaque)
@@ -144,11 +136,7 @@ impl AuditMessage for RecordView<'_> {
 
 impl AuditedFutureProducer {
     pub fn new(inner: FutureProducer, auditor: Auditor, tier: &str) -> Self {
-        Self {
-            inner,
-            auditor,
-            tier: tier.into(),
-        }
+        Self { inner, auditor, tier: tier.into() }
     }
 
     /// The wrapped producer (for flush, transactions and the rest).
@@ -174,16 +162,13 @@ impl AuditedFutureProducer {
             headers: record.headers.as_ref(),
         };
         let mut obs = self.auditor.observation(topic, &view);
-        let stamped_by_broker = record.timestamp.is_none()
-            && self.auditor.rule_for(topic).event_time == EventTimeSource::KafkaTimestamp;
+        let stamped_by_broker =
+            record.timestamp.is_none() && self.auditor.rule_for(topic).event_time == EventTimeSource::KafkaTimestamp;
         let result = self.inner.send(record, queue_timeout).await;
         match &result {
             Ok(delivery) => {
                 if stamped_by_broker {
-                    obs.event_time = delivery
-                        .timestamp
-                        .to_millis()
-                        .map_or(EventTime::Missing, from_epoch_number);
+                    obs.event_time = delivery.timestamp.to_millis().map_or(EventTime::Missing, from_epoch_number);
                 }
                 self.auditor.observe(topic, &self.tier, obs);
             }
@@ -202,18 +187,13 @@ pub struct AuditedStreamConsumer<C: ConsumerContext + 'static = DefaultConsumerC
 
 impl<C: ConsumerContext + 'static> AuditedStreamConsumer<C> {
     pub fn new(inner: StreamConsumer<C>, auditor: Auditor, tier: &str) -> Self {
-        Self {
-            inner,
-            auditor,
-            tier: tier.into(),
-        }
+        Self { inner, auditor, tier: tier.into() }
     }
 
     /// Receive the next message, tallied.
     pub async fn recv(&self) -> KafkaResult<BorrowedMessage<'_>> {
         let msg = self.inner.recv().await?;
-        self.auditor
-            .record_message(msg.topic(), &self.tier, &KafkaMessage(&msg));
+        self.auditor.record_message(msg.topic(), &self.tier, &KafkaMessage(&msg));
         Ok(msg)
     }
 }
@@ -234,19 +214,14 @@ pub struct AuditedBaseConsumer<C: ConsumerContext + 'static = DefaultConsumerCon
 
 impl<C: ConsumerContext + 'static> AuditedBaseConsumer<C> {
     pub fn new(inner: BaseConsumer<C>, auditor: Auditor, tier: &str) -> Self {
-        Self {
-            inner,
-            auditor,
-            tier: tier.into(),
-        }
+        Self { inner, auditor, tier: tier.into() }
     }
 
     /// Poll for the next message, tallied when there is one.
     pub fn poll(&self, timeout: impl Into<Timeout>) -> Option<KafkaResult<BorrowedMessage<'_>>> {
         let result = self.inner.poll(timeout)?;
         if let Ok(msg) = &result {
-            self.auditor
-                .record_message(msg.topic(), &self.tier, &KafkaMessage(msg));
+            self.auditor.record_message(msg.topic(), &self.tier, &KafkaMessage(msg));
         }
         Some(result)
     }

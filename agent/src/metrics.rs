@@ -45,26 +45,13 @@ impl AgentMetrics {
     /// Register every agent metric in `registry`. Fails if they are registered there already.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let flush_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "kaudit_agent_flush_duration_seconds",
-                "Time to write one flush batch to the store.",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+            HistogramOpts::new("kaudit_agent_flush_duration_seconds", "Time to write one flush batch to the store.")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         )?;
         registry.register(Box::new(flush_duration.clone()))?;
         Ok(Self {
-            messages: counter_vec(
-                registry,
-                "kaudit_agent_messages_total",
-                "Messages counted into tallies.",
-            )?,
-            bytes: counter_vec(
-                registry,
-                "kaudit_agent_bytes_total",
-                "Payload bytes counted into tallies.",
-            )?,
+            messages: counter_vec(registry, "kaudit_agent_messages_total", "Messages counted into tallies.")?,
+            bytes: counter_vec(registry, "kaudit_agent_bytes_total", "Payload bytes counted into tallies.")?,
             no_time: counter_vec(
                 registry,
                 "kaudit_agent_no_time_messages_total",
@@ -85,21 +72,13 @@ impl AgentMetrics {
                 "kaudit_agent_delivery_failures_total",
                 "Produced messages whose delivery failed; not counted as sent.",
             )?,
-            flushes: counter(
-                registry,
-                "kaudit_agent_flushes_total",
-                "Flush batches written to the store.",
-            )?,
+            flushes: counter(registry, "kaudit_agent_flushes_total", "Flush batches written to the store.")?,
             flush_failures: counter(
                 registry,
                 "kaudit_agent_flush_failures_total",
                 "Store writes that failed and were kept for retry.",
             )?,
-            rows_written: counter(
-                registry,
-                "kaudit_agent_rows_written_total",
-                "Tally rows written to the store.",
-            )?,
+            rows_written: counter(registry, "kaudit_agent_rows_written_total", "Tally rows written to the store.")?,
             flush_duration,
             queued_batches: gauge(
                 registry,
@@ -111,21 +90,13 @@ impl AgentMetrics {
                 "kaudit_agent_spool_batches",
                 "Flush batches waiting in the on-disk spool.",
             )?,
-            spool_bytes: gauge(
-                registry,
-                "kaudit_agent_spool_bytes",
-                "Bytes in the on-disk spool.",
-            )?,
+            spool_bytes: gauge(registry, "kaudit_agent_spool_bytes", "Bytes in the on-disk spool.")?,
             spool_dropped_rows: counter(
                 registry,
                 "kaudit_agent_spool_dropped_rows_total",
                 "Tally rows dropped because the spool was full (audit data lost).",
             )?,
-            open_buckets: gauge(
-                registry,
-                "kaudit_agent_open_buckets",
-                "Open tally buckets held in memory.",
-            )?,
+            open_buckets: gauge(registry, "kaudit_agent_open_buckets", "Open tally buckets held in memory.")?,
         })
     }
 }

@@ -31,28 +31,17 @@ pub struct PatternError {
 
 impl TopicRules {
     /// Rules in priority order; topics no pattern matches use [`ExtractRule::default`].
-    pub fn new(
-        rules: impl IntoIterator<Item = (String, ExtractRule)>,
-    ) -> Result<Self, PatternError> {
+    pub fn new(rules: impl IntoIterator<Item = (String, ExtractRule)>) -> Result<Self, PatternError> {
         let rules = rules
             .into_iter()
             .map(|(pattern, rule)| {
-                let glob = Glob::new(&pattern).map_err(|e| PatternError {
-                    pattern: pattern.clone(),
-                    reason: e.kind().to_string(),
-                })?;
+                let glob = Glob::new(&pattern)
+                    .map_err(|e| PatternError { pattern: pattern.clone(), reason: e.kind().to_string() })?;
                 Ok((glob.compile_matcher(), rule))
             })
             .collect::<Result<Vec<_>, PatternError>>()?;
-        let first_matches_all = rules
-            .first()
-            .is_some_and(|(m, _)| m.glob().glob() == "*" || m.glob().glob() == "**");
-        Ok(Self {
-            rules,
-            fallback: ExtractRule::default(),
-            first_matches_all,
-            cache: RwLock::default(),
-        })
+        let first_matches_all = rules.first().is_some_and(|(m, _)| m.glob().glob() == "*" || m.glob().glob() == "**");
+        Ok(Self { rules, fallback: ExtractRule::default(), first_matches_all, cache: RwLock::default() })
     }
 
     /// The rule for `topic`.
@@ -64,18 +53,9 @@ impl TopicRules {
         if self.first_matches_all {
             return &self.rules[0].1;
         }
-        let hit = self
-            .cache
-            .read()
-            .expect("rule cache poisoned")
-            .get(topic)
-            .copied();
+        let hit = self.cache.read().expect("rule cache poisoned").get(topic).copied();
         let index = hit.unwrap_or_else(|| {
-            let index = self
-                .rules
-                .iter()
-                .position(|(m, _)| m.is_match(topic))
-                .unwrap_or(usize::MAX);
+            let index = self.rules.iter().position(|(m, _)| m.is_match(topic)).unwrap_or(usize::MAX);
             let mut cache = self.cache.write().expect("rule cache poisoned");
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
@@ -99,10 +79,7 @@ mod tests {
     use crate::extract::{BusinessIdSource, EventTimeSource};
 
     fn rule(id: &str) -> ExtractRule {
-        ExtractRule {
-            business_id: id.parse().unwrap(),
-            event_time: EventTimeSource::KafkaTimestamp,
-        }
+        ExtractRule { business_id: id.parse().unwrap(), event_time: EventTimeSource::KafkaTimestamp }
     }
 
     #[test]
@@ -114,14 +91,8 @@ mod tests {
         ])
         .unwrap();
         for _ in 0..2 {
-            assert_eq!(
-                rules.rule_for("orders.eu").business_id,
-                BusinessIdSource::JsonPointer("/id".into())
-            );
-            assert_eq!(
-                rules.rule_for("bill-2").business_id,
-                BusinessIdSource::Header("id".into())
-            );
+            assert_eq!(rules.rule_for("orders.eu").business_id, BusinessIdSource::JsonPointer("/id".into()));
+            assert_eq!(rules.rule_for("bill-2").business_id, BusinessIdSource::Header("id".into()));
             assert_eq!(rules.rule_for("clicks"), &ExtractRule::default());
         }
     }
@@ -129,10 +100,7 @@ mod tests {
     #[test]
     fn catch_all_and_bad_patterns() {
         let all = TopicRules::new([("*".to_string(), rule("header:k"))]).unwrap();
-        assert_eq!(
-            all.rule_for("anything").business_id,
-            BusinessIdSource::Header("k".into())
-        );
+        assert_eq!(all.rule_for("anything").business_id, BusinessIdSource::Header("k".into()));
         let err = TopicRules::new([("orders.[".to_string(), rule("key"))]).unwrap_err();
         assert_eq!(err.pattern, "orders.[");
         assert!(!err.reason.is_empty());

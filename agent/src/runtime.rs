@@ -32,11 +32,7 @@ impl AgentHandle {
         let task = tokio::spawn(flusher.run(async move {
             let _ = stopped.await;
         }));
-        Self {
-            auditor,
-            stop,
-            task,
-        }
+        Self { auditor, stop, task }
     }
 
     /// The auditor to count messages through.

@@ -52,10 +52,7 @@ pub struct Spool {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| SpoolError::Io { path: path.to_path_buf(), source }
 }
 
 impl Spool {
@@ -66,23 +63,14 @@ impl Spool {
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
             let entry = entry.map_err(io_err(dir))?;
             let name = entry.file_name();
-            let Some(seq) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".batch"))
-                .and_then(|n| n.parse().ok())
-            else {
+            let Some(seq) = name.to_str().and_then(|n| n.strip_suffix(".batch")).and_then(|n| n.parse().ok()) else {
                 continue; // temporary files of an interrupted write, or foreign files
             };
             let len = entry.metadata().map_err(io_err(&entry.path()))?.len();
             segments.insert(seq, len);
         }
         let next_seq = segments.keys().next_back().map_or(0, |s| s + 1);
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            max_bytes,
-            segments,
-            next_seq,
-        })
+        Ok(Self { dir: dir.to_path_buf(), max_bytes, segments, next_seq })
     }
 
     fn path(&self, seq: u64) -> PathBuf {
@@ -136,9 +124,7 @@ impl Spool {
         };
         let path = self.path(seq);
         let bytes = fs::read(&path).map_err(io_err(&path))?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| SpoolError::Corrupt { path, source })
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| SpoolError::Corrupt { path, source })
     }
 
     /// Remove and return the oldest batch.
@@ -212,9 +198,7 @@ pub fn compact_batches(batches: impl IntoIterator<Item = FlushBatch>) -> FlushBa
     let mut rows: Vec<TallyRow> = rows.into_values().collect();
     rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     let mut offsets: Vec<OffsetRow> = offsets.into_values().collect();
-    offsets.sort_unstable_by(|a, b| {
-        (&a.agent_id, &a.topic, a.partition).cmp(&(&b.agent_id, &b.topic, b.partition))
-    });
+    offsets.sort_unstable_by(|a, b| (&a.agent_id, &a.topic, a.partition).cmp(&(&b.agent_id, &b.topic, b.partition)));
     FlushBatch { rows, offsets }
 }
 

@@ -146,12 +146,7 @@ impl TallyTable {
         let bucket = match stream.buckets.iter().rposition(|b| b.start == start) {
             Some(i) => &mut stream.buckets[i],
             None => {
-                stream.buckets.push(OpenBucket {
-                    start,
-                    late_generation,
-                    tally: Tally::default(),
-                    dirty: true,
-                });
+                stream.buckets.push(OpenBucket { start, late_generation, tally: Tally::default(), dirty: true });
                 stream.buckets.last_mut().expect("just pushed")
             }
         };
@@ -180,10 +175,7 @@ impl TallyTable {
 
     #[inline]
     fn stream_mut(&mut self, topic: &str, tier: &str) -> &mut Stream {
-        let hit = self
-            .streams
-            .get(self.last)
-            .is_some_and(|s| *s.key.topic == *topic && *s.key.tier == *tier);
+        let hit = self.streams.get(self.last).is_some_and(|s| *s.key.topic == *topic && *s.key.tier == *tier);
         if !hit {
             self.last = match self.index.get(&StreamRef(topic, tier)) {
                 Some(&i) => i,
@@ -195,16 +187,9 @@ impl TallyTable {
 
     #[cold]
     fn add_stream(&mut self, topic: &str, tier: &str) -> usize {
-        let key = StreamKey {
-            topic: topic.into(),
-            tier: tier.into(),
-        };
+        let key = StreamKey { topic: topic.into(), tier: tier.into() };
         self.index.insert(key.clone(), self.streams.len());
-        self.streams.push(Stream {
-            key,
-            buckets: Vec::new(),
-            counters: StreamCounters::default(),
-        });
+        self.streams.push(Stream { key, buckets: Vec::new(), counters: StreamCounters::default() });
         self.streams.len() - 1
     }
 
@@ -215,9 +200,7 @@ impl TallyTable {
     pub fn snapshot(&mut self, now_ms: EpochMillis) -> FlushBatch {
         let version = (now_ms.max(0) as u64 * 1000).max(self.last_version + 1);
         self.last_version = version;
-        let new_frontier = self
-            .width
-            .start_of(now_ms.saturating_sub(self.close_after_ms));
+        let new_frontier = self.width.start_of(now_ms.saturating_sub(self.close_after_ms));
         let mut rows = Vec::new();
         for stream in &mut self.streams {
             let key = &stream.key;
@@ -248,10 +231,7 @@ impl TallyTable {
             self.late_generation += 1;
         }
         rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        FlushBatch {
-            rows,
-            offsets: Vec::new(),
-        }
+        FlushBatch { rows, offsets: Vec::new() }
     }
 
     /// Take the per-stream counters accumulated since the last call, for metrics.
@@ -259,13 +239,7 @@ impl TallyTable {
         self.streams
             .iter_mut()
             .filter(|s| s.counters != StreamCounters::default())
-            .map(|s| {
-                (
-                    s.key.topic.to_string(),
-                    s.key.tier.to_string(),
-                    std::mem::take(&mut s.counters),
-                )
-            })
+            .map(|s| (s.key.topic.to_string(), s.key.tier.to_string(), std::mem::take(&mut s.counters)))
             .collect()
     }
 

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kaudit_agent::kafka::{
-    AuditedBaseConsumer, AuditedFutureProducer, AuditedStreamConsumer, AuditingProducerContext,
-};
+use kaudit_agent::kafka::{AuditedBaseConsumer, AuditedFutureProducer, AuditedStreamConsumer, AuditingProducerContext};
 use kaudit_agent::{AgentConfig, Auditor, SystemClock, TopicRuleConfig, fingerprint};
 use kaudit_schema::Tally;
 use rdkafka::ClientConfig;
@@ -38,12 +36,7 @@ fn auditor(name: &str) -> Auditor {
 /// Summed (count, xor, sum) per bucket of one tier.
 fn by_bucket(auditor: &Auditor, tier: &str) -> BTreeMap<i64, (u64, u64, u64)> {
     let mut out = BTreeMap::new();
-    for row in auditor
-        .snapshot()
-        .rows
-        .into_iter()
-        .filter(|r| r.key.tier == tier)
-    {
+    for row in auditor.snapshot().rows.into_iter().filter(|r| r.key.tier == tier) {
         let e: &mut (u64, u64, u64) = out.entry(row.key.bucket_start_ms).or_default();
         e.0 += row.tally.count;
         e.1 ^= row.tally.fp_xor;
@@ -71,27 +64,18 @@ fn messages(n: usize) -> Vec<Msg> {
 fn truth(msgs: &[Msg]) -> BTreeMap<i64, (u64, u64, u64)> {
     let mut t: BTreeMap<i64, Tally> = BTreeMap::new();
     for m in msgs {
-        t.entry(m.event_ms.div_euclid(W) * W)
-            .or_default()
-            .add(fingerprint(m.key.as_bytes(), &m.payload), 0);
+        t.entry(m.event_ms.div_euclid(W) * W).or_default().add(fingerprint(m.key.as_bytes(), &m.payload), 0);
     }
-    t.into_iter()
-        .map(|(b, t)| (b, (t.count, t.fp_xor, t.fp_sum)))
-        .collect()
+    t.into_iter().map(|(b, t)| (b, (t.count, t.fp_xor, t.fp_sum))).collect()
 }
 
 fn headers(m: &Msg) -> OwnedHeaders {
-    OwnedHeaders::new().insert(Header {
-        key: "event-time",
-        value: Some(m.event_ms.to_string().as_bytes()),
-    })
+    OwnedHeaders::new().insert(Header { key: "event-time", value: Some(m.event_ms.to_string().as_bytes()) })
 }
 
 fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest");
+    c.set("bootstrap.servers", bootstrap).set("group.id", group).set("auto.offset.reset", "earliest");
     c
 }
 
@@ -107,20 +91,10 @@ async fn producer_and_both_consumers_tally_exactly_what_was_sent() {
     let producer: ThreadedProducer<AuditingProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("linger.ms", "2")
-        .create_with_context(AuditingProducerContext::new(
-            producer_audit.clone(),
-            "producer",
-        ))
+        .create_with_context(AuditingProducerContext::new(producer_audit.clone(), "producer"))
         .unwrap();
     for m in &msgs {
-        producer
-            .send(
-                BaseRecord::to(topic)
-                    .key(&m.key)
-                    .payload(&m.payload)
-                    .headers(headers(m)),
-            )
-            .unwrap();
+        producer.send(BaseRecord::to(topic).key(&m.key).payload(&m.payload).headers(headers(m))).unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
 
@@ -130,10 +104,7 @@ async fn producer_and_both_consumers_tally_exactly_what_was_sent() {
     let stream = AuditedStreamConsumer::new(stream, stream_audit.clone(), "consumer/billing");
     let mut got = 0;
     while got < msgs.len() {
-        tokio::time::timeout(Duration::from_secs(30), stream.recv())
-            .await
-            .expect("message in time")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), stream.recv()).await.expect("message in time").unwrap();
         got += 1;
     }
 
@@ -172,22 +143,12 @@ async fn failed_deliveries_are_counted_apart_never_as_sent() {
     cluster.broker_down(1).unwrap();
     let msgs = messages(20);
     for m in &msgs {
-        producer
-            .send(
-                BaseRecord::to(topic)
-                    .key(&m.key)
-                    .payload(&m.payload)
-                    .headers(headers(m)),
-            )
-            .unwrap();
+        producer.send(BaseRecord::to(topic).key(&m.key).payload(&m.payload).headers(headers(m))).unwrap();
     }
     let _ = producer.flush(Duration::from_secs(5));
     assert!(audit.snapshot().rows.is_empty(), "nothing was acknowledged");
     let (_, failures) = audit.take_counters();
-    assert_eq!(
-        failures,
-        vec![(topic.to_string(), "producer".to_string(), 20)]
-    );
+    assert_eq!(failures, vec![(topic.to_string(), "producer".to_string(), 20)]);
 }
 
 #[tokio::test]
@@ -196,22 +157,13 @@ async fn future_producer_tallies_on_delivery() {
     let topic = "audited-future";
     cluster.create_topic(topic, 2, 1).unwrap();
     let audit = auditor("producer");
-    let inner: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
-        .create()
-        .unwrap();
+    let inner: FutureProducer =
+        ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).create().unwrap();
     let producer = AuditedFutureProducer::new(inner, audit.clone(), "producer");
     let msgs = messages(50);
     for m in &msgs {
-        let record = rdkafka::producer::FutureRecord::to(topic)
-            .key(&m.key)
-            .payload(&m.payload)
-            .headers(headers(m));
-        producer
-            .send(record, Duration::from_secs(5))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let record = rdkafka::producer::FutureRecord::to(topic).key(&m.key).payload(&m.payload).headers(headers(m));
+        producer.send(record, Duration::from_secs(5)).await.map_err(|(e, _)| e).unwrap();
     }
     assert_eq!(by_bucket(&audit, "producer"), truth(&msgs));
 }

@@ -4,9 +4,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use kaudit_agent::{
-    AgentMetrics, Auditor, AuditorOptions, Flusher, FlusherOptions, ManualClock, OwnedMessage,
-};
+use kaudit_agent::{AgentMetrics, Auditor, AuditorOptions, Flusher, FlusherOptions, ManualClock, OwnedMessage};
 use kaudit_schema::SqliteStore;
 use kaudit_schema::sqlite::SqliteOptions;
 use prometheus::{Registry, TextEncoder};
@@ -18,24 +16,10 @@ fn promtool_check(text: &str) -> (bool, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect(
-            "promtool must be installed (Debian package `prometheus`; scripts/test.sh installs it)",
-        );
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+        .expect("promtool must be installed (Debian package `prometheus`; scripts/test.sh installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 #[tokio::test]
@@ -45,10 +29,7 @@ async fn agent_metrics_are_counted_per_flush_and_pass_promtool() {
     let registry = Registry::new();
     let metrics = AgentMetrics::register(&registry).unwrap();
     let clock = ManualClock::new(1_700_000_000_000);
-    let auditor = Auditor::new(AuditorOptions {
-        clock: Arc::new(clock.clone()),
-        ..AuditorOptions::named("m")
-    });
+    let auditor = Auditor::new(AuditorOptions { clock: Arc::new(clock.clone()), ..AuditorOptions::named("m") });
     for i in 0..3u8 {
         let msg = OwnedMessage {
             key: Some(vec![i]),
@@ -60,18 +41,10 @@ async fn agent_metrics_are_counted_per_flush_and_pass_promtool() {
     }
     auditor.record("orders", "producer", b"k", b"12345", None);
     auditor.record_failure("orders", "producer");
-    let mut flusher = Flusher::new(
-        auditor,
-        Arc::new(store),
-        None,
-        FlusherOptions::default(),
-        metrics,
-    );
+    let mut flusher = Flusher::new(auditor, Arc::new(store), None, FlusherOptions::default(), metrics);
     flusher.flush_once().await;
 
-    let text = TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap();
+    let text = TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
     for line in [
         r#"kaudit_agent_messages_total{tier="producer",topic="orders"} 4"#,
         r#"kaudit_agent_bytes_total{tier="producer",topic="orders"} 35"#,
@@ -84,22 +57,15 @@ async fn agent_metrics_are_counted_per_flush_and_pass_promtool() {
         "kaudit_agent_spool_batches 0",
         "kaudit_agent_open_buckets 1",
     ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "missing {line:?} in\n{text}"
-        );
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
     let (ok, report) = promtool_check(&text);
-    assert!(
-        ok && report.trim().is_empty(),
-        "promtool check metrics failed:\n{report}"
-    );
+    assert!(ok && report.trim().is_empty(), "promtool check metrics failed:\n{report}");
 }
 
 #[test]
 fn promtool_rejects_what_breaks_the_conventions() {
     // Proves the check above can fail: a counter without the _total suffix is a lint error.
-    let (ok, report) =
-        promtool_check("# HELP bad_counter x\n# TYPE bad_counter counter\nbad_counter 1\n");
+    let (ok, report) = promtool_check("# HELP bad_counter x\n# TYPE bad_counter counter\nbad_counter 1\n");
     assert!(!ok, "promtool accepted a malformed exposition: {report}");
 }

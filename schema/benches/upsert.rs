@@ -42,10 +42,7 @@ fn flush(rows: usize, version: u64) -> FlushBatch {
             tally: tally.clone(),
         })
         .collect();
-    FlushBatch {
-        rows,
-        offsets: Vec::new(),
-    }
+    FlushBatch { rows, offsets: Vec::new() }
 }
 
 fn bench_store(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, store: &dyn Store) {
@@ -56,55 +53,35 @@ fn bench_store(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, stor
     let version = AtomicU64::new(1);
     for rows in SIZES {
         group.throughput(Throughput::Elements(rows as u64));
-        group.bench_with_input(
-            BenchmarkId::new("rows_per_flush", rows),
-            &rows,
-            |b, &rows| {
-                b.to_async(rt).iter_batched(
-                    || flush(rows, version.fetch_add(1, Ordering::Relaxed)),
-                    |batch| async move { store.write(&batch).await.expect("write") },
-                    criterion::BatchSize::SmallInput,
-                )
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("rows_per_flush", rows), &rows, |b, &rows| {
+            b.to_async(rt).iter_batched(
+                || flush(rows, version.fetch_add(1, Ordering::Relaxed)),
+                |batch| async move { store.write(&batch).await.expect("write") },
+                criterion::BatchSize::SmallInput,
+            )
+        });
     }
     group.finish();
-    let last = rt
-        .block_on(store.read_range("topic-0", 0, i64::MAX / 2))
-        .ok();
+    let last = rt.block_on(store.read_range("topic-0", 0, i64::MAX / 2)).ok();
     if let Some(rows) = last {
-        assert!(
-            rows.iter().all(|r| r.tally.count == 500),
-            "every row holds its full tally"
-        );
+        assert!(rows.iter().all(|r| r.tally.count == 500), "every row holds its full tally");
     }
 }
 
 fn upserts(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let sqlite =
-        SqliteStore::open(&dir.path().join("bench.db"), &SqliteOptions::default()).unwrap();
+    let sqlite = SqliteStore::open(&dir.path().join("bench.db"), &SqliteOptions::default()).unwrap();
     bench_store(c, "sqlite", &rt, &sqlite);
 
     let server = CqlServer::start();
-    let options = ScyllaOptions {
-        keyspace: "bench".into(),
-        await_schema_agreement: false,
-        ..ScyllaOptions::default()
-    };
+    let options = ScyllaOptions { keyspace: "bench".into(), await_schema_agreement: false, ..ScyllaOptions::default() };
     let hosts = vec![server.addr().to_string()];
     let scylla = rt.block_on(async {
         let session = connect_session(&hosts, &options).await.unwrap();
         migrate(&session, &options).await.unwrap();
-        ScyllaStore::from_session(session, &hosts, &options)
-            .await
-            .unwrap()
+        ScyllaStore::from_session(session, &hosts, &options).await.unwrap()
     });
     bench_store(c, "scylla_vs_inprocess_cql", &rt, &scylla);
     drop(scylla);

@@ -58,8 +58,7 @@ impl Default for BucketWidth {
 impl TryFrom<u64> for BucketWidth {
     type Error = String;
     fn try_from(ms: u64) -> Result<Self, Self::Error> {
-        Self::from_millis(ms)
-            .ok_or_else(|| format!("bucket width must be 1..=i64::MAX ms, got {ms}"))
+        Self::from_millis(ms).ok_or_else(|| format!("bucket width must be 1..=i64::MAX ms, got {ms}"))
     }
 }
 

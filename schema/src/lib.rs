@@ -11,6 +11,7 @@
 //! [`tally`], [`sketch`]) do no I/O; [`store`] is the trait and [`sqlite`] its embedded backend.
 
 pub mod bucket;
+pub mod records;
 pub mod scylladb;
 pub mod sketch;
 pub mod sqlite;
@@ -19,6 +20,7 @@ pub mod tally;
 pub mod url;
 
 pub use bucket::{BucketWidth, EpochMillis};
+pub use records::{AlertRecord, OutboxEntry, VerdictRow};
 pub use scylladb::{ScyllaOptions, ScyllaStore};
 pub use sketch::LatencySketch;
 pub use sqlite::SqliteStore;
@@ -29,14 +31,9 @@ pub use url::{StoreUrl, StoreUrlError};
 use std::sync::Arc;
 
 /// Open the store at `url`: SQLite (created and migrated as needed) or a migrated Scylla keyspace.
-pub async fn open_store(
-    url: &StoreUrl,
-    scylla: &ScyllaOptions,
-) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_store(url: &StoreUrl, scylla: &ScyllaOptions) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match url {
-        StoreUrl::Sqlite(path) => {
-            Arc::new(SqliteStore::open(path, &sqlite::SqliteOptions::default())?)
-        }
+        StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path, &sqlite::SqliteOptions::default())?),
         StoreUrl::Scylla(hosts) => Arc::new(ScyllaStore::connect(hosts, scylla).await?),
     })
 }

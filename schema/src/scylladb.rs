@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod migrate;
+mod records;
 mod tls;
 
 use std::collections::{BTreeMap, HashSet};
@@ -25,6 +26,7 @@ use scylla::statement::prepared::PreparedStatement;
 
 pub use self::config::{Replication, ScyllaOptions, TlsOptions};
 use crate::bucket::{BucketWidth, EpochMillis};
+use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
 use crate::sketch::LatencySketch;
 use crate::store::{FlushBatch, OffsetRow, Store, StoreError, TallyKey, TallyRow, boxed};
 use crate::tally::Tally;
@@ -37,7 +39,8 @@ const READ_CONCURRENCY: usize = 16;
 const INSERT_TALLY: &str = "INSERT INTO tallies (topic, bucket_start_ms, tier, agent_id, bucket_width_ms, version, \
      count, bytes, fp_xor, fp_sum, no_time, malformed, latency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const INSERT_TOPIC: &str = "INSERT INTO topics (topic, bucket_width_ms) VALUES (?, ?)";
-const INSERT_OFFSET: &str = "INSERT INTO tap_offsets (agent_id, topic, partition, next_offset, version) VALUES (?, ?, ?, ?, ?)";
+const INSERT_OFFSET: &str =
+    "INSERT INTO tap_offsets (agent_id, topic, partition, next_offset, version) VALUES (?, ?, ?, ?, ?)";
 const SELECT_BUCKET: &str = "SELECT topic, bucket_start_ms, tier, agent_id, bucket_width_ms, version, count, bytes, \
      fp_xor, fp_sum, no_time, malformed, latency FROM tallies WHERE topic = ? AND bucket_start_ms = ?";
 const SELECT_WIDTH: &str = "SELECT bucket_width_ms FROM topics WHERE topic = ?";
@@ -45,36 +48,8 @@ const SELECT_TOPICS: &str = "SELECT topic FROM topics";
 const SELECT_OFFSETS: &str =
     "SELECT agent_id, topic, partition, next_offset, version FROM tap_offsets WHERE agent_id = ?";
 
-type TallyColumns = (
-    String,
-    i64,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    Vec<u8>,
-);
-type TallyValues<'a> = (
-    &'a str,
-    i64,
-    &'a str,
-    &'a str,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    Vec<u8>,
-);
+type TallyColumns = (String, i64, String, String, i64, i64, i64, i64, i64, i64, i64, i64, Vec<u8>);
+type TallyValues<'a> = (&'a str, i64, &'a str, &'a str, i64, i64, i64, i64, i64, i64, i64, i64, Vec<u8>);
 
 struct Prepared {
     insert_tally: PreparedStatement,
@@ -84,6 +59,7 @@ struct Prepared {
     select_width: PreparedStatement,
     select_topics: PreparedStatement,
     select_offsets: PreparedStatement,
+    records: records::Statements,
 }
 
 /// Tallies in a Scylla or Cassandra cluster.
@@ -98,23 +74,13 @@ pub struct ScyllaStore {
 }
 
 fn open_err(hosts: &[String], e: Box<dyn std::error::Error + Send + Sync>) -> StoreError {
-    StoreError::Open {
-        target: format!("scylla://{}", hosts.join(",")),
-        source: e,
-    }
+    StoreError::Open { target: format!("scylla://{}", hosts.join(",")), source: e }
 }
 
 /// A session to `hosts` with `options`' timeouts, consistency, retries, auth and TLS.
-pub async fn connect_session(
-    hosts: &[String],
-    options: &ScyllaOptions,
-) -> Result<Session, StoreError> {
-    let consistency = config::parse_consistency(&options.consistency).ok_or_else(|| {
-        open_err(
-            hosts,
-            format!("unknown consistency {:?}", options.consistency).into(),
-        )
-    })?;
+pub async fn connect_session(hosts: &[String], options: &ScyllaOptions) -> Result<Session, StoreError> {
+    let consistency = config::parse_consistency(&options.consistency)
+        .ok_or_else(|| open_err(hosts, format!("unknown consistency {:?}", options.consistency).into()))?;
     let profile = ExecutionProfile::builder()
         .consistency(consistency)
         .request_timeout(Some(Duration::from_millis(options.request_timeout_ms)))
@@ -142,33 +108,19 @@ impl ScyllaStore {
     }
 
     /// Use an existing session (tests, or a caller that shares one).
-    pub async fn from_session(
-        session: Session,
-        hosts: &[String],
-        options: &ScyllaOptions,
-    ) -> Result<Self, StoreError> {
-        session
-            .use_keyspace(&options.keyspace, false)
-            .await
-            .map_err(|e| open_err(hosts, boxed(e)))?;
-        let have = migrate::applied_versions(&session)
-            .await
-            .map_err(|e| open_err(hosts, boxed(e)))?;
+    pub async fn from_session(session: Session, hosts: &[String], options: &ScyllaOptions) -> Result<Self, StoreError> {
+        session.use_keyspace(&options.keyspace, false).await.map_err(|e| open_err(hosts, boxed(e)))?;
+        let have = migrate::applied_versions(&session).await.map_err(|e| open_err(hosts, boxed(e)))?;
         let need: Vec<u32> = migrate::MIGRATIONS.iter().map(|m| m.0).collect();
         if !need.iter().all(|v| have.contains(v)) {
-            let msg = format!(
-                "keyspace {} has migrations {have:?}, needs {need:?}: run `kaudit migrate`",
-                options.keyspace
-            );
+            let msg =
+                format!("keyspace {} has migrations {have:?}, needs {need:?}: run `kaudit migrate`", options.keyspace);
             return Err(open_err(hosts, msg.into()));
         }
         let prepare = |cql: &'static str| {
             let session = &session;
             async move {
-                let mut p = session
-                    .prepare(cql)
-                    .await
-                    .map_err(|e| open_err(hosts, boxed(e)))?;
+                let mut p = session.prepare(cql).await.map_err(|e| open_err(hosts, boxed(e)))?;
                 p.set_is_idempotent(true); // every statement is an upsert or a read: safe to retry
                 Ok::<_, StoreError>(p)
             }
@@ -181,6 +133,7 @@ impl ScyllaStore {
             select_width: prepare(SELECT_WIDTH).await?,
             select_topics: prepare(SELECT_TOPICS).await?,
             select_offsets: prepare(SELECT_OFFSETS).await?,
+            records: records::Statements::prepare(&session).await.map_err(|e| open_err(hosts, boxed(e)))?,
         };
         Ok(Self {
             session: Arc::new(session),
@@ -210,8 +163,7 @@ impl ScyllaStore {
             let mut batch = Batch::new(BatchType::Logged);
             batch.set_timestamp(ts);
             batch.set_is_idempotent(true);
-            let mut values: Vec<Box<dyn scylla::serialize::row::SerializeRow + Send + Sync>> =
-                Vec::new();
+            let mut values: Vec<Box<dyn scylla::serialize::row::SerializeRow + Send + Sync>> = Vec::new();
             for row in rows {
                 batch.append_statement(self.prepared.insert_tally.clone());
                 values.push(Box::new(tally_values_owned(row)));
@@ -232,19 +184,13 @@ impl ScyllaStore {
         // Otherwise one unlogged batch per partition (atomic there), partitions in parallel.
         let mut partitions: BTreeMap<(&str, i64), Vec<&TallyRow>> = BTreeMap::new();
         for row in rows {
-            partitions
-                .entry((&row.key.topic, row.key.bucket_start_ms))
-                .or_default()
-                .push(row);
+            partitions.entry((&row.key.topic, row.key.bucket_start_ms)).or_default().push(row);
         }
         let mut writes = Vec::with_capacity(partitions.len());
         for rows in partitions.into_values() {
             writes.push(self.write_partition(ts, rows));
         }
-        stream::iter(writes)
-            .buffer_unordered(READ_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
+        stream::iter(writes).buffer_unordered(READ_CONCURRENCY).try_collect::<Vec<()>>().await?;
         Ok(())
     }
 
@@ -256,9 +202,7 @@ impl ScyllaStore {
         if let [row] = rows.as_slice() {
             let mut stmt = self.prepared.insert_tally.clone();
             stmt.set_timestamp(ts);
-            self.session
-                .execute_unpaged(&stmt, tally_values(row))
-                .await?;
+            self.session.execute_unpaged(&stmt, tally_values(row)).await?;
             return Ok(());
         }
         let mut batch = Batch::new(BatchType::Unlogged);
@@ -272,10 +216,7 @@ impl ScyllaStore {
         Ok(())
     }
 
-    async fn register_topics(
-        &self,
-        batch: &FlushBatch,
-    ) -> Result<(), scylla::errors::ExecutionError> {
+    async fn register_topics(&self, batch: &FlushBatch) -> Result<(), scylla::errors::ExecutionError> {
         let new: Vec<(String, i64)> = {
             let known = self.registered.lock().expect("topic cache poisoned");
             let mut new: Vec<(String, i64)> = batch
@@ -290,31 +231,41 @@ impl ScyllaStore {
         };
         let mut writes = Vec::with_capacity(new.len());
         for (topic, width) in &new {
-            writes.push(
-                self.session
-                    .execute_unpaged(&self.prepared.insert_topic, (topic.as_str(), *width)),
-            );
+            writes.push(self.session.execute_unpaged(&self.prepared.insert_topic, (topic.as_str(), *width)));
         }
-        stream::iter(writes)
-            .buffer_unordered(READ_CONCURRENCY)
-            .try_collect::<Vec<_>>()
-            .await?;
-        self.registered
-            .lock()
-            .expect("topic cache poisoned")
-            .extend(new);
+        stream::iter(writes).buffer_unordered(READ_CONCURRENCY).try_collect::<Vec<_>>().await?;
+        self.registered.lock().expect("topic cache poisoned").extend(new);
         Ok(())
     }
 
-    async fn read_bucket(
+    /// Starts of the buckets of `topic` in `[from_ms, to_ms)`, by the width its agents registered.
+    async fn buckets_in(
         &self,
         topic: &str,
-        bucket: EpochMillis,
-    ) -> Result<Vec<TallyRow>, StoreError> {
-        let read = |e| StoreError::Read {
-            what: "tallies",
-            source: e,
+        from_ms: EpochMillis,
+        to_ms: EpochMillis,
+    ) -> Result<Vec<EpochMillis>, StoreError> {
+        let read = |e| StoreError::Read { what: "topic bucket width", source: e };
+        let result =
+            self.session.execute_unpaged(&self.prepared.select_width, (topic,)).await.map_err(|e| read(boxed(e)))?;
+        let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
+        let Some((width,)) = rows.maybe_first_row::<(i64,)>().map_err(|e| read(boxed(e)))? else {
+            return Ok(Vec::new()); // a topic nobody has written
         };
+        let width = BucketWidth::from_millis(width as u64)
+            .ok_or_else(|| StoreError::Corrupt { topic: topic.into(), reason: format!("bucket width {width}") })?;
+        let first = width.start_of(from_ms);
+        let count = (to_ms.saturating_sub(first)).max(0) / width.as_millis() + 1;
+        if count > MAX_BUCKETS_PER_READ {
+            let msg =
+                format!("{count} buckets between {from_ms} and {to_ms}; read at most {MAX_BUCKETS_PER_READ} at once");
+            return Err(StoreError::Read { what: "tallies", source: msg.into() });
+        }
+        Ok((0..count).map(|i| first + i * width.as_millis()).filter(|b| *b >= from_ms && *b < to_ms).collect())
+    }
+
+    async fn read_bucket(&self, topic: &str, bucket: EpochMillis) -> Result<Vec<TallyRow>, StoreError> {
+        let read = |e| StoreError::Read { what: "tallies", source: e };
         let result = self
             .session
             .execute_unpaged(&self.prepared.select_bucket, (topic, bucket))
@@ -350,35 +301,14 @@ fn tally_values(row: &TallyRow) -> TallyValues<'_> {
 
 fn tally_values_owned(row: &TallyRow) -> TallyColumns {
     let v = tally_values(row);
-    (
-        v.0.to_string(),
-        v.1,
-        v.2.to_string(),
-        v.3.to_string(),
-        v.4,
-        v.5,
-        v.6,
-        v.7,
-        v.8,
-        v.9,
-        v.10,
-        v.11,
-        v.12,
-    )
+    (v.0.to_string(), v.1, v.2.to_string(), v.3.to_string(), v.4, v.5, v.6, v.7, v.8, v.9, v.10, v.11, v.12)
 }
 
 fn row_from_columns(c: TallyColumns) -> Result<TallyRow, StoreError> {
-    let latency = LatencySketch::from_bytes(&c.12).map_err(|e| StoreError::Corrupt {
-        topic: c.0.clone(),
-        reason: e.to_string(),
-    })?;
+    let latency = LatencySketch::from_bytes(&c.12)
+        .map_err(|e| StoreError::Corrupt { topic: c.0.clone(), reason: e.to_string() })?;
     Ok(TallyRow {
-        key: TallyKey {
-            topic: c.0,
-            bucket_start_ms: c.1,
-            tier: c.2,
-            agent_id: c.3,
-        },
+        key: TallyKey { topic: c.0, bucket_start_ms: c.1, tier: c.2, agent_id: c.3 },
         bucket_width_ms: c.4,
         version: c.5 as u64,
         tally: Tally {
@@ -396,10 +326,7 @@ fn row_from_columns(c: TallyColumns) -> Result<TallyRow, StoreError> {
 #[async_trait]
 impl Store for ScyllaStore {
     async fn write(&self, batch: &FlushBatch) -> Result<(), StoreError> {
-        let fail = |e| StoreError::Write {
-            rows: batch.rows.len(),
-            source: boxed(e),
-        };
+        let fail = |e| StoreError::Write { rows: batch.rows.len(), source: boxed(e) };
         // Group by version: a fresh snapshot is one group; a compacted spool batch may be several.
         let mut groups: BTreeMap<u64, (Vec<&TallyRow>, Vec<&OffsetRow>)> = BTreeMap::new();
         for row in &batch.rows {
@@ -410,9 +337,7 @@ impl Store for ScyllaStore {
         }
         self.register_topics(batch).await.map_err(fail)?;
         for (version, (rows, offsets)) in groups {
-            self.write_group(version, &rows, &offsets)
-                .await
-                .map_err(fail)?;
+            self.write_group(version, &rows, &offsets).await.map_err(fail)?;
         }
         Ok(())
     }
@@ -423,62 +348,19 @@ impl Store for ScyllaStore {
         from_ms: EpochMillis,
         to_ms: EpochMillis,
     ) -> Result<Vec<TallyRow>, StoreError> {
-        let read = |e| StoreError::Read {
-            what: "topic bucket width",
-            source: e,
-        };
-        let result = self
-            .session
-            .execute_unpaged(&self.prepared.select_width, (topic,))
-            .await
-            .map_err(|e| read(boxed(e)))?;
-        let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
-        let Some((width,)) = rows
-            .maybe_first_row::<(i64,)>()
-            .map_err(|e| read(boxed(e)))?
-        else {
-            return Ok(Vec::new()); // a topic nobody has written
-        };
-        let width = BucketWidth::from_millis(width as u64).ok_or_else(|| StoreError::Corrupt {
-            topic: topic.into(),
-            reason: format!("bucket width {width}"),
-        })?;
-        let first = width.start_of(from_ms);
-        let count = (to_ms.saturating_sub(first)).max(0) / width.as_millis() + 1;
-        if count > MAX_BUCKETS_PER_READ {
-            let msg = format!(
-                "{count} buckets between {from_ms} and {to_ms}; read at most {MAX_BUCKETS_PER_READ} at once"
-            );
-            return Err(StoreError::Read {
-                what: "tallies",
-                source: msg.into(),
-            });
-        }
         let mut reads = Vec::new();
-        for bucket in (0..count)
-            .map(|i| first + i * width.as_millis())
-            .filter(|b| *b >= from_ms && *b < to_ms)
-        {
+        for bucket in self.buckets_in(topic, from_ms, to_ms).await? {
             reads.push(self.read_bucket(topic, bucket));
         }
-        let mut out: Vec<TallyRow> = stream::iter(reads)
-            .buffered(READ_CONCURRENCY)
-            .try_concat()
-            .await?;
+        let mut out: Vec<TallyRow> = stream::iter(reads).buffered(READ_CONCURRENCY).try_concat().await?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
     async fn list_topics(&self) -> Result<Vec<String>, StoreError> {
-        let read = |e| StoreError::Read {
-            what: "topics",
-            source: e,
-        };
-        let result = self
-            .session
-            .execute_unpaged(&self.prepared.select_topics, ())
-            .await
-            .map_err(|e| read(boxed(e)))?;
+        let read = |e| StoreError::Read { what: "topics", source: e };
+        let result =
+            self.session.execute_unpaged(&self.prepared.select_topics, ()).await.map_err(|e| read(boxed(e)))?;
         let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
         let mut topics = Vec::new();
         for row in rows.rows::<(String,)>().map_err(|e| read(boxed(e)))? {
@@ -489,10 +371,7 @@ impl Store for ScyllaStore {
     }
 
     async fn load_offsets(&self, agent_id: &str) -> Result<Vec<OffsetRow>, StoreError> {
-        let read = |e| StoreError::Read {
-            what: "tap offsets",
-            source: e,
-        };
+        let read = |e| StoreError::Read { what: "tap offsets", source: e };
         let result = self
             .session
             .execute_unpaged(&self.prepared.select_offsets, (agent_id,))
@@ -500,21 +379,50 @@ impl Store for ScyllaStore {
             .map_err(|e| read(boxed(e)))?;
         let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
         let mut out = Vec::new();
-        for row in rows
-            .rows::<(String, String, i32, i64, i64)>()
-            .map_err(|e| read(boxed(e)))?
-        {
-            let (agent_id, topic, partition, next_offset, version) =
-                row.map_err(|e| read(boxed(e)))?;
-            out.push(OffsetRow {
-                agent_id,
-                topic,
-                partition,
-                next_offset,
-                version: version as u64,
-            });
+        for row in rows.rows::<(String, String, i32, i64, i64)>().map_err(|e| read(boxed(e)))? {
+            let (agent_id, topic, partition, next_offset, version) = row.map_err(|e| read(boxed(e)))?;
+            out.push(OffsetRow { agent_id, topic, partition, next_offset, version: version as u64 });
         }
         out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         Ok(out)
+    }
+
+    async fn write_verdicts(&self, rows: &[VerdictRow]) -> Result<(), StoreError> {
+        self.write_verdict_rows(rows).await
+    }
+
+    async fn read_verdicts(
+        &self,
+        topic: &str,
+        from_ms: EpochMillis,
+        to_ms: EpochMillis,
+    ) -> Result<Vec<VerdictRow>, StoreError> {
+        let mut reads = Vec::new();
+        for bucket in self.buckets_in(topic, from_ms, to_ms).await? {
+            reads.push(self.read_verdict_bucket(topic, bucket));
+        }
+        let mut out: Vec<VerdictRow> = stream::iter(reads).buffered(READ_CONCURRENCY).try_concat().await?;
+        out.sort_by(|a, b| (a.bucket_start_ms, &a.tier).cmp(&(b.bucket_start_ms, &b.tier)));
+        Ok(out)
+    }
+
+    async fn record_alert(&self, alert: &AlertRecord, notifications: &[OutboxEntry]) -> Result<(), StoreError> {
+        self.record_alert_batch(alert, notifications).await
+    }
+
+    async fn list_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.all_alerts().await
+    }
+
+    async fn outbox(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.outbox_entries(sink, limit).await
+    }
+
+    async fn ack_notification(&self, sink: &str, seq: i64) -> Result<(), StoreError> {
+        self.delete_notification(sink, seq).await
+    }
+
+    async fn record_attempt(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.put_notification(entry).await
     }
 }

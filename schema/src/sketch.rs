@@ -44,18 +44,14 @@ impl LatencySketch {
         } else {
             latency_ms as u64
         };
-        self.histogram_mut()
-            .record(value)
-            .expect("auto-resizing histogram accepts any u64");
+        self.histogram_mut().record(value).expect("auto-resizing histogram accepts any u64");
     }
 
     /// Fold `other` into `self`; exact, associative and commutative.
     pub fn merge(&mut self, other: &LatencySketch) {
         self.negative += other.negative;
         if let Some(theirs) = &other.hist {
-            self.histogram_mut()
-                .add(theirs.as_ref())
-                .expect("auto-resizing histogram accepts any range");
+            self.histogram_mut().add(theirs.as_ref()).expect("auto-resizing histogram accepts any range");
         }
     }
 
@@ -95,38 +91,30 @@ impl LatencySketch {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = self.negative.to_be_bytes().to_vec();
         if let Some(h) = &self.hist {
-            V2Serializer::new()
-                .serialize(h.as_ref(), &mut out)
-                .expect("writing to a Vec cannot fail");
+            V2Serializer::new().serialize(h.as_ref(), &mut out).expect("writing to a Vec cannot fail");
         }
         out
     }
 
     /// Read back what [`LatencySketch::to_bytes`] wrote.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SketchDecodeError> {
-        let (neg, rest) = bytes
-            .split_first_chunk::<8>()
-            .ok_or_else(|| SketchDecodeError("shorter than its 8-byte header".into()))?;
+        let (neg, rest) =
+            bytes.split_first_chunk::<8>().ok_or_else(|| SketchDecodeError("shorter than its 8-byte header".into()))?;
         let hist = if rest.is_empty() {
             None
         } else {
-            let mut h: Histogram<u64> = Deserializer::new()
-                .deserialize(&mut &rest[..])
-                .map_err(|e| SketchDecodeError(format!("{e:?}")))?;
+            let mut h: Histogram<u64> =
+                Deserializer::new().deserialize(&mut &rest[..]).map_err(|e| SketchDecodeError(format!("{e:?}")))?;
             h.auto(true);
             Some(Box::new(h))
         };
-        Ok(Self {
-            hist,
-            negative: u64::from_be_bytes(*neg),
-        })
+        Ok(Self { hist, negative: u64::from_be_bytes(*neg) })
     }
 
     #[inline]
     fn histogram_mut(&mut self) -> &mut Histogram<u64> {
-        self.hist.get_or_insert_with(|| {
-            Box::new(Histogram::new(SIGNIFICANT_DIGITS).expect("2 significant digits is valid"))
-        })
+        self.hist
+            .get_or_insert_with(|| Box::new(Histogram::new(SIGNIFICANT_DIGITS).expect("2 significant digits is valid")))
     }
 }
 
@@ -139,9 +127,7 @@ impl PartialEq for LatencySketch {
             (Some(a), Some(b)) => a
                 .iter_recorded()
                 .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                .eq(b
-                    .iter_recorded()
-                    .map(|v| (v.value_iterated_to(), v.count_at_value()))),
+                .eq(b.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value()))),
             _ => true, // both empty: len() matched at zero
         }
     }

@@ -11,16 +11,16 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::bucket::EpochMillis;
+use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
 use crate::sketch::LatencySketch;
 use crate::store::{FlushBatch, OffsetRow, Store, StoreError, TallyKey, TallyRow, boxed};
 use crate::tally::Tally;
 
 /// Numbered migrations, applied in order and recorded in `schema_migrations`.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "create_tallies",
-    include_str!("../sqlite/0001_create_tallies.sql"),
-)];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "create_tallies", include_str!("../sqlite/0001_create_tallies.sql")),
+    (2, "create_verdicts_and_alerts", include_str!("../sqlite/0002_create_verdicts_and_alerts.sql")),
+];
 
 const UPSERT_TALLY: &str = "INSERT INTO tallies (topic, bucket_start_ms, tier, agent_id, bucket_width_ms, version, \
      count, bytes, fp_xor, fp_sum, no_time, malformed, latency) \
@@ -47,9 +47,7 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self {
-            busy_timeout: Duration::from_secs(5),
-        }
+        Self { busy_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -71,17 +69,11 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| open_err(boxed(e)))?;
         }
         let conn = Connection::open(path).map_err(|e| open_err(boxed(e)))?;
-        conn.busy_timeout(options.busy_timeout)
-            .map_err(|e| open_err(boxed(e)))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| open_err(boxed(e)))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| open_err(boxed(e)))?;
+        conn.busy_timeout(options.busy_timeout).map_err(|e| open_err(boxed(e)))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| open_err(boxed(e)))?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| open_err(boxed(e)))?;
         migrate(&conn)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            path: path.to_path_buf(),
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
     }
 
     /// The database file.
@@ -92,16 +84,10 @@ impl SqliteStore {
     /// The highest migration applied.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         let conn = self.conn.lock().expect("sqlite mutex poisoned");
-        current_version(&conn).map_err(|e| StoreError::Read {
-            what: "schema version",
-            source: boxed(e),
-        })
+        current_version(&conn).map_err(|e| StoreError::Read { what: "schema version", source: boxed(e) })
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> T + Send + 'static,
-    ) -> T {
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> T + Send + 'static) -> T {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || f(&mut conn.lock().expect("sqlite mutex poisoned")))
             .await
@@ -110,33 +96,21 @@ impl SqliteStore {
 }
 
 fn current_version(conn: &Connection) -> rusqlite::Result<u32> {
-    conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |r| r.get(0),
-    )
+    conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
 }
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let fail = |version, e| StoreError::Migrate {
-        version,
-        source: boxed(e),
-    };
+    let fail = |version, e| StoreError::Migrate { version, source: boxed(e) };
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)",
     )
     .map_err(|e| fail(0, e))?;
     let have = current_version(conn).map_err(|e| fail(0, e))?;
     for (version, name, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > have) {
-        let tx = conn
-            .unchecked_transaction()
-            .map_err(|e| fail(*version, e))?;
+        let tx = conn.unchecked_transaction().map_err(|e| fail(*version, e))?;
         tx.execute_batch(sql).map_err(|e| fail(*version, e))?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
-            params![version, name],
-        )
-        .map_err(|e| fail(*version, e))?;
+        tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)", params![version, name])
+            .map_err(|e| fail(*version, e))?;
         tx.commit().map_err(|e| fail(*version, e))?;
         tracing::info!(version, name, "applied sqlite migration");
     }
@@ -173,25 +147,14 @@ fn write_batch(conn: &mut Connection, batch: &FlushBatch) -> rusqlite::Result<()
         }
         let mut offset = tx.prepare_cached(UPSERT_OFFSET)?;
         for o in &batch.offsets {
-            offset.execute(params![
-                o.agent_id,
-                o.topic,
-                o.partition,
-                o.next_offset,
-                o.version as i64
-            ])?;
+            offset.execute(params![o.agent_id, o.topic, o.partition, o.next_offset, o.version as i64])?;
         }
     }
     tx.commit()
 }
 
 fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TallyRow, Vec<u8>)> {
-    let key = TallyKey {
-        topic: r.get(0)?,
-        bucket_start_ms: r.get(1)?,
-        tier: r.get(2)?,
-        agent_id: r.get(3)?,
-    };
+    let key = TallyKey { topic: r.get(0)?, bucket_start_ms: r.get(1)?, tier: r.get(2)?, agent_id: r.get(3)? };
     let tally = Tally {
         count: r.get::<_, i64>(6)? as u64,
         bytes: r.get::<_, i64>(7)? as u64,
@@ -201,12 +164,7 @@ fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TallyRow, Vec<u8>)> 
         malformed: r.get::<_, i64>(11)? as u64,
         latency: LatencySketch::default(),
     };
-    let row = TallyRow {
-        key,
-        bucket_width_ms: r.get(4)?,
-        version: r.get::<_, i64>(5)? as u64,
-        tally,
-    };
+    let row = TallyRow { key, bucket_width_ms: r.get(4)?, version: r.get::<_, i64>(5)? as u64, tally };
     Ok((row, r.get(12)?))
 }
 
@@ -216,10 +174,7 @@ fn read_range(
     from_ms: EpochMillis,
     to_ms: EpochMillis,
 ) -> Result<Vec<TallyRow>, StoreError> {
-    let read_err = |e| StoreError::Read {
-        what: "tallies",
-        source: boxed(e),
-    };
+    let read_err = |e| StoreError::Read { what: "tallies", source: boxed(e) };
     let mut stmt = conn
         .prepare_cached(
             "SELECT topic, bucket_start_ms, tier, agent_id, bucket_width_ms, version, count, bytes, \
@@ -228,16 +183,11 @@ fn read_range(
              ORDER BY bucket_start_ms, tier, agent_id",
         )
         .map_err(read_err)?;
-    let rows = stmt
-        .query_map(params![topic, from_ms, to_ms], row_from_sql)
-        .map_err(read_err)?;
+    let rows = stmt.query_map(params![topic, from_ms, to_ms], row_from_sql).map_err(read_err)?;
     rows.map(|r| {
         let (mut row, sketch) = r.map_err(read_err)?;
-        row.tally.latency =
-            LatencySketch::from_bytes(&sketch).map_err(|e| StoreError::Corrupt {
-                topic: row.key.topic.clone(),
-                reason: e.to_string(),
-            })?;
+        row.tally.latency = LatencySketch::from_bytes(&sketch)
+            .map_err(|e| StoreError::Corrupt { topic: row.key.topic.clone(), reason: e.to_string() })?;
         Ok(row)
     })
     .collect()
@@ -248,10 +198,7 @@ impl Store for SqliteStore {
     async fn write(&self, batch: &FlushBatch) -> Result<(), StoreError> {
         let batch = batch.clone();
         self.blocking(move |conn| {
-            write_batch(conn, &batch).map_err(|e| StoreError::Write {
-                rows: batch.rows.len(),
-                source: boxed(e),
-            })
+            write_batch(conn, &batch).map_err(|e| StoreError::Write { rows: batch.rows.len(), source: boxed(e) })
         })
         .await
     }
@@ -263,19 +210,13 @@ impl Store for SqliteStore {
         to_ms: EpochMillis,
     ) -> Result<Vec<TallyRow>, StoreError> {
         let topic = topic.to_string();
-        self.blocking(move |conn| read_range(conn, &topic, from_ms, to_ms))
-            .await
+        self.blocking(move |conn| read_range(conn, &topic, from_ms, to_ms)).await
     }
 
     async fn list_topics(&self) -> Result<Vec<String>, StoreError> {
         self.blocking(|conn| {
-            let read_err = |e| StoreError::Read {
-                what: "topics",
-                source: boxed(e),
-            };
-            let mut stmt = conn
-                .prepare_cached("SELECT topic FROM topics ORDER BY topic")
-                .map_err(read_err)?;
+            let read_err = |e| StoreError::Read { what: "topics", source: boxed(e) };
+            let mut stmt = conn.prepare_cached("SELECT topic FROM topics ORDER BY topic").map_err(read_err)?;
             let topics = stmt.query_map([], |r| r.get(0)).map_err(read_err)?;
             topics.collect::<Result<Vec<String>, _>>().map_err(read_err)
         })
@@ -285,10 +226,7 @@ impl Store for SqliteStore {
     async fn load_offsets(&self, agent_id: &str) -> Result<Vec<OffsetRow>, StoreError> {
         let agent_id = agent_id.to_string();
         self.blocking(move |conn| {
-            let read_err = |e| StoreError::Read {
-                what: "tap offsets",
-                source: boxed(e),
-            };
+            let read_err = |e| StoreError::Read { what: "tap offsets", source: boxed(e) };
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT agent_id, topic, partition, next_offset, version FROM tap_offsets \
@@ -310,23 +248,176 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn write_verdicts(&self, rows: &[VerdictRow]) -> Result<(), StoreError> {
+        let rows = rows.to_vec();
+        self.blocking(move |conn| write_verdicts(conn, &rows).map_err(write_err(rows.len()))).await
+    }
+
+    async fn read_verdicts(
+        &self,
+        topic: &str,
+        from_ms: EpochMillis,
+        to_ms: EpochMillis,
+    ) -> Result<Vec<VerdictRow>, StoreError> {
+        let topic = topic.to_string();
+        self.blocking(move |conn| read_verdicts(conn, &topic, from_ms, to_ms).map_err(read_err("verdicts"))).await
+    }
+
+    async fn record_alert(&self, alert: &AlertRecord, notifications: &[OutboxEntry]) -> Result<(), StoreError> {
+        let (alert, notifications) = (alert.clone(), notifications.to_vec());
+        self.blocking(move |conn| record_alert(conn, &alert, &notifications).map_err(write_err(1))).await
+    }
+
+    async fn list_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        self.blocking(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT dedup_key, state, body, updated_at_ms FROM alerts ORDER BY dedup_key")
+                .map_err(read_err("alerts"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(AlertRecord {
+                        dedup_key: r.get(0)?,
+                        state: r.get(1)?,
+                        body: r.get(2)?,
+                        updated_at_ms: r.get(3)?,
+                    })
+                })
+                .map_err(read_err("alerts"))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(read_err("alerts"))
+        })
+        .await
+    }
+
+    async fn outbox(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let sink = sink.to_string();
+        self.blocking(move |conn| outbox(conn, &sink, limit).map_err(read_err("alert outbox"))).await
+    }
+
+    async fn ack_notification(&self, sink: &str, seq: i64) -> Result<(), StoreError> {
+        let sink = sink.to_string();
+        self.blocking(move |conn| {
+            conn.execute("DELETE FROM alert_outbox WHERE sink = ?1 AND seq = ?2", params![sink, seq])
+                .map(|_| ())
+                .map_err(write_err(1))
+        })
+        .await
+    }
+
+    async fn record_attempt(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        self.blocking(move |conn| {
+            conn.execute(
+                "UPDATE alert_outbox SET attempts = ?3 WHERE sink = ?1 AND seq = ?2",
+                params![entry.sink, entry.seq, entry.attempts],
+            )
+            .map(|_| ())
+            .map_err(write_err(1))
+        })
+        .await
+    }
+}
+
+fn write_err(rows: usize) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Write { rows, source: boxed(e) }
+}
+
+fn read_err(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Read { what, source: boxed(e) }
+}
+
+fn write_verdicts(conn: &mut Connection, rows: &[VerdictRow]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO verdicts (topic, bucket_start_ms, tier, upstream_tier, kind, upstream_count, \
+             count, lost_fingerprint, p99_ms, evaluated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        for v in rows {
+            stmt.execute(params![
+                v.topic,
+                v.bucket_start_ms,
+                v.tier,
+                v.upstream_tier,
+                v.kind,
+                v.upstream_count as i64,
+                v.count as i64,
+                v.lost_fingerprint.map(|f| f as i64),
+                v.p99_ms.map(|p| p as i64),
+                v.evaluated_at_ms
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+fn read_verdicts(
+    conn: &Connection,
+    topic: &str,
+    from: EpochMillis,
+    to: EpochMillis,
+) -> rusqlite::Result<Vec<VerdictRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT topic, bucket_start_ms, tier, upstream_tier, kind, upstream_count, count, lost_fingerprint, p99_ms, \
+         evaluated_at_ms FROM verdicts WHERE topic = ?1 AND bucket_start_ms >= ?2 AND bucket_start_ms < ?3 \
+         ORDER BY bucket_start_ms, tier",
+    )?;
+    let rows = stmt.query_map(params![topic, from, to], |r| {
+        Ok(VerdictRow {
+            topic: r.get(0)?,
+            bucket_start_ms: r.get(1)?,
+            tier: r.get(2)?,
+            upstream_tier: r.get(3)?,
+            kind: r.get(4)?,
+            upstream_count: r.get::<_, i64>(5)? as u64,
+            count: r.get::<_, i64>(6)? as u64,
+            lost_fingerprint: r.get::<_, Option<i64>>(7)?.map(|f| f as u64),
+            p99_ms: r.get::<_, Option<i64>>(8)?.map(|p| p as u64),
+            evaluated_at_ms: r.get(9)?,
+        })
+    })?;
+    rows.collect()
+}
+
+fn record_alert(conn: &mut Connection, alert: &AlertRecord, notifications: &[OutboxEntry]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT OR REPLACE INTO alerts (dedup_key, state, body, updated_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![alert.dedup_key, alert.state, alert.body, alert.updated_at_ms],
+    )?;
+    for n in notifications {
+        tx.execute(
+            "INSERT OR REPLACE INTO alert_outbox (sink, seq, dedup_key, payload, attempts) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![n.sink, n.seq, n.dedup_key, n.payload, n.attempts],
+        )?;
+    }
+    tx.commit()
+}
+
+fn outbox(conn: &Connection, sink: &str, limit: usize) -> rusqlite::Result<Vec<OutboxEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sink, seq, dedup_key, payload, attempts FROM alert_outbox WHERE sink = ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![sink, limit as i64], |r| {
+        Ok(OutboxEntry {
+            sink: r.get(0)?,
+            seq: r.get(1)?,
+            dedup_key: r.get(2)?,
+            payload: r.get(3)?,
+            attempts: r.get(4)?,
+        })
+    })?;
+    rows.collect()
 }
 
 impl SqliteStore {
     /// Whether the migration table records `version` (used by tests and `kaudit migrate`).
     pub fn has_migration(&self, version: u32) -> Result<bool, StoreError> {
         let conn = self.conn.lock().expect("sqlite mutex poisoned");
-        conn.query_row(
-            "SELECT 1 FROM schema_migrations WHERE version = ?1",
-            params![version],
-            |_| Ok(()),
-        )
-        .optional()
-        .map(|o| o.is_some())
-        .map_err(|e| StoreError::Read {
-            what: "schema version",
-            source: boxed(e),
-        })
+        conn.query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", params![version], |_| Ok(()))
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| StoreError::Read { what: "schema version", source: boxed(e) })
     }
 }
 

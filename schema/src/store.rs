@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::EpochMillis;
+use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
 use crate::tally::Tally;
 
 /// Identity of one stored tally row. An agent owns its rows: no two agents write the same key.
@@ -109,11 +110,36 @@ pub trait Store: Send + Sync + 'static {
 
     /// The stored offsets of one agent.
     async fn load_offsets(&self, agent_id: &str) -> Result<Vec<OffsetRow>, StoreError>;
+
+    /// Upsert verdicts (a revision overwrites the verdict it revises).
+    async fn write_verdicts(&self, rows: &[VerdictRow]) -> Result<(), StoreError>;
+
+    /// Verdicts of `topic` for buckets starting in `[from_ms, to_ms)`, ordered by (bucket, tier).
+    async fn read_verdicts(
+        &self,
+        topic: &str,
+        from_ms: EpochMillis,
+        to_ms: EpochMillis,
+    ) -> Result<Vec<VerdictRow>, StoreError>;
+
+    /// Record an alert's new state together with the notifications it causes, atomically: after
+    /// a crash either both are stored or neither, so a restart neither repeats nor loses one.
+    async fn record_alert(&self, alert: &AlertRecord, notifications: &[OutboxEntry]) -> Result<(), StoreError>;
+
+    /// Every alert's last state.
+    async fn list_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
+
+    /// The oldest `limit` notifications waiting for `sink`, in order.
+    async fn outbox(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Remove a delivered notification.
+    async fn ack_notification(&self, sink: &str, seq: i64) -> Result<(), StoreError>;
+
+    /// Count a failed delivery attempt of a waiting notification.
+    async fn record_attempt(&self, entry: &OutboxEntry) -> Result<(), StoreError>;
 }
 
 /// Box any error for a [`StoreError`] source.
-pub(crate) fn boxed(
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> Box<dyn std::error::Error + Send + Sync> {
+pub(crate) fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> Box<dyn std::error::Error + Send + Sync> {
     Box::new(e)
 }

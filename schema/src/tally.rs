@@ -90,28 +90,21 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_tally() -> impl Strategy<Value = Tally> {
-        prop::collection::vec(
-            (
-                any::<u64>(),
-                0u64..10_000,
-                prop::option::of(-10i64..100_000),
-                0u8..3,
-            ),
-            0..40,
-        )
-        .prop_map(|msgs| {
-            let mut t = Tally::default();
-            for (fp, bytes, lat, kind) in msgs {
-                t.add(fp, bytes);
-                match (kind, lat) {
-                    (1, _) => t.no_time += 1,
-                    (2, _) => t.malformed += 1,
-                    (_, Some(l)) => t.latency.record(l),
-                    _ => {}
+        prop::collection::vec((any::<u64>(), 0u64..10_000, prop::option::of(-10i64..100_000), 0u8..3), 0..40).prop_map(
+            |msgs| {
+                let mut t = Tally::default();
+                for (fp, bytes, lat, kind) in msgs {
+                    t.add(fp, bytes);
+                    match (kind, lat) {
+                        (1, _) => t.no_time += 1,
+                        (2, _) => t.malformed += 1,
+                        (_, Some(l)) => t.latency.record(l),
+                        _ => {}
+                    }
                 }
-            }
-            t
-        })
+                t
+            },
+        )
     }
 
     proptest! {
@@ -161,9 +154,7 @@ mod tests {
         let mut up = Tally::default();
         fps.iter().for_each(|fp| up.add(*fp, 10));
         let mut down = Tally::default();
-        fps.iter()
-            .filter(|fp| **fp != 42)
-            .for_each(|fp| down.add(*fp, 10));
+        fps.iter().filter(|fp| **fp != 42).for_each(|fp| down.add(*fp, 10));
         assert_eq!(up.fp_sum.wrapping_sub(down.fp_sum), 42);
         assert_eq!(up.fp_xor ^ down.fp_xor, 42);
         assert_eq!(up.count - down.count, 1);

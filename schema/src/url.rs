@@ -23,29 +23,18 @@ impl std::str::FromStr for StoreUrl {
     type Err = StoreUrlError;
 
     fn from_str(url: &str) -> Result<Self, Self::Err> {
-        let fail = |reason: &str| StoreUrlError {
-            url: url.to_string(),
-            reason: reason.to_string(),
-        };
+        let fail = |reason: &str| StoreUrlError { url: url.to_string(), reason: reason.to_string() };
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err(fail(
-                    "missing database path, e.g. sqlite:///var/lib/kaudit/audit.db",
-                ));
+                return Err(fail("missing database path, e.g. sqlite:///var/lib/kaudit/audit.db"));
             }
             return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
         }
         if let Some(hosts) = url.strip_prefix("scylla://") {
-            let hosts: Vec<String> = hosts
-                .trim_end_matches('/')
-                .split(',')
-                .map(str::to_string)
-                .collect();
+            let hosts: Vec<String> = hosts.trim_end_matches('/').split(',').map(str::to_string).collect();
             for h in &hosts {
                 let Some((host, port)) = h.rsplit_once(':') else {
-                    return Err(fail(&format!(
-                        "contact point {h:?} has no port, e.g. 127.0.0.1:9042"
-                    )));
+                    return Err(fail(&format!("contact point {h:?} has no port, e.g. 127.0.0.1:9042")));
                 };
                 if host.is_empty() || port.parse::<u16>().is_err() {
                     return Err(fail(&format!("contact point {h:?} is not host:port")));
@@ -72,16 +61,10 @@ mod tests {
 
     #[test]
     fn parses_both_schemes() {
-        assert_eq!(
-            "sqlite:///tmp/a.db".parse(),
-            Ok(StoreUrl::Sqlite("/tmp/a.db".into()))
-        );
+        assert_eq!("sqlite:///tmp/a.db".parse(), Ok(StoreUrl::Sqlite("/tmp/a.db".into())));
         assert_eq!(
             "scylla://10.0.0.1:9042,db2:9043".parse(),
-            Ok(StoreUrl::Scylla(vec![
-                "10.0.0.1:9042".into(),
-                "db2:9043".into()
-            ]))
+            Ok(StoreUrl::Scylla(vec!["10.0.0.1:9042".into(), "db2:9043".into()]))
         );
         let url: StoreUrl = "sqlite:///x/y.db".parse().unwrap();
         assert_eq!(url.to_string(), "sqlite:///x/y.db");

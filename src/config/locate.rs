@@ -23,9 +23,7 @@ impl std::fmt::Display for KeyPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for (i, s) in self.0.iter().enumerate() {
             match s {
-                Segment::Key(k) if k.contains('.') => {
-                    write!(f, "{}\"{k}\"", if i > 0 { "." } else { "" })?
-                }
+                Segment::Key(k) if k.contains('.') => write!(f, "{}\"{k}\"", if i > 0 { "." } else { "" })?,
                 Segment::Key(k) => write!(f, "{}{k}", if i > 0 { "." } else { "" })?,
                 Segment::Index(n) => write!(f, "[{n}]")?,
             }
@@ -60,8 +58,7 @@ impl KeyPath {
 }
 
 fn contains(span: &Option<Range<usize>>, at: usize) -> bool {
-    span.as_ref()
-        .is_some_and(|s| s.start <= at && at < s.end.max(s.start + 1))
+    span.as_ref().is_some_and(|s| s.start <= at && at < s.end.max(s.start + 1))
 }
 
 /// The deepest key whose key or value span holds byte `at`.
@@ -99,9 +96,8 @@ fn find_in_value(v: &Value, at: usize, path: &mut Vec<Segment>) -> bool {
     match v {
         Value::InlineTable(t) => t.iter().any(|(k, v)| {
             path.push(Segment::Key(k.to_string()));
-            let hit = find_in_value(v, at, path)
-                || contains(&t.key(k).and_then(|k| k.span()), at)
-                || contains(&v.span(), at);
+            let hit =
+                find_in_value(v, at, path) || contains(&t.key(k).and_then(|k| k.span()), at) || contains(&v.span(), at);
             if !hit {
                 path.pop();
             }
@@ -204,12 +200,7 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
 fn problem(original: &Document<&str>, text: &str, path: KeyPath, message: String) -> Problem {
     let span = span_of(original.as_table(), &path);
     let (line, column) = span.map(|s| line_col(text, s.start)).unzip();
-    Problem {
-        key: path.to_string(),
-        line,
-        column,
-        message,
-    }
+    Problem { key: path.to_string(), line, column, message }
 }
 
 /// serde's messages say `unknown field `x`, expected one of ...`; keep them, they read well.
@@ -225,21 +216,13 @@ pub(super) fn load_all_errors<T: DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     let fail = |mut problems: Vec<Problem>| {
         problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column));
-        ConfigError {
-            file: file.to_path_buf(),
-            problems,
-        }
+        ConfigError { file: file.to_path_buf(), problems }
     };
     let original = match Document::parse(text) {
         Ok(d) => d,
         Err(e) => {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
-            return Err(fail(vec![Problem {
-                key: String::new(),
-                line,
-                column,
-                message: clean(e.message()),
-            }]));
+            return Err(fail(vec![Problem { key: String::new(), line, column, message: clean(e.message()) }]));
         }
     };
     let mut problems = Vec::new();
@@ -251,26 +234,20 @@ pub(super) fn load_all_errors<T: DeserializeOwned>(
                 if issues.is_empty() {
                     return Ok(config);
                 }
-                let found = issues
-                    .into_iter()
-                    .map(|i| problem(&original, text, KeyPath::parse(&i.path), i.message));
+                let found = issues.into_iter().map(|i| problem(&original, text, KeyPath::parse(&i.path), i.message));
                 return Err(fail(found.collect()));
             }
             Ok(config) => {
                 // Semantic findings on what remains, after the structural ones.
                 let issues = validate(&config).into_iter();
-                problems.extend(
-                    issues.map(|i| problem(&original, text, KeyPath::parse(&i.path), i.message)),
-                );
+                problems.extend(issues.map(|i| problem(&original, text, KeyPath::parse(&i.path), i.message)));
                 return Err(fail(problems));
             }
             Err(e) => e,
         };
         let spanned = Document::parse(current.as_str()).expect("re-serialised TOML parses");
         let mut path = Vec::new();
-        let located = err
-            .span()
-            .is_some_and(|s| find_in_table(spanned.as_table(), s.start, &mut path));
+        let located = err.span().is_some_and(|s| find_in_table(spanned.as_table(), s.start, &mut path));
         let path = KeyPath(path);
         let mut editable: DocumentMut = current.parse().expect("re-serialised TOML parses");
         if !located || !remove(editable.as_table_mut(), &path) {

@@ -98,12 +98,7 @@ impl KauditConfig {
         if let Err(e) = self.store_url() {
             issues.push(ConfigIssue::new("store", e.reason));
         }
-        issues.extend(
-            self.scylla
-                .validate("scylla")
-                .into_iter()
-                .map(|(k, m)| ConfigIssue::new(k, m)),
-        );
+        issues.extend(self.scylla.validate("scylla").into_iter().map(|(k, m)| ConfigIssue::new(k, m)));
         for (key, owner) in RESERVED_KAFKA_OPTIONS {
             if self.kafka.options.contains_key(*key) {
                 issues.push(ConfigIssue::new(
@@ -156,12 +151,7 @@ pub struct Problem {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        writeln!(
-            f,
-            "{}: {n} configuration error{}",
-            self.file.display(),
-            if n == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "{}: {n} configuration error{}", self.file.display(), if n == 1 { "" } else { "s" })?;
         for p in &self.problems {
             write!(f, "  {}", self.file.display())?;
             if let Some(line) = p.line {

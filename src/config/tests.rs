@@ -25,34 +25,16 @@ fn example_values_are_read() {
     let config = KauditConfig::load(&repo().join("config/kaudit.example.toml")).unwrap();
     assert_eq!(config.agent.name, "checkout-producer");
     assert_eq!(config.agent.topics.len(), 2);
-    assert_eq!(
-        config.agent.topics[0].business_id.to_string(),
-        "json:/order_id"
-    );
-    assert_eq!(
-        config
-            .kafka
-            .options
-            .get("client.id")
-            .map(ToString::to_string)
-            .as_deref(),
-        Some("kaudit")
-    );
-    assert_eq!(
-        config.store_url().unwrap(),
-        StoreUrl::Sqlite(PathBuf::from("kaudit-data/audit.db"))
-    );
+    assert_eq!(config.agent.topics[0].business_id.to_string(), "json:/order_id");
+    assert_eq!(config.kafka.options.get("client.id").map(ToString::to_string).as_deref(), Some("kaudit"));
+    assert_eq!(config.store_url().unwrap(), StoreUrl::Sqlite(PathBuf::from("kaudit-data/audit.db")));
 }
 
 #[test]
 fn wrongkey_reports_every_error_with_key_file_and_line() {
     let path = repo().join("config/invalid/wrongkey.toml");
     let err = KauditConfig::load(&path).unwrap_err();
-    let found: Vec<(&str, Option<usize>)> = err
-        .problems
-        .iter()
-        .map(|p| (p.key.as_str(), p.line))
-        .collect();
+    let found: Vec<(&str, Option<usize>)> = err.problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
     assert_eq!(
         found,
         vec![
@@ -66,9 +48,7 @@ fn wrongkey_reports_every_error_with_key_file_and_line() {
     );
     let text = err.to_string();
     assert!(
-        text.contains(
-            "wrongkey.toml:4:1: key `agent.flush_intervl_ms`: unknown field `flush_intervl_ms`"
-        ),
+        text.contains("wrongkey.toml:4:1: key `agent.flush_intervl_ms`: unknown field `flush_intervl_ms`"),
         "{text}"
     );
     assert!(text.contains("must start with '/'"), "{text}");
@@ -78,18 +58,11 @@ fn wrongkey_reports_every_error_with_key_file_and_line() {
 #[test]
 fn scylla_section_is_read_and_validated() {
     let config = KauditConfig::load(&repo().join("config/kaudit.example.toml")).unwrap();
-    assert_eq!(
-        config.scylla.replication.to_cql(),
-        "{'class': 'NetworkTopologyStrategy', 'eu-west': 3, 'us-east': 3}"
-    );
+    assert_eq!(config.scylla.replication.to_cql(), "{'class': 'NetworkTopologyStrategy', 'eu-west': 3, 'us-east': 3}");
     assert_eq!(config.scylla.username.as_deref(), Some("kaudit"));
 
     let err = KauditConfig::load(&repo().join("config/invalid/bad-scylla.toml")).unwrap_err();
-    let found: Vec<(&str, Option<usize>)> = err
-        .problems
-        .iter()
-        .map(|p| (p.key.as_str(), p.line))
-        .collect();
+    let found: Vec<(&str, Option<usize>)> = err.problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
     assert_eq!(
         found,
         vec![
@@ -104,64 +77,33 @@ fn scylla_section_is_read_and_validated() {
 
 #[test]
 fn syntax_errors_point_at_the_line() {
-    let err = KauditConfig::from_toml(
-        "[agent]\nname = \"x\"\nbucket_width_ms = = 5\n",
-        Path::new("bad.toml"),
-    )
-    .unwrap_err();
+    let err =
+        KauditConfig::from_toml("[agent]\nname = \"x\"\nbucket_width_ms = = 5\n", Path::new("bad.toml")).unwrap_err();
     assert_eq!(err.problems.len(), 1);
     assert_eq!(err.problems[0].line, Some(3));
-    assert!(
-        err.to_string()
-            .starts_with("bad.toml: 1 configuration error")
-    );
+    assert!(err.to_string().starts_with("bad.toml: 1 configuration error"));
 }
 
 #[test]
 fn semantic_errors_alone_are_located_too() {
     let text = "store = \"postgres://db\"\n\n[agent]\nbucket_width_ms = 0\n";
     let err = KauditConfig::from_toml(text, Path::new("c.toml")).unwrap_err();
-    let found: Vec<_> = err
-        .problems
-        .iter()
-        .map(|p| (p.key.clone(), p.line))
-        .collect();
-    assert_eq!(
-        found,
-        vec![
-            ("store".to_string(), Some(1)),
-            ("agent.bucket_width_ms".to_string(), Some(4))
-        ]
-    );
+    let found: Vec<_> = err.problems.iter().map(|p| (p.key.clone(), p.line)).collect();
+    assert_eq!(found, vec![("store".to_string(), Some(1)), ("agent.bucket_width_ms".to_string(), Some(4))]);
 }
 
 #[test]
 fn kafka_options_take_scalars_as_librdkafka_strings() {
     let text = "[kafka.options]\n\"linger.ms\" = 5\n\"enable.idempotence\" = true\n\"x\" = 0.5\n\"acks\" = \"all\"\n";
     let config = KauditConfig::from_toml(text, Path::new("k.toml")).unwrap();
-    let got: Vec<(String, String)> = config
-        .kafka
-        .options
-        .iter()
-        .map(|(k, v)| (k.clone(), v.to_string()))
-        .collect();
+    let got: Vec<(String, String)> = config.kafka.options.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
     assert_eq!(
         got,
-        [
-            ("acks", "all"),
-            ("enable.idempotence", "true"),
-            ("linger.ms", "5"),
-            ("x", "0.5")
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        [("acks", "all"), ("enable.idempotence", "true"), ("linger.ms", "5"), ("x", "0.5")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
     );
-    let err =
-        KauditConfig::from_toml("[kafka.options]\n\"a\" = [1]\n", Path::new("k.toml")).unwrap_err();
-    assert_eq!(
-        (err.problems[0].key.as_str(), err.problems[0].line),
-        ("kafka.options.a", Some(2)),
-        "{err}"
-    );
+    let err = KauditConfig::from_toml("[kafka.options]\n\"a\" = [1]\n", Path::new("k.toml")).unwrap_err();
+    assert_eq!((err.problems[0].key.as_str(), err.problems[0].line), ("kafka.options.a", Some(2)), "{err}");
 }
 
 #[test]
@@ -172,11 +114,7 @@ fn empty_file_is_all_defaults() {
 
 #[test]
 fn key_paths_round_trip() {
-    for p in [
-        "agent.topics[1].pattern",
-        "kafka.options.\"bootstrap.servers\"",
-        "store",
-    ] {
+    for p in ["agent.topics[1].pattern", "kafka.options.\"bootstrap.servers\"", "store"] {
         assert_eq!(KeyPath::parse(p).to_string(), p);
     }
 }

@@ -34,15 +34,8 @@ impl CqlServer {
 
     /// Start on `addr` (a fixed port, for tests that restart the server).
     pub fn start_on(addr: SocketAddr) -> Self {
-        assert!(
-            addr.ip().is_loopback(),
-            "test servers listen on loopback only"
-        );
-        let mut server = Self {
-            session: Arc::new(Mutex::new(KassandraSession::new())),
-            addr,
-            running: None,
-        };
+        assert!(addr.ip().is_loopback(), "test servers listen on loopback only");
+        let mut server = Self { session: Arc::new(Mutex::new(KassandraSession::new())), addr, running: None };
         server.restart();
         server
     }
@@ -75,10 +68,7 @@ impl CqlServer {
         let thread = std::thread::Builder::new()
             .name("cql-server".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
                 runtime.block_on(async move {
                     let listener = TcpListener::from_std(std_listener).expect("tokio listener");
                     tokio::select! {
@@ -154,10 +144,7 @@ fn answer(session: &Mutex<KassandraSession>, request: Request<'_>) -> Response {
         Request::StartUp(_) | Request::Register { .. } => return Response::Ready,
         Request::Options => return Response::options(),
         Request::AuthResponse => {
-            return Response::Error(Error::new(
-                DbError::ProtocolError,
-                "authentication is not supported",
-            ));
+            return Response::Error(Error::new(DbError::ProtocolError, "authentication is not supported"));
         }
         Request::Query(query) => session.process(query),
         Request::Prepare(prepare) => session.prepare(prepare),

@@ -28,7 +28,12 @@ fn rows() -> Vec<TallyRow> {
                     tally.latency.record((i % 120) as i64 + 3);
                 }
                 rows.push(TallyRow {
-                    key: TallyKey { topic: "orders".into(), bucket_start_ms: b * 60_000, tier: tier.into(), agent_id: format!("{tier}-{a}") },
+                    key: TallyKey {
+                        topic: "orders".into(),
+                        bucket_start_ms: b * 60_000,
+                        tier: tier.into(),
+                        agent_id: format!("{tier}-{a}"),
+                    },
                     bucket_width_ms: 60_000,
                     version: 1,
                     tally,
@@ -41,7 +46,12 @@ fn rows() -> Vec<TallyRow> {
 
 fn compare(c: &mut Criterion) {
     let rows = rows();
-    let pipeline = PipelineConfig { topics: vec!["*".into()], tiers: vec!["producer".into(), "broker".into()], consumers: vec!["consumer/billing".into()] }.build();
+    let pipeline = PipelineConfig {
+        topics: vec!["*".into()],
+        tiers: vec!["producer".into(), "broker".into()],
+        consumers: vec!["consumer/billing".into()],
+    }
+    .build();
     let thresholds = Thresholds::default();
     let mut group = c.benchmark_group("verifier");
     group.throughput(Throughput::Elements(rows.len() as u64));

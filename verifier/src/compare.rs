@@ -10,10 +10,7 @@ pub enum Verdict {
     /// Counts, XOR and sum all equal.
     Complete,
     /// Downstream counted fewer messages. With exactly one lost, `fingerprint` names it.
-    Loss {
-        missing: u64,
-        fingerprint: Option<u64>,
-    },
+    Loss { missing: u64, fingerprint: Option<u64> },
     /// Downstream counted more: duplicates (or foreign messages).
     Duplicates { extra: u64 },
     /// Equal counts but different fingerprint aggregates: a message replaced or altered.
@@ -34,12 +31,8 @@ pub enum Side {
 pub fn compare_tiers(upstream: Option<&Tally>, downstream: Option<&Tally>) -> Verdict {
     match (upstream, downstream) {
         (Some(up), Some(down)) => compare(up, down),
-        (Some(_), None) => Verdict::MissingTier {
-            side: Side::Downstream,
-        },
-        (None, Some(_)) => Verdict::MissingTier {
-            side: Side::Upstream,
-        },
+        (Some(_), None) => Verdict::MissingTier { side: Side::Downstream },
+        (None, Some(_)) => Verdict::MissingTier { side: Side::Upstream },
         (None, None) => Verdict::Complete,
     }
 }
@@ -57,17 +50,10 @@ pub fn compare(upstream: &Tally, downstream: &Tally) -> Verdict {
             let sum_diff = upstream.fp_sum.wrapping_sub(downstream.fp_sum);
             let xor_diff = upstream.fp_xor ^ downstream.fp_xor;
             let fingerprint = (missing == 1 && sum_diff == xor_diff).then_some(sum_diff);
-            Verdict::Loss {
-                missing,
-                fingerprint,
-            }
+            Verdict::Loss { missing, fingerprint }
         }
-        Greater => Verdict::Duplicates {
-            extra: downstream.count - upstream.count,
-        },
-        Equal if downstream.fp_xor == upstream.fp_xor && downstream.fp_sum == upstream.fp_sum => {
-            Verdict::Complete
-        }
+        Greater => Verdict::Duplicates { extra: downstream.count - upstream.count },
+        Equal if downstream.fp_xor == upstream.fp_xor && downstream.fp_sum == upstream.fp_sum => Verdict::Complete,
         Equal => Verdict::ContentMismatch,
     }
 }
@@ -87,42 +73,17 @@ mod tests {
     fn the_verdict_table() {
         let up = tally(&[1, 2, 3]);
         assert_eq!(compare(&up, &tally(&[3, 1, 2])), Verdict::Complete);
-        assert_eq!(
-            compare(&up, &tally(&[1, 3])),
-            Verdict::Loss {
-                missing: 1,
-                fingerprint: Some(2)
-            }
-        );
-        assert_eq!(
-            compare(&up, &tally(&[1])),
-            Verdict::Loss {
-                missing: 2,
-                fingerprint: None
-            }
-        );
-        assert_eq!(
-            compare(&up, &tally(&[1, 2, 3, 3])),
-            Verdict::Duplicates { extra: 1 }
-        );
+        assert_eq!(compare(&up, &tally(&[1, 3])), Verdict::Loss { missing: 1, fingerprint: Some(2) });
+        assert_eq!(compare(&up, &tally(&[1])), Verdict::Loss { missing: 2, fingerprint: None });
+        assert_eq!(compare(&up, &tally(&[1, 2, 3, 3])), Verdict::Duplicates { extra: 1 });
         assert_eq!(compare(&up, &tally(&[1, 2, 4])), Verdict::ContentMismatch);
     }
 
     #[test]
     fn a_tier_without_rows_is_missing_not_a_loss_or_duplicates() {
         let t = tally(&[1]);
-        assert_eq!(
-            compare_tiers(Some(&t), None),
-            Verdict::MissingTier {
-                side: Side::Downstream
-            }
-        );
-        assert_eq!(
-            compare_tiers(None, Some(&t)),
-            Verdict::MissingTier {
-                side: Side::Upstream
-            }
-        );
+        assert_eq!(compare_tiers(Some(&t), None), Verdict::MissingTier { side: Side::Downstream });
+        assert_eq!(compare_tiers(None, Some(&t)), Verdict::MissingTier { side: Side::Upstream });
         assert_eq!(compare_tiers(Some(&t), Some(&t)), Verdict::Complete);
     }
 

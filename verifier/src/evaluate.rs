@@ -93,7 +93,9 @@ pub fn evaluate_bucket(
         let verdict = compare_tiers(up, down);
         let upstream_count = up.map_or(0, |t| t.count);
         let count = down.map_or(0, |t| t.count);
-        let ratio = |n: u64| if upstream_count == 0 { if n == 0 { 0.0 } else { 1.0 } } else { n as f64 / upstream_count as f64 };
+        let ratio = |n: u64| {
+            if upstream_count == 0 { if n == 0 { 0.0 } else { 1.0 } } else { n as f64 / upstream_count as f64 }
+        };
         let p99_ms = down.and_then(|t| t.latency.quantile(0.99));
         out.push(EdgeVerdict {
             topic: topic.to_string(),
@@ -120,8 +122,12 @@ mod tests {
     use kaudit_schema::TallyKey;
 
     fn pipeline() -> Pipeline {
-        PipelineConfig { topics: vec!["*".into()], tiers: vec!["producer".into(), "broker".into()], consumers: vec!["consumer/billing".into()] }
-            .build()
+        PipelineConfig {
+            topics: vec!["*".into()],
+            tiers: vec!["producer".into(), "broker".into()],
+            consumers: vec!["consumer/billing".into()],
+        }
+        .build()
     }
 
     fn row(tier: &str, agent: &str, fps: std::ops::Range<u64>, latency_ms: i64) -> TallyRow {
@@ -130,7 +136,12 @@ mod tests {
             tally.add(fp * 7919, 10);
             tally.latency.record(latency_ms);
         }
-        TallyRow { key: TallyKey { topic: "t".into(), bucket_start_ms: 0, tier: tier.into(), agent_id: agent.into() }, bucket_width_ms: 60_000, version: 1, tally }
+        TallyRow {
+            key: TallyKey { topic: "t".into(), bucket_start_ms: 0, tier: tier.into(), agent_id: agent.into() },
+            bucket_width_ms: 60_000,
+            version: 1,
+            tally,
+        }
     }
 
     #[test]

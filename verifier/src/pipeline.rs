@@ -62,11 +62,8 @@ impl PipelineConfig {
     /// Build; call after [`PipelineConfig::validate`] found nothing.
     pub fn build(&self) -> Pipeline {
         let matchers = self.topics.iter().map(|t| Glob::new(t).expect("validated").compile_matcher()).collect();
-        let mut edges: Vec<Edge> = self
-            .tiers
-            .windows(2)
-            .map(|w| Edge { upstream: w[0].clone(), downstream: w[1].clone() })
-            .collect();
+        let mut edges: Vec<Edge> =
+            self.tiers.windows(2).map(|w| Edge { upstream: w[0].clone(), downstream: w[1].clone() }).collect();
         let last = self.tiers.last().expect("validated").clone();
         edges.extend(self.consumers.iter().map(|c| Edge { upstream: last.clone(), downstream: c.clone() }));
         let tiers = self.tiers.iter().chain(&self.consumers).cloned().collect();

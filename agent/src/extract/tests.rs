@@ -6,18 +6,12 @@ fn msg(payload: &str) -> OwnedMessage {
         key: Some(b"k1".to_vec()),
         payload: payload.as_bytes().to_vec(),
         timestamp_ms: Some(1_700_000_000_123),
-        headers: vec![
-            ("et".into(), b"1700000001".to_vec()),
-            ("id".into(), b"h-7".to_vec()),
-        ],
+        headers: vec![("et".into(), b"1700000001".to_vec()), ("id".into(), b"h-7".to_vec())],
     }
 }
 
 fn rule(id: &str, time: &str) -> ExtractRule {
-    ExtractRule {
-        business_id: id.parse().unwrap(),
-        event_time: time.parse().unwrap(),
-    }
+    ExtractRule { business_id: id.parse().unwrap(), event_time: time.parse().unwrap() }
 }
 
 #[test]
@@ -31,83 +25,36 @@ fn defaults_read_key_and_kafka_timestamp() {
 
 #[test]
 fn headers_and_json_pointers() {
-    let m = msg(
-        r#"{"order":{"id":"o-9","n":5},"ts":1700000002500,"ts_s":1700000003,"ts_f":1700000004.25}"#,
-    );
+    let m = msg(r#"{"order":{"id":"o-9","n":5},"ts":1700000002500,"ts_s":1700000003,"ts_f":1700000004.25}"#);
     let e = rule("header:id", "header:et").extract(&m);
-    assert_eq!(
-        (&*e.business_id, e.event_time),
-        (&b"h-7"[..], EventTime::Valid(1_700_000_001_000))
-    );
-    assert_eq!(
-        rule("json:/order/id", "json:/ts").extract(&m).event_time,
-        EventTime::Valid(1_700_000_002_500)
-    );
-    assert_eq!(
-        &*rule("json:/order/id", "json:/ts").extract(&m).business_id,
-        b"o-9"
-    );
-    assert_eq!(
-        &*rule("json:/order/n", "json:/ts_s").extract(&m).business_id,
-        b"5"
-    );
-    assert_eq!(
-        rule("key", "json:/ts_s").extract(&m).event_time,
-        EventTime::Valid(1_700_000_003_000)
-    );
-    assert_eq!(
-        rule("key", "json:/ts_f").extract(&m).event_time,
-        EventTime::Valid(1_700_000_004_250)
-    );
+    assert_eq!((&*e.business_id, e.event_time), (&b"h-7"[..], EventTime::Valid(1_700_000_001_000)));
+    assert_eq!(rule("json:/order/id", "json:/ts").extract(&m).event_time, EventTime::Valid(1_700_000_002_500));
+    assert_eq!(&*rule("json:/order/id", "json:/ts").extract(&m).business_id, b"o-9");
+    assert_eq!(&*rule("json:/order/n", "json:/ts_s").extract(&m).business_id, b"5");
+    assert_eq!(rule("key", "json:/ts_s").extract(&m).event_time, EventTime::Valid(1_700_000_003_000));
+    assert_eq!(rule("key", "json:/ts_f").extract(&m).event_time, EventTime::Valid(1_700_000_004_250));
 }
 
 #[test]
 fn missing_and_malformed_times_are_told_apart() {
     let m = msg(r#"{"ts":"yesterday","neg":-5,"obj":{}}"#);
-    assert_eq!(
-        rule("key", "header:absent").extract(&m).event_time,
-        EventTime::Missing
-    );
-    assert_eq!(
-        rule("key", "json:/absent").extract(&m).event_time,
-        EventTime::Missing
-    );
-    assert_eq!(
-        rule("key", "json:/ts").extract(&m).event_time,
-        EventTime::Malformed
-    );
-    assert_eq!(
-        rule("key", "json:/neg").extract(&m).event_time,
-        EventTime::Malformed
-    );
-    assert_eq!(
-        rule("key", "json:/obj").extract(&m).event_time,
-        EventTime::Malformed
-    );
+    assert_eq!(rule("key", "header:absent").extract(&m).event_time, EventTime::Missing);
+    assert_eq!(rule("key", "json:/absent").extract(&m).event_time, EventTime::Missing);
+    assert_eq!(rule("key", "json:/ts").extract(&m).event_time, EventTime::Malformed);
+    assert_eq!(rule("key", "json:/neg").extract(&m).event_time, EventTime::Malformed);
+    assert_eq!(rule("key", "json:/obj").extract(&m).event_time, EventTime::Malformed);
     let not_json = msg("not json at all");
     let e = rule("json:/id", "json:/ts").extract(&not_json);
-    assert_eq!(
-        (e.event_time, e.malformed_id, e.business_id.is_empty()),
-        (EventTime::Malformed, true, true)
-    );
+    assert_eq!((e.event_time, e.malformed_id, e.business_id.is_empty()), (EventTime::Malformed, true, true));
     let mut no_ts = msg("x");
     no_ts.timestamp_ms = None;
-    assert_eq!(
-        ExtractRule::default().extract(&no_ts).event_time,
-        EventTime::Missing
-    );
+    assert_eq!(ExtractRule::default().extract(&no_ts).event_time, EventTime::Missing);
 }
 
 #[test]
 fn seconds_and_milliseconds_by_magnitude() {
-    assert_eq!(
-        from_epoch_number(MILLIS_THRESHOLD),
-        EventTime::Valid(MILLIS_THRESHOLD * 1000)
-    );
-    assert_eq!(
-        from_epoch_number(MILLIS_THRESHOLD + 1),
-        EventTime::Valid(MILLIS_THRESHOLD + 1)
-    );
+    assert_eq!(from_epoch_number(MILLIS_THRESHOLD), EventTime::Valid(MILLIS_THRESHOLD * 1000));
+    assert_eq!(from_epoch_number(MILLIS_THRESHOLD + 1), EventTime::Valid(MILLIS_THRESHOLD + 1));
     assert_eq!(from_epoch_number(0), EventTime::Malformed);
 }
 
@@ -119,27 +66,9 @@ fn source_specs_round_trip_and_explain_errors() {
     for s in ["kafka_timestamp", "header:et", "json:/ts"] {
         assert_eq!(s.parse::<EventTimeSource>().unwrap().to_string(), s);
     }
-    assert!(
-        "value"
-            .parse::<BusinessIdSource>()
-            .unwrap_err()
-            .to_string()
-            .contains("header:NAME")
-    );
-    assert!(
-        "json:ts"
-            .parse::<EventTimeSource>()
-            .unwrap_err()
-            .to_string()
-            .contains("must start with '/'")
-    );
-    assert!(
-        "header:"
-            .parse::<EventTimeSource>()
-            .unwrap_err()
-            .to_string()
-            .contains("empty")
-    );
+    assert!("value".parse::<BusinessIdSource>().unwrap_err().to_string().contains("header:NAME"));
+    assert!("json:ts".parse::<EventTimeSource>().unwrap_err().to_string().contains("must start with '/'"));
+    assert!("header:".parse::<EventTimeSource>().unwrap_err().to_string().contains("empty"));
 }
 
 proptest! {

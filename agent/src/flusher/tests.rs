@@ -32,48 +32,21 @@ fn rig() -> Rig {
         close_after_ms: 2 * W,
         ..AuditorOptions::named("test")
     });
-    let store = SqliteStore::open(
-        &path,
-        &SqliteOptions {
-            busy_timeout: Duration::from_millis(10),
-        },
-    )
-    .unwrap();
+    let store = SqliteStore::open(&path, &SqliteOptions { busy_timeout: Duration::from_millis(10) }).unwrap();
     let registry = Registry::new();
     let metrics = AgentMetrics::register(&registry).unwrap();
-    Rig {
-        _dir: dir,
-        path,
-        clock,
-        auditor,
-        store,
-        metrics,
-        registry,
-    }
+    Rig { _dir: dir, path, clock, auditor, store, metrics, registry }
 }
 
 fn flusher(r: &Rig, max_queued_batches: usize, spool: Option<Spool>) -> Flusher<Auditor> {
-    let options = FlusherOptions {
-        max_queued_batches,
-        ..FlusherOptions::default()
-    };
-    Flusher::new(
-        r.auditor.clone(),
-        Arc::new(r.store.clone()),
-        spool,
-        options,
-        r.metrics.clone(),
-    )
+    let options = FlusherOptions { max_queued_batches, ..FlusherOptions::default() };
+    Flusher::new(r.auditor.clone(), Arc::new(r.store.clone()), spool, options, r.metrics.clone())
 }
 
 /// Sums stored rows per bucket, the way the verifier will.
 async fn stored_by_bucket(store: &SqliteStore) -> BTreeMap<i64, (u64, u64, u64)> {
     let mut out = BTreeMap::new();
-    for row in store
-        .read_range("orders", i64::MIN, i64::MAX)
-        .await
-        .unwrap()
-    {
+    for row in store.read_range("orders", i64::MIN, i64::MAX).await.unwrap() {
         let e: &mut (u64, u64, u64) = out.entry(row.key.bucket_start_ms).or_default();
         e.0 += row.tally.count;
         e.1 ^= row.tally.fp_xor;
@@ -83,12 +56,8 @@ async fn stored_by_bucket(store: &SqliteStore) -> BTreeMap<i64, (u64, u64, u64)>
 }
 
 fn metric_line(registry: &Registry, name: &str) -> Option<f64> {
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    let text = prometheus::TextEncoder::new().encode_to_string(&registry.gather()).unwrap();
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 #[tokio::test]
@@ -104,20 +73,11 @@ async fn an_outage_loses_nothing_once_the_store_recovers() {
             let event = clock.now_ms() - (n as i64 % 3) * 1000;
             let id = format!("id-{n}");
             auditor.record("orders", "producer", id.as_bytes(), b"payload", Some(event));
-            truth
-                .entry(event.div_euclid(W) * W)
-                .or_default()
-                .add(fingerprint(id.as_bytes(), b"payload"), 7);
+            truth.entry(event.div_euclid(W) * W).or_default().add(fingerprint(id.as_bytes(), b"payload"), 7);
         }
     };
     send(&r.clock, &r.auditor, 50);
-    assert_eq!(
-        f.flush_once().await,
-        FlushReport {
-            written: 1,
-            pending: 0
-        }
-    );
+    assert_eq!(f.flush_once().await, FlushReport { written: 1, pending: 0 });
 
     let locker = rusqlite::Connection::open(&r.path).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -128,47 +88,21 @@ async fn an_outage_loses_nothing_once_the_store_recovers() {
         assert_eq!(report.written, 0, "the store is locked");
     }
     assert_eq!(f.pending(), 8);
-    assert!(
-        spool_dir.read_dir().unwrap().count() >= 6,
-        "batches past the memory bound went to disk"
-    );
-    assert!(
-        r.auditor.open_buckets() <= 4,
-        "closed buckets left memory during the outage"
-    );
-    assert_eq!(
-        metric_line(&r.registry, "kaudit_agent_spool_batches"),
-        Some(6.0)
-    );
+    assert!(spool_dir.read_dir().unwrap().count() >= 6, "batches past the memory bound went to disk");
+    assert!(r.auditor.open_buckets() <= 4, "closed buckets left memory during the outage");
+    assert_eq!(metric_line(&r.registry, "kaudit_agent_spool_batches"), Some(6.0));
     locker.execute_batch("ROLLBACK").unwrap();
     drop(locker);
 
     send(&r.clock, &r.auditor, 10);
     let report = f.flush_once().await;
-    assert_eq!(
-        report,
-        FlushReport {
-            written: 9,
-            pending: 0
-        }
-    );
-    let expected: BTreeMap<i64, (u64, u64, u64)> = truth
-        .iter()
-        .map(|(b, t)| (*b, (t.count, t.fp_xor, t.fp_sum)))
-        .collect();
+    assert_eq!(report, FlushReport { written: 9, pending: 0 });
+    let expected: BTreeMap<i64, (u64, u64, u64)> =
+        truth.iter().map(|(b, t)| (*b, (t.count, t.fp_xor, t.fp_sum))).collect();
     assert_eq!(stored_by_bucket(&r.store).await, expected);
-    assert_eq!(
-        metric_line(&r.registry, "kaudit_agent_flush_failures_total"),
-        Some(8.0)
-    );
-    assert_eq!(
-        metric_line(&r.registry, "kaudit_agent_messages_total"),
-        Some(n as f64)
-    );
-    assert_eq!(
-        metric_line(&r.registry, "kaudit_agent_spool_bytes"),
-        Some(0.0)
-    );
+    assert_eq!(metric_line(&r.registry, "kaudit_agent_flush_failures_total"), Some(8.0));
+    assert_eq!(metric_line(&r.registry, "kaudit_agent_messages_total"), Some(n as f64));
+    assert_eq!(metric_line(&r.registry, "kaudit_agent_spool_bytes"), Some(0.0));
 }
 
 #[tokio::test]
@@ -178,22 +112,13 @@ async fn without_a_spool_the_backlog_compacts_and_still_loses_nothing() {
     let locker = rusqlite::Connection::open(&r.path).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     for i in 0..6 {
-        r.auditor.record(
-            "orders",
-            "producer",
-            format!("{i}").as_bytes(),
-            b"x",
-            Some(T0),
-        );
+        r.auditor.record("orders", "producer", format!("{i}").as_bytes(), b"x", Some(T0));
         f.flush_once().await;
     }
     assert!(f.pending() <= 2);
     locker.execute_batch("ROLLBACK").unwrap();
     f.flush_once().await;
-    assert_eq!(
-        stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0),
-        Some(6)
-    );
+    assert_eq!(stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0), Some(6));
 }
 
 #[tokio::test]
@@ -207,17 +132,8 @@ async fn a_spool_left_by_a_crashed_agent_is_replayed_on_start() {
     } // the agent died here with a batch on disk
     let mut f = flusher(&r, 4, Some(Spool::open(&spool_dir, 1 << 20).unwrap()));
     assert_eq!(f.pending(), 1);
-    assert_eq!(
-        f.flush_once().await,
-        FlushReport {
-            written: 1,
-            pending: 0
-        }
-    );
-    assert_eq!(
-        stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0),
-        Some(1)
-    );
+    assert_eq!(f.flush_once().await, FlushReport { written: 1, pending: 0 });
+    assert_eq!(stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0), Some(1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -236,16 +152,10 @@ async fn run_flushes_on_its_interval_and_on_shutdown() {
         tokio::task::yield_now().await;
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(
-        stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0),
-        Some(1)
-    );
+    assert_eq!(stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0), Some(1));
     r.auditor.record("orders", "producer", b"b", b"x", Some(T0));
     stop_tx.send(()).unwrap();
     let report = task.await.unwrap();
     assert_eq!(report.pending, 0);
-    assert_eq!(
-        stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0),
-        Some(2)
-    );
+    assert_eq!(stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0), Some(2));
 }

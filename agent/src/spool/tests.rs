@@ -9,12 +9,7 @@ fn batch(version: u64, buckets: &[i64], count: u64) -> FlushBatch {
             let mut tally = Tally::default();
             (0..count).for_each(|i| tally.add(i, 1));
             TallyRow {
-                key: TallyKey {
-                    topic: "t".into(),
-                    bucket_start_ms: *b,
-                    tier: "p".into(),
-                    agent_id: "a".into(),
-                },
+                key: TallyKey { topic: "t".into(), bucket_start_ms: *b, tier: "p".into(), agent_id: "a".into() },
                 bucket_width_ms: 60_000,
                 version,
                 tally,
@@ -39,10 +34,7 @@ fn replays_in_order_and_survives_reopen() {
     {
         let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
         for v in 1..=3 {
-            assert_eq!(
-                spool.append(&batch(v, &[0], v)).unwrap(),
-                AppendOutcome::default()
-            );
+            assert_eq!(spool.append(&batch(v, &[0], v)).unwrap(), AppendOutcome::default());
         }
         assert_eq!(spool.pop_front().unwrap().unwrap().rows[0].version, 1);
     }
@@ -50,9 +42,7 @@ fn replays_in_order_and_survives_reopen() {
     let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(spool.len(), 2);
     spool.append(&batch(4, &[0], 4)).unwrap();
-    let versions: Vec<u64> = std::iter::from_fn(|| spool.pop_front().unwrap())
-        .map(|b| b.rows[0].version)
-        .collect();
+    let versions: Vec<u64> = std::iter::from_fn(|| spool.pop_front().unwrap()).map(|b| b.rows[0].version).collect();
     assert_eq!(versions, vec![2, 3, 4]);
     assert_eq!((spool.len(), spool.bytes()), (0, 0));
 }
@@ -60,21 +50,13 @@ fn replays_in_order_and_survives_reopen() {
 #[test]
 fn compaction_keeps_the_newest_version_of_each_key() {
     let dir = tempfile::tempdir().unwrap();
-    let one = serde_json::to_vec(&batch(1, &[0, 60_000], 5))
-        .unwrap()
-        .len() as u64;
+    let one = serde_json::to_vec(&batch(1, &[0, 60_000], 5)).unwrap().len() as u64;
     let mut spool = Spool::open(dir.path(), one * 3 + one / 2).unwrap();
     for v in 1..=3 {
         spool.append(&batch(v, &[0, 60_000], 5)).unwrap();
     }
     let outcome = spool.append(&batch(4, &[0, 60_000], 5)).unwrap();
-    assert_eq!(
-        outcome,
-        AppendOutcome {
-            compacted: true,
-            dropped_rows: 0
-        }
-    );
+    assert_eq!(outcome, AppendOutcome { compacted: true, dropped_rows: 0 });
     assert_eq!(spool.len(), 2);
     let compacted = spool.pop_front().unwrap().unwrap();
     assert_eq!(compacted.rows.len(), 2);
@@ -91,17 +73,8 @@ fn past_its_bound_the_spool_drops_oldest_and_says_how_much() {
     spool.append(&batch(1, &[0], 1)).unwrap();
     // Different keys: compaction cannot help, the oldest must go.
     let outcome = spool.append(&batch(2, &[60_000], 1)).unwrap();
-    assert_eq!(
-        outcome,
-        AppendOutcome {
-            compacted: true,
-            dropped_rows: 1
-        }
-    );
-    assert_eq!(
-        spool.front().unwrap().unwrap().rows[0].key.bucket_start_ms,
-        60_000
-    );
+    assert_eq!(outcome, AppendOutcome { compacted: true, dropped_rows: 1 });
+    assert_eq!(spool.front().unwrap().unwrap().rows[0].key.bucket_start_ms, 60_000);
     assert!(spool.bytes() <= one + one / 2);
 }
 

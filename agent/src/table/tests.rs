@@ -6,58 +6,26 @@ use proptest::prelude::*;
 const W: i64 = 60_000;
 
 fn obs(fp: u64, t: EventTime) -> Observation {
-    Observation {
-        fingerprint: fp,
-        bytes: 10,
-        event_time: t,
-        malformed_id: false,
-    }
+    Observation { fingerprint: fp, bytes: 10, event_time: t, malformed_id: false }
 }
 
 fn table() -> TallyTable {
-    TallyTable::new(
-        "agent-1",
-        BucketWidth::from_millis(W as u64).unwrap(),
-        5 * W,
-    )
+    TallyTable::new("agent-1", BucketWidth::from_millis(W as u64).unwrap(), 5 * W)
 }
 
 #[test]
 fn counts_by_event_time_bucket_with_latency() {
     let mut t = table();
-    t.record(
-        "orders",
-        "producer",
-        obs(1, EventTime::Valid(10 * W + 5)),
-        10 * W + 105,
-    );
-    t.record(
-        "orders",
-        "producer",
-        obs(2, EventTime::Valid(10 * W + 7)),
-        12 * W,
-    );
-    t.record(
-        "orders",
-        "producer",
-        obs(3, EventTime::Valid(11 * W)),
-        11 * W + 1,
-    );
+    t.record("orders", "producer", obs(1, EventTime::Valid(10 * W + 5)), 10 * W + 105);
+    t.record("orders", "producer", obs(2, EventTime::Valid(10 * W + 7)), 12 * W);
+    t.record("orders", "producer", obs(3, EventTime::Valid(11 * W)), 11 * W + 1);
     let batch = t.snapshot(12 * W);
-    let got: Vec<_> = batch
-        .rows
-        .iter()
-        .map(|r| (r.key.bucket_start_ms, r.tally.count, r.tally.fp_sum))
-        .collect();
+    let got: Vec<_> = batch.rows.iter().map(|r| (r.key.bucket_start_ms, r.tally.count, r.tally.fp_sum)).collect();
     assert_eq!(got, vec![(10 * W, 2, 3), (11 * W, 1, 3)]);
     let q = batch.rows[0].tally.latency.quantiles().unwrap();
     assert_eq!(q.p50, 100);
     let exact_max = (2 * W - 7) as f64;
-    assert!(
-        (q.max as f64 - exact_max).abs() <= exact_max * 0.01,
-        "max {} within 1% of {exact_max}",
-        q.max
-    );
+    assert!((q.max as f64 - exact_max).abs() <= exact_max * 0.01, "max {} within 1% of {exact_max}", q.max);
 }
 
 #[test]
@@ -65,38 +33,13 @@ fn missing_and_malformed_times_go_to_the_arrival_bucket() {
     let mut t = table();
     t.record("t", "c", obs(1, EventTime::Missing), 3 * W + 1);
     t.record("t", "c", obs(2, EventTime::Malformed), 3 * W + 2);
-    t.record(
-        "t",
-        "c",
-        Observation {
-            malformed_id: true,
-            ..obs(4, EventTime::Valid(3 * W))
-        },
-        3 * W + 3,
-    );
+    t.record("t", "c", Observation { malformed_id: true, ..obs(4, EventTime::Valid(3 * W)) }, 3 * W + 3);
     let rows = t.snapshot(3 * W + 10).rows;
     assert_eq!(rows.len(), 1);
     let tally = &rows[0].tally;
-    assert_eq!(
-        (
-            tally.count,
-            tally.no_time,
-            tally.malformed,
-            tally.latency.len()
-        ),
-        (3, 1, 2, 1)
-    );
+    assert_eq!((tally.count, tally.no_time, tally.malformed, tally.latency.len()), (3, 1, 2, 1));
     let c = t.take_counters();
-    assert_eq!(
-        c[0].2,
-        StreamCounters {
-            messages: 3,
-            bytes: 30,
-            no_time: 1,
-            malformed: 2,
-            late: 0
-        }
-    );
+    assert_eq!(c[0].2, StreamCounters { messages: 3, bytes: 30, no_time: 1, malformed: 2, late: 0 });
     assert!(t.take_counters().is_empty(), "counters reset once taken");
 }
 
@@ -124,24 +67,14 @@ fn closed_buckets_leave_memory_and_late_messages_get_their_own_row() {
     t.record("t", "c", obs(2, EventTime::Valid(5)), 6 * W + 1);
     let rows = t.snapshot(6 * W + 2).rows;
     assert_eq!(rows.len(), 1);
-    assert!(
-        rows[0].key.agent_id.starts_with("agent-1~late"),
-        "{}",
-        rows[0].key.agent_id
-    );
+    assert!(rows[0].key.agent_id.starts_with("agent-1~late"), "{}", rows[0].key.agent_id);
     assert_eq!(rows[0].tally.count, 1);
     assert_eq!(t.take_counters()[0].2.late, 1);
 }
 
 #[derive(Debug, Clone)]
 enum Step {
-    Msg {
-        topic: u8,
-        tier: u8,
-        fp: u64,
-        event: Option<i64>,
-        lag: i64,
-    },
+    Msg { topic: u8, tier: u8, fp: u64, event: Option<i64>, lag: i64 },
     Advance(i64),
     Snapshot,
 }

@@ -116,17 +116,10 @@ impl Replication {
     pub fn to_cql(&self) -> String {
         match self.class {
             ReplicationClass::SimpleStrategy => {
-                format!(
-                    "{{'class': 'SimpleStrategy', 'replication_factor': {}}}",
-                    self.replication_factor.unwrap_or(1)
-                )
+                format!("{{'class': 'SimpleStrategy', 'replication_factor': {}}}", self.replication_factor.unwrap_or(1))
             }
             ReplicationClass::NetworkTopologyStrategy => {
-                let dcs: Vec<String> = self
-                    .datacenters
-                    .iter()
-                    .map(|(dc, n)| format!("'{dc}': {n}"))
-                    .collect();
+                let dcs: Vec<String> = self.datacenters.iter().map(|(dc, n)| format!("'{dc}': {n}")).collect();
                 format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
             }
         }
@@ -163,50 +156,29 @@ impl ScyllaOptions {
         let mut issues = Vec::new();
         let mut bad = |key: &str, msg: String| issues.push((format!("{prefix}.{key}"), msg));
         if !valid_identifier(&self.keyspace) {
-            bad(
-                "keyspace",
-                format!(
-                    "{:?} must be a letter then letters, digits or '_' (at most 48)",
-                    self.keyspace
-                ),
-            );
+            bad("keyspace", format!("{:?} must be a letter then letters, digits or '_' (at most 48)", self.keyspace));
         }
         if parse_consistency(&self.consistency).is_none() {
             bad(
                 "consistency",
-                format!(
-                    "{:?} is not a consistency level (ONE, QUORUM, LOCAL_QUORUM, ...)",
-                    self.consistency
-                ),
+                format!("{:?} is not a consistency level (ONE, QUORUM, LOCAL_QUORUM, ...)", self.consistency),
             );
         }
         match self.replication.class {
             ReplicationClass::SimpleStrategy => {
                 if !self.replication.datacenters.is_empty() {
-                    bad(
-                        "replication.datacenters",
-                        "only for NetworkTopologyStrategy; use replication_factor".into(),
-                    );
+                    bad("replication.datacenters", "only for NetworkTopologyStrategy; use replication_factor".into());
                 }
                 if self.replication.replication_factor == Some(0) {
-                    bad(
-                        "replication.replication_factor",
-                        "must be at least 1".into(),
-                    );
+                    bad("replication.replication_factor", "must be at least 1".into());
                 }
             }
             ReplicationClass::NetworkTopologyStrategy => {
                 if self.replication.datacenters.is_empty() {
-                    bad(
-                        "replication.datacenters",
-                        "name at least one data center, e.g. { dc1 = 3 }".into(),
-                    );
+                    bad("replication.datacenters", "name at least one data center, e.g. { dc1 = 3 }".into());
                 }
                 if self.replication.replication_factor.is_some() {
-                    bad(
-                        "replication.replication_factor",
-                        "only for SimpleStrategy; use datacenters".into(),
-                    );
+                    bad("replication.replication_factor", "only for SimpleStrategy; use datacenters".into());
                 }
             }
         }
@@ -232,10 +204,7 @@ impl ScyllaOptions {
         if let Some(p) = &self.password {
             return Some(p.clone());
         }
-        let var = self
-            .password_env
-            .as_deref()
-            .unwrap_or("KAUDIT_SCYLLA_PASSWORD");
+        let var = self.password_env.as_deref().unwrap_or("KAUDIT_SCYLLA_PASSWORD");
         std::env::var(var).ok()
     }
 
@@ -251,15 +220,9 @@ mod tests {
 
     #[test]
     fn replication_renders_as_cql() {
-        assert_eq!(
-            Replication::simple(1).to_cql(),
-            "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-        );
+        assert_eq!(Replication::simple(1).to_cql(), "{'class': 'SimpleStrategy', 'replication_factor': 1}");
         let nts = Replication::network_topology([("eu".to_string(), 3), ("us".to_string(), 2)]);
-        assert_eq!(
-            nts.to_cql(),
-            "{'class': 'NetworkTopologyStrategy', 'eu': 3, 'us': 2}"
-        );
+        assert_eq!(nts.to_cql(), "{'class': 'NetworkTopologyStrategy', 'eu': 3, 'us': 2}");
     }
 
     #[test]
@@ -275,11 +238,7 @@ mod tests {
             password: Some("x".into()),
             ..ScyllaOptions::default()
         };
-        let keys: Vec<String> = opts
-            .validate("scylla")
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let keys: Vec<String> = opts.validate("scylla").into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             keys,
             [

@@ -7,12 +7,7 @@ fn row(topic: &str, bucket: i64, tier: &str, agent: &str, version: u64, count: u
         tally.latency.record(i as i64);
     }
     TallyRow {
-        key: TallyKey {
-            topic: topic.into(),
-            bucket_start_ms: bucket,
-            tier: tier.into(),
-            agent_id: agent.into(),
-        },
+        key: TallyKey { topic: topic.into(), bucket_start_ms: bucket, tier: tier.into(), agent_id: agent.into() },
         bucket_width_ms: 60_000,
         version,
         tally,
@@ -20,39 +15,17 @@ fn row(topic: &str, bucket: i64, tier: &str, agent: &str, version: u64, count: u
 }
 
 fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(
-        &dir.path().join("nested/audit.db"),
-        &SqliteOptions::default(),
-    )
-    .unwrap()
+    SqliteStore::open(&dir.path().join("nested/audit.db"), &SqliteOptions::default()).unwrap()
 }
 
 #[tokio::test]
 async fn upsert_overwrites_and_ignores_stale_versions() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    store
-        .write(&FlushBatch {
-            rows: vec![row("t", 0, "producer", "a", 1, 5)],
-            offsets: vec![],
-        })
-        .await
-        .unwrap();
-    store
-        .write(&FlushBatch {
-            rows: vec![row("t", 0, "producer", "a", 2, 9)],
-            offsets: vec![],
-        })
-        .await
-        .unwrap();
+    store.write(&FlushBatch { rows: vec![row("t", 0, "producer", "a", 1, 5)], offsets: vec![] }).await.unwrap();
+    store.write(&FlushBatch { rows: vec![row("t", 0, "producer", "a", 2, 9)], offsets: vec![] }).await.unwrap();
     // A replay of the first flush, arriving late, must not lower the row.
-    store
-        .write(&FlushBatch {
-            rows: vec![row("t", 0, "producer", "a", 1, 5)],
-            offsets: vec![],
-        })
-        .await
-        .unwrap();
+    store.write(&FlushBatch { rows: vec![row("t", 0, "producer", "a", 1, 5)], offsets: vec![] }).await.unwrap();
     let rows = store.read_range("t", 0, 60_000).await.unwrap();
     assert_eq!(rows, vec![row("t", 0, "producer", "a", 2, 9)]);
     assert_eq!(rows[0].tally.latency.len(), 9);
@@ -69,23 +42,11 @@ async fn reads_a_range_across_tiers_and_agents_in_order() {
         row("t", 60_000, "broker", "b1", 1, 4),
         row("other", 0, "producer", "p1", 1, 5),
     ];
-    store
-        .write(&FlushBatch {
-            rows: rows.clone(),
-            offsets: vec![],
-        })
-        .await
-        .unwrap();
+    store.write(&FlushBatch { rows: rows.clone(), offsets: vec![] }).await.unwrap();
     let got = store.read_range("t", 0, 120_000).await.unwrap();
-    let keys: Vec<_> = got
-        .iter()
-        .map(|r| (r.key.bucket_start_ms, r.key.agent_id.as_str()))
-        .collect();
+    let keys: Vec<_> = got.iter().map(|r| (r.key.bucket_start_ms, r.key.agent_id.as_str())).collect();
     assert_eq!(keys, vec![(0, "p1"), (0, "p2"), (60_000, "b1")]);
-    assert_eq!(
-        store.list_topics().await.unwrap(),
-        vec!["other".to_string(), "t".to_string()]
-    );
+    assert_eq!(store.list_topics().await.unwrap(), vec!["other".to_string(), "t".to_string()]);
 }
 
 #[tokio::test]
@@ -95,57 +56,18 @@ async fn offsets_land_with_tallies_and_survive_reopen() {
     {
         let store = SqliteStore::open(&path, &SqliteOptions::default()).unwrap();
         let offsets = vec![
-            OffsetRow {
-                agent_id: "tap".into(),
-                topic: "t".into(),
-                partition: 1,
-                next_offset: 10,
-                version: 1,
-            },
-            OffsetRow {
-                agent_id: "tap".into(),
-                topic: "t".into(),
-                partition: 0,
-                next_offset: 7,
-                version: 1,
-            },
+            OffsetRow { agent_id: "tap".into(), topic: "t".into(), partition: 1, next_offset: 10, version: 1 },
+            OffsetRow { agent_id: "tap".into(), topic: "t".into(), partition: 0, next_offset: 7, version: 1 },
         ];
-        store
-            .write(&FlushBatch {
-                rows: vec![row("t", 0, "broker", "tap", 1, 17)],
-                offsets,
-            })
-            .await
-            .unwrap();
-        let stale = OffsetRow {
-            agent_id: "tap".into(),
-            topic: "t".into(),
-            partition: 0,
-            next_offset: 3,
-            version: 0,
-        };
-        store
-            .write(&FlushBatch {
-                rows: vec![],
-                offsets: vec![stale],
-            })
-            .await
-            .unwrap();
+        store.write(&FlushBatch { rows: vec![row("t", 0, "broker", "tap", 1, 17)], offsets }).await.unwrap();
+        let stale = OffsetRow { agent_id: "tap".into(), topic: "t".into(), partition: 0, next_offset: 3, version: 0 };
+        store.write(&FlushBatch { rows: vec![], offsets: vec![stale] }).await.unwrap();
     }
     let store = SqliteStore::open(&path, &SqliteOptions::default()).unwrap();
     let offsets = store.load_offsets("tap").await.unwrap();
-    assert_eq!(
-        offsets
-            .iter()
-            .map(|o| (o.partition, o.next_offset))
-            .collect::<Vec<_>>(),
-        vec![(0, 7), (1, 10)]
-    );
+    assert_eq!(offsets.iter().map(|o| (o.partition, o.next_offset)).collect::<Vec<_>>(), vec![(0, 7), (1, 10)]);
     assert!(store.load_offsets("someone-else").await.unwrap().is_empty());
-    assert_eq!(
-        store.read_range("t", 0, 1).await.unwrap()[0].tally.count,
-        17
-    );
+    assert_eq!(store.read_range("t", 0, 1).await.unwrap()[0].tally.count, 17);
 }
 
 #[test]
@@ -153,21 +75,14 @@ fn migrations_are_recorded_and_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
     let first = SqliteStore::open(&path, &SqliteOptions::default()).unwrap();
-    assert_eq!(
-        first.schema_version().unwrap(),
-        MIGRATIONS.last().unwrap().0
-    );
+    assert_eq!(first.schema_version().unwrap(), MIGRATIONS.last().unwrap().0);
     drop(first);
     let again = SqliteStore::open(&path, &SqliteOptions::default()).unwrap();
     assert!(again.has_migration(1).unwrap());
     let conn = again.conn.lock().unwrap();
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
     assert_eq!(n as usize, MIGRATIONS.len());
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }
 
@@ -175,29 +90,12 @@ fn migrations_are_recorded_and_idempotent() {
 async fn a_locked_database_fails_the_write_and_loses_nothing_stored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let store = SqliteStore::open(
-        &path,
-        &SqliteOptions {
-            busy_timeout: Duration::from_millis(50),
-        },
-    )
-    .unwrap();
-    store
-        .write(&FlushBatch {
-            rows: vec![row("t", 0, "producer", "a", 1, 2)],
-            offsets: vec![],
-        })
-        .await
-        .unwrap();
+    let store = SqliteStore::open(&path, &SqliteOptions { busy_timeout: Duration::from_millis(50) }).unwrap();
+    store.write(&FlushBatch { rows: vec![row("t", 0, "producer", "a", 1, 2)], offsets: vec![] }).await.unwrap();
     let locker = Connection::open(&path).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let err = store
-        .write(&FlushBatch {
-            rows: vec![row("t", 0, "producer", "a", 2, 3)],
-            offsets: vec![],
-        })
-        .await
-        .unwrap_err();
+    let err =
+        store.write(&FlushBatch { rows: vec![row("t", 0, "producer", "a", 2, 3)], offsets: vec![] }).await.unwrap_err();
     assert!(matches!(err, StoreError::Write { rows: 1, .. }), "{err:?}");
     locker.execute_batch("ROLLBACK").unwrap();
     assert_eq!(store.read_range("t", 0, 1).await.unwrap()[0].tally.count, 2);

@@ -5,51 +5,25 @@ use kaudit_schema::{FlushBatch, OffsetRow, Store, Tally, TallyKey, TallyRow};
 pub const W: i64 = 60_000;
 pub const T0: i64 = 1_700_000_000_000 / W * W;
 
-pub fn row(
-    topic: &str,
-    bucket: i64,
-    tier: &str,
-    agent: &str,
-    version: u64,
-    count: u64,
-) -> TallyRow {
+pub fn row(topic: &str, bucket: i64, tier: &str, agent: &str, version: u64, count: u64) -> TallyRow {
     let mut tally = Tally::default();
     for i in 0..count {
         tally.add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), 100 + i);
         tally.latency.record((i * 37 % 500) as i64);
     }
     tally.no_time = count / 10;
-    let key = TallyKey {
-        topic: topic.into(),
-        bucket_start_ms: bucket,
-        tier: tier.into(),
-        agent_id: agent.into(),
-    };
-    TallyRow {
-        key,
-        bucket_width_ms: W,
-        version,
-        tally,
-    }
+    let key = TallyKey { topic: topic.into(), bucket_start_ms: bucket, tier: tier.into(), agent_id: agent.into() };
+    TallyRow { key, bucket_width_ms: W, version, tally }
 }
 
 fn batch(rows: Vec<TallyRow>) -> FlushBatch {
-    FlushBatch {
-        rows,
-        offsets: vec![],
-    }
+    FlushBatch { rows, offsets: vec![] }
 }
 
 /// A later cumulative write replaces the row, every field and the sketch included.
 pub async fn upsert_overwrites(store: &dyn Store) {
-    store
-        .write(&batch(vec![row("orders", T0, "producer", "a", 1, 5)]))
-        .await
-        .unwrap();
-    store
-        .write(&batch(vec![row("orders", T0, "producer", "a", 2, 9)]))
-        .await
-        .unwrap();
+    store.write(&batch(vec![row("orders", T0, "producer", "a", 1, 5)])).await.unwrap();
+    store.write(&batch(vec![row("orders", T0, "producer", "a", 2, 9)])).await.unwrap();
     let got = store.read_range("orders", T0, T0 + W).await.unwrap();
     assert_eq!(got, vec![row("orders", T0, "producer", "a", 2, 9)]);
     assert_eq!(got[0].tally.latency.len(), 9);
@@ -57,10 +31,7 @@ pub async fn upsert_overwrites(store: &dyn Store) {
 
 /// Writing the same flush twice (a retry, a replayed spool segment) changes nothing.
 pub async fn replay_is_idempotent(store: &dyn Store) {
-    let flush = batch(vec![
-        row("orders", T0, "producer", "a", 7, 3),
-        row("orders", T0 + W, "producer", "a", 7, 4),
-    ]);
+    let flush = batch(vec![row("orders", T0, "producer", "a", 7, 3), row("orders", T0 + W, "producer", "a", 7, 4)]);
     store.write(&flush).await.unwrap();
     store.write(&flush).await.unwrap();
     let got = store.read_range("orders", T0, T0 + 2 * W).await.unwrap();
@@ -69,20 +40,9 @@ pub async fn replay_is_idempotent(store: &dyn Store) {
 
 /// A stale version arriving after a newer one never lowers the row.
 pub async fn stale_version_is_ignored(store: &dyn Store) {
-    store
-        .write(&batch(vec![row("orders", T0, "producer", "a", 20, 8)]))
-        .await
-        .unwrap();
-    store
-        .write(&batch(vec![row("orders", T0, "producer", "a", 10, 2)]))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.read_range("orders", T0, T0 + W).await.unwrap()[0]
-            .tally
-            .count,
-        8
-    );
+    store.write(&batch(vec![row("orders", T0, "producer", "a", 20, 8)])).await.unwrap();
+    store.write(&batch(vec![row("orders", T0, "producer", "a", 10, 2)])).await.unwrap();
+    assert_eq!(store.read_range("orders", T0, T0 + W).await.unwrap()[0].tally.count, 8);
 }
 
 /// A bucket range comes back across tiers and agents, ordered, and only that topic's.
@@ -97,137 +57,104 @@ pub async fn reads_range_across_tiers_and_agents(store: &dyn Store) {
     ];
     store.write(&batch(rows)).await.unwrap();
     let got = store.read_range("orders", T0, T0 + 2 * W).await.unwrap();
-    let keys: Vec<_> = got
-        .iter()
-        .map(|r| {
-            (
-                r.key.bucket_start_ms - T0,
-                r.key.tier.as_str(),
-                r.key.agent_id.as_str(),
-            )
-        })
-        .collect();
+    let keys: Vec<_> =
+        got.iter().map(|r| (r.key.bucket_start_ms - T0, r.key.tier.as_str(), r.key.agent_id.as_str())).collect();
     assert_eq!(
         keys,
-        vec![
-            (0, "consumer/billing", "c1"),
-            (0, "producer", "p1"),
-            (0, "producer", "p2"),
-            (W, "broker", "b1")
-        ]
+        vec![(0, "consumer/billing", "c1"), (0, "producer", "p1"), (0, "producer", "p2"), (W, "broker", "b1")]
     );
-    let merged = Tally::merged(
-        got.iter()
-            .filter(|r| r.key.bucket_start_ms == T0 && r.key.tier == "producer")
-            .map(|r| &r.tally),
-    );
+    let merged =
+        Tally::merged(got.iter().filter(|r| r.key.bucket_start_ms == T0 && r.key.tier == "producer").map(|r| &r.tally));
     assert_eq!(merged.count, 5, "rows of two agents sum client-side");
-    assert!(
-        store
-            .read_range("orders", T0 + 3 * W, T0 + 4 * W)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .read_range("unknown-topic", T0, T0 + W)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.read_range("orders", T0 + 3 * W, T0 + 4 * W).await.unwrap().is_empty());
+    assert!(store.read_range("unknown-topic", T0, T0 + W).await.unwrap().is_empty());
 }
 
 /// Every topic written is listed, once, sorted.
 pub async fn lists_topics(store: &dyn Store) {
-    store
-        .write(&batch(vec![
-            row("zeta", T0, "p", "a", 1, 1),
-            row("alpha", T0, "p", "a", 1, 1),
-        ]))
-        .await
-        .unwrap();
-    store
-        .write(&batch(vec![row("alpha", T0 + W, "p", "a", 1, 1)]))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.list_topics().await.unwrap(),
-        vec!["alpha".to_string(), "zeta".to_string()]
-    );
+    store.write(&batch(vec![row("zeta", T0, "p", "a", 1, 1), row("alpha", T0, "p", "a", 1, 1)])).await.unwrap();
+    store.write(&batch(vec![row("alpha", T0 + W, "p", "a", 1, 1)])).await.unwrap();
+    assert_eq!(store.list_topics().await.unwrap(), vec!["alpha".to_string(), "zeta".to_string()]);
 }
 
 /// A tap's offsets land with its tallies and are read back per agent.
 pub async fn offsets_are_stored_with_tallies(store: &dyn Store) {
     let offsets = vec![
-        OffsetRow {
-            agent_id: "tap-1".into(),
-            topic: "orders".into(),
-            partition: 1,
-            next_offset: 10,
-            version: 3,
-        },
-        OffsetRow {
-            agent_id: "tap-1".into(),
-            topic: "orders".into(),
-            partition: 0,
-            next_offset: 7,
-            version: 3,
-        },
-        OffsetRow {
-            agent_id: "tap-2".into(),
-            topic: "orders".into(),
-            partition: 0,
-            next_offset: 99,
-            version: 3,
-        },
+        OffsetRow { agent_id: "tap-1".into(), topic: "orders".into(), partition: 1, next_offset: 10, version: 3 },
+        OffsetRow { agent_id: "tap-1".into(), topic: "orders".into(), partition: 0, next_offset: 7, version: 3 },
+        OffsetRow { agent_id: "tap-2".into(), topic: "orders".into(), partition: 0, next_offset: 99, version: 3 },
     ];
-    store
-        .write(&FlushBatch {
-            rows: vec![row("orders", T0, "broker", "tap-1", 3, 17)],
-            offsets,
-        })
-        .await
-        .unwrap();
+    store.write(&FlushBatch { rows: vec![row("orders", T0, "broker", "tap-1", 3, 17)], offsets }).await.unwrap();
     let mine = store.load_offsets("tap-1").await.unwrap();
-    assert_eq!(
-        mine.iter()
-            .map(|o| (o.partition, o.next_offset))
-            .collect::<Vec<_>>(),
-        vec![(0, 7), (1, 10)]
-    );
+    assert_eq!(mine.iter().map(|o| (o.partition, o.next_offset)).collect::<Vec<_>>(), vec![(0, 7), (1, 10)]);
     assert!(store.load_offsets("nobody").await.unwrap().is_empty());
-    assert_eq!(
-        store.read_range("orders", T0, T0 + W).await.unwrap()[0]
-            .tally
-            .count,
-        17
-    );
+    assert_eq!(store.read_range("orders", T0, T0 + W).await.unwrap()[0].tally.count, 17);
 }
 
 /// A compacted spool batch holds rows of several versions; each lands with its own.
 pub async fn mixed_versions_in_one_batch(store: &dyn Store) {
-    let rows = vec![
-        row("orders", T0, "producer", "a", 5, 1),
-        row("orders", T0 + W, "producer", "a", 9, 2),
-    ];
-    let offsets = vec![OffsetRow {
-        agent_id: "a".into(),
-        topic: "orders".into(),
-        partition: 0,
-        next_offset: 3,
-        version: 9,
-    }];
-    store
-        .write(&FlushBatch {
-            rows: rows.clone(),
-            offsets,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        store.read_range("orders", T0, T0 + 2 * W).await.unwrap(),
-        rows
-    );
+    let rows = vec![row("orders", T0, "producer", "a", 5, 1), row("orders", T0 + W, "producer", "a", 9, 2)];
+    let offsets =
+        vec![OffsetRow { agent_id: "a".into(), topic: "orders".into(), partition: 0, next_offset: 3, version: 9 }];
+    store.write(&FlushBatch { rows: rows.clone(), offsets }).await.unwrap();
+    assert_eq!(store.read_range("orders", T0, T0 + 2 * W).await.unwrap(), rows);
     assert_eq!(store.load_offsets("a").await.unwrap()[0].next_offset, 3);
+}
+
+fn verdict(bucket: i64, tier: &str, kind: &str, count: u64) -> kaudit_schema::VerdictRow {
+    kaudit_schema::VerdictRow {
+        topic: "orders".into(),
+        bucket_start_ms: bucket,
+        tier: tier.into(),
+        upstream_tier: "producer".into(),
+        kind: kind.into(),
+        upstream_count: 10,
+        count,
+        lost_fingerprint: (count == 9).then_some(0xdead_beef),
+        p99_ms: Some(120),
+        evaluated_at_ms: bucket + 90_000,
+    }
+}
+
+/// Verdicts are upserted per (topic, bucket, tier): a revision replaces what it revises.
+pub async fn verdicts_are_revised_in_place(store: &dyn Store) {
+    // The topic must be known to the store (agents register it with their tallies).
+    store.write(&batch(vec![row("orders", T0, "producer", "a", 1, 10)])).await.unwrap();
+    store.write_verdicts(&[verdict(T0, "broker", "loss", 9), verdict(T0 + W, "broker", "complete", 10)]).await.unwrap();
+    store.write_verdicts(&[verdict(T0, "broker", "complete", 10)]).await.unwrap();
+    let got = store.read_verdicts("orders", T0, T0 + 2 * W).await.unwrap();
+    assert_eq!(got, vec![verdict(T0, "broker", "complete", 10), verdict(T0 + W, "broker", "complete", 10)]);
+    assert_eq!(store.read_verdicts("orders", T0 + W, T0 + 2 * W).await.unwrap().len(), 1);
+}
+
+/// An alert's state and its notifications are stored together; the outbox drains in order.
+pub async fn alerts_and_outbox(store: &dyn Store) {
+    use kaudit_schema::{AlertRecord, OutboxEntry};
+    let alert = |state: &str, at: i64| AlertRecord {
+        dedup_key: "loss/orders/broker".into(),
+        state: state.into(),
+        body: "{}".into(),
+        updated_at_ms: at,
+    };
+    let note = |sink: &str, seq: i64| OutboxEntry {
+        sink: sink.into(),
+        seq,
+        dedup_key: "loss/orders/broker".into(),
+        payload: format!("{{\"seq\":{seq}}}"),
+        attempts: 0,
+    };
+    store.record_alert(&alert("firing", 1), &[note("slack", 2), note("pagerduty", 2)]).await.unwrap();
+    store.record_alert(&alert("resolved", 5), &[note("slack", 7)]).await.unwrap();
+    assert_eq!(store.list_alerts().await.unwrap(), vec![alert("resolved", 5)]);
+    let slack = store.outbox("slack", 10).await.unwrap();
+    assert_eq!(slack.iter().map(|n| n.seq).collect::<Vec<_>>(), vec![2, 7]);
+    assert_eq!(store.outbox("slack", 1).await.unwrap().len(), 1);
+    let mut retry = slack[0].clone();
+    retry.attempts = 3;
+    store.record_attempt(&retry).await.unwrap();
+    assert_eq!(store.outbox("slack", 10).await.unwrap()[0], retry);
+    store.ack_notification("slack", 2).await.unwrap();
+    assert_eq!(store.outbox("slack", 10).await.unwrap().iter().map(|n| n.seq).collect::<Vec<_>>(), vec![7]);
+    assert_eq!(store.outbox("pagerduty", 10).await.unwrap().len(), 1);
+    assert!(store.outbox("webhook", 10).await.unwrap().is_empty());
 }

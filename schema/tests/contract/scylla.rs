@@ -12,11 +12,7 @@ use kaudit_testkit::CqlServer;
 use crate::cases;
 
 pub fn options(keyspace: &str) -> ScyllaOptions {
-    ScyllaOptions {
-        keyspace: keyspace.into(),
-        await_schema_agreement: false,
-        ..ScyllaOptions::default()
-    }
+    ScyllaOptions { keyspace: keyspace.into(), await_schema_agreement: false, ..ScyllaOptions::default() }
 }
 
 pub async fn store(server: &CqlServer, keyspace: &str) -> ScyllaStore {
@@ -24,9 +20,7 @@ pub async fn store(server: &CqlServer, keyspace: &str) -> ScyllaStore {
     let hosts = vec![server.addr().to_string()];
     let session = connect_session(&hosts, &options).await.unwrap();
     migrate(&session, &options).await.unwrap();
-    ScyllaStore::from_session(session, &hosts, &options)
-        .await
-        .unwrap()
+    ScyllaStore::from_session(session, &hosts, &options).await.unwrap()
 }
 
 macro_rules! contract {
@@ -46,7 +40,9 @@ contract!(
     reads_range_across_tiers_and_agents,
     lists_topics,
     offsets_are_stored_with_tallies,
-    mixed_versions_in_one_batch
+    mixed_versions_in_one_batch,
+    verdicts_are_revised_in_place,
+    alerts_and_outbox
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,11 +52,7 @@ async fn migrate_is_recorded_and_idempotent() {
     let hosts = vec![server.addr().to_string()];
     let session = connect_session(&hosts, &options).await.unwrap();
     assert_eq!(migrate(&session, &options).await.unwrap(), vec![1, 2]);
-    assert_eq!(
-        migrate(&session, &options).await.unwrap(),
-        Vec::<u32>::new(),
-        "second run applies nothing"
-    );
+    assert_eq!(migrate(&session, &options).await.unwrap(), Vec::<u32>::new(), "second run applies nothing");
     assert_eq!(applied_versions(&session).await.unwrap(), vec![1, 2]);
 }
 
@@ -71,21 +63,15 @@ async fn an_unmigrated_keyspace_is_a_clear_error() {
     let hosts = vec![server.addr().to_string()];
     let session = connect_session(&hosts, &options).await.unwrap();
     session
-        .query_unpaged("CREATE KEYSPACE t_unmigrated WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}", ())
-        .await
-        .unwrap();
-    session.use_keyspace("t_unmigrated", false).await.unwrap();
-    session
         .query_unpaged(
-            "CREATE TABLE schema_migrations (version int PRIMARY KEY, name text)",
+            "CREATE KEYSPACE t_unmigrated WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}",
             (),
         )
         .await
         .unwrap();
-    let err = ScyllaStore::from_session(session, &hosts, &options)
-        .await
-        .err()
-        .expect("must refuse");
+    session.use_keyspace("t_unmigrated", false).await.unwrap();
+    session.query_unpaged("CREATE TABLE schema_migrations (version int PRIMARY KEY, name text)", ()).await.unwrap();
+    let err = ScyllaStore::from_session(session, &hosts, &options).await.err().expect("must refuse");
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(chain.contains("run `kaudit migrate`"), "{chain}");
 }

@@ -26,5 +26,7 @@ contract!(
     reads_range_across_tiers_and_agents,
     lists_topics,
     offsets_are_stored_with_tallies,
-    mixed_versions_in_one_batch
+    mixed_versions_in_one_batch,
+    verdicts_are_revised_in_place,
+    alerts_and_outbox
 );

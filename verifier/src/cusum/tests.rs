@@ -105,4 +105,3 @@ fn sigma_floor_keeps_a_clean_signal_finite() {
     let step = d.observe(1e-2, p);
     assert_eq!(step.alarm, Some(Shift::Up), "a big jump alarms at once");
 }
-
