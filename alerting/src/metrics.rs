@@ -1,0 +1,37 @@
+//! Notification metrics, registered against a registry passed in.
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct AlertMetrics {
+    /// Notifications delivered, by sink.
+    pub sent: IntCounterVec,
+    /// Delivery attempts that failed, by sink and whether they will be retried.
+    pub failed: IntCounterVec,
+    /// Notifications waiting in the outbox, by sink.
+    pub pending: IntGaugeVec,
+}
+
+impl AlertMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let sent = IntCounterVec::new(
+            Opts::new("kaudit_verifier_notifications_sent_total", "Alert notifications delivered, by sink."),
+            &["sink"],
+        )?;
+        let failed = IntCounterVec::new(
+            Opts::new(
+                "kaudit_verifier_notifications_failed_total",
+                "Failed notification attempts, by sink and outcome.",
+            ),
+            &["sink", "outcome"],
+        )?;
+        let pending = IntGaugeVec::new(
+            Opts::new("kaudit_verifier_notifications_pending", "Notifications waiting in the outbox, by sink."),
+            &["sink"],
+        )?;
+        registry.register(Box::new(sent.clone()))?;
+        registry.register(Box::new(failed.clone()))?;
+        registry.register(Box::new(pending.clone()))?;
+        Ok(Self { sent, failed, pending })
+    }
+}

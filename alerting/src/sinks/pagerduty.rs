@@ -1,0 +1,47 @@
+//! PagerDuty Events API v2: `trigger` while firing, `resolve` when resolved, one `dedup_key`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{HttpRequest, json_request};
+use crate::alert::{Alert, AlertState, Severity};
+
+fn default_url() -> String {
+    "https://events.pagerduty.com/v2/enqueue".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyConfig {
+    /// Sink name. Default `pagerduty`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Events API endpoint. Default `https://events.pagerduty.com/v2/enqueue`.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// Integration (routing) key; prefer `routing_key_env`.
+    #[serde(default)]
+    pub routing_key: Option<String>,
+    #[serde(default)]
+    pub routing_key_env: Option<String>,
+}
+
+pub(super) fn request(url: &str, routing_key: &str, alert: &Alert) -> HttpRequest {
+    let action = if alert.state == AlertState::Firing { "trigger" } else { "resolve" };
+    let severity = if alert.severity == Severity::Critical { "critical" } else { "warning" };
+    let body = serde_json::json!({
+        "routing_key": routing_key,
+        "event_action": action,
+        "dedup_key": alert.dedup_key,
+        "payload": {
+            "summary": alert.summary(),
+            "source": "kaudit",
+            "severity": severity,
+            "component": alert.tier,
+            "group": alert.topic,
+            "class": alert.kind.as_str(),
+            "timestamp": crate::time::rfc3339(alert.starts_at_ms),
+            "custom_details": alert,
+        },
+    });
+    json_request(url.to_string(), &body, Vec::new())
+}

@@ -1,0 +1,122 @@
+use super::*;
+use crate::alert::{AlertKind, AlertNumbers, AlertState, Severity};
+
+pub(crate) fn alert(state: AlertState) -> Alert {
+    Alert {
+        dedup_key: Alert::dedup_key(AlertKind::Loss, "orders", "consumer/billing"),
+        kind: AlertKind::Loss,
+        state,
+        severity: Severity::Critical,
+        topic: "orders".into(),
+        upstream_tier: "broker".into(),
+        tier: "consumer/billing".into(),
+        first_bucket_ms: 1_700_000_040_000,
+        last_bucket_ms: 1_700_000_100_000,
+        numbers: AlertNumbers {
+            upstream_count: 20_000,
+            count: 19_998,
+            missing: 2,
+            loss_ratio: 1e-4,
+            ..AlertNumbers::default()
+        },
+        detected_by: vec!["cusum".into()],
+        starts_at_ms: 1_700_000_190_000,
+        ends_at_ms: (state == AlertState::Resolved).then_some(1_700_000_400_000),
+    }
+}
+
+fn body(req: &HttpRequest) -> serde_json::Value {
+    serde_json::from_slice(&req.body).unwrap()
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn webhook_is_signed_and_idempotent() {
+    let sink = SinkConfig::Webhook(WebhookConfig {
+        name: None,
+        url: "http://127.0.0.1:1/hook".into(),
+        secret: Some("s3cret".into()),
+        secret_env: None,
+    })
+    .build()
+    .unwrap();
+    let req = sink.request(&alert(AlertState::Firing), 42);
+    assert_eq!(header(&req, "idempotency-key"), Some("loss/orders/consumer/billing:42"));
+    assert_eq!(header(&req, "x-kaudit-signature"), Some(webhook::signature(b"s3cret", &req.body).as_str()));
+    assert!(webhook::signature(b"other", &req.body) != webhook::signature(b"s3cret", &req.body));
+    let b = body(&req);
+    assert_eq!((b["version"].as_i64(), b["seq"].as_i64()), (Some(1), Some(42)));
+    assert_eq!(b["alert"]["numbers"]["missing"], 2);
+    assert_eq!(sink.name, "webhook");
+}
+
+#[test]
+fn pagerduty_triggers_and_resolves_one_dedup_key() {
+    let config = SinkConfig::Pagerduty(PagerDutyConfig {
+        name: None,
+        url: "http://127.0.0.1:1/v2/enqueue".into(),
+        routing_key: Some("R0UT1NG".into()),
+        routing_key_env: None,
+    });
+    let sink = config.build().unwrap();
+    let fire = body(&sink.request(&alert(AlertState::Firing), 1));
+    let resolve = body(&sink.request(&alert(AlertState::Resolved), 2));
+    assert_eq!((fire["event_action"].as_str(), resolve["event_action"].as_str()), (Some("trigger"), Some("resolve")));
+    assert_eq!(fire["dedup_key"], resolve["dedup_key"]);
+    assert_eq!(fire["routing_key"], "R0UT1NG");
+    assert_eq!(fire["payload"]["severity"], "critical");
+    assert!(fire["payload"]["summary"].as_str().unwrap().contains("2 messages lost"));
+}
+
+#[test]
+fn alertmanager_gets_labels_and_an_end_when_resolved() {
+    let sink = SinkConfig::Alertmanager(AlertmanagerConfig {
+        name: None,
+        url: "http://127.0.0.1:9093/".into(),
+        generator_url: None,
+    })
+    .build()
+    .unwrap();
+    let fire = sink.request(&alert(AlertState::Firing), 1);
+    assert_eq!(fire.url, "http://127.0.0.1:9093/api/v2/alerts");
+    let b = body(&fire);
+    assert_eq!(b[0]["labels"]["alertname"], "KauditLoss");
+    assert_eq!(b[0]["startsAt"], "2023-11-14T22:16:30.000Z");
+    assert!(b[0].get("endsAt").is_none());
+    let resolved = body(&sink.request(&alert(AlertState::Resolved), 2));
+    assert_eq!(resolved[0]["endsAt"], "2023-11-14T22:20:00.000Z");
+}
+
+#[test]
+fn slack_text_carries_state_and_numbers() {
+    let sink = SinkConfig::Slack(SlackConfig { name: Some("ops".into()), url: "http://127.0.0.1:1/s".into() })
+        .build()
+        .unwrap();
+    let text = body(&sink.request(&alert(AlertState::Firing), 1))["text"].as_str().unwrap().to_string();
+    assert!(text.starts_with(":red_circle: [FIRING] kaudit loss on orders broker → consumer/billing"), "{text}");
+    assert!(text.contains("missing 2"), "{text}");
+    assert_eq!(sink.name, "ops");
+}
+
+#[test]
+fn config_problems_and_missing_secrets_are_reported() {
+    let bad = SinkConfig::Slack(SlackConfig { name: None, url: "hooks.slack.com/x".into() });
+    assert!(bad.validate()[0].contains("must start with http"));
+    let pd = SinkConfig::Pagerduty(PagerDutyConfig {
+        name: None,
+        url: "https://x".into(),
+        routing_key: None,
+        routing_key_env: None,
+    });
+    assert!(pd.validate()[0].contains("routing_key"));
+    let env = SinkConfig::Webhook(WebhookConfig {
+        name: None,
+        url: "https://x".into(),
+        secret: None,
+        secret_env: Some("KAUDIT_TEST_SURELY_UNSET_VAR".into()),
+    });
+    assert!(env.build().unwrap_err().contains("KAUDIT_TEST_SURELY_UNSET_VAR"));
+}
