@@ -95,7 +95,7 @@ async fn an_outage_is_retried_and_each_notification_accepted_once() {
     run.await.unwrap();
 
     assert_eq!(receiver.refused.load(Ordering::SeqCst), 4);
-    let accepted = receiver.accepted.lock().unwrap();
+    let accepted = receiver.accepted.lock().unwrap().clone();
     let states: Vec<&str> = accepted.iter().map(|(_, b)| b["alert"]["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["firing", "resolved"], "in order, each once");
     for (headers, body) in accepted.iter() {
