@@ -25,7 +25,10 @@
 //! ```
 
 pub mod auditor;
-pub mod clock;
+/// Wall-clock time, injected (defined in `kaudit-schema` so the verifier shares it).
+pub mod clock {
+    pub use kaudit_schema::clock::*;
+}
 pub mod config;
 pub mod extract;
 pub mod fingerprint;

@@ -11,6 +11,7 @@
 //! [`tally`], [`sketch`]) do no I/O; [`store`] is the trait and [`sqlite`] its embedded backend.
 
 pub mod bucket;
+pub mod clock;
 pub mod records;
 pub mod scylladb;
 pub mod sketch;
@@ -20,6 +21,7 @@ pub mod tally;
 pub mod url;
 
 pub use bucket::{BucketWidth, EpochMillis};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use records::{AlertRecord, OutboxEntry, VerdictRow};
 pub use scylladb::{ScyllaOptions, ScyllaStore};
 pub use sketch::LatencySketch;

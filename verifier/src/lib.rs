@@ -1,13 +1,21 @@
 //! kaudit's verifier: compares each tier's bucket tallies with its upstream tier's, turns the
 //! differences into verdicts, and detects loss, duplicates, content mismatch and delay with
-//! thresholds and a CUSUM. The modules here are pure (no I/O); the streaming engine drives them.
+//! thresholds and a CUSUM. `compare`, `evaluate`, `cusum`, `alerts` and `pipeline` are pure (no
+//! I/O); `engine` drives them against a store and the alert dispatcher.
 
+pub mod alerts;
 pub mod compare;
+pub mod config;
 pub mod cusum;
+pub mod engine;
 pub mod evaluate;
+pub mod metrics;
 pub mod pipeline;
 
 pub use compare::{Side, Verdict, compare, compare_tiers};
+pub use config::VerifierConfig;
 pub use cusum::{Cusum, CusumParams, Detector, Shift};
+pub use engine::{Engine, TickReport};
 pub use evaluate::{BucketTiers, EdgeVerdict, Thresholds, evaluate_bucket};
+pub use metrics::VerifierMetrics;
 pub use pipeline::{Edge, Pipeline, PipelineConfig, pipeline_for};

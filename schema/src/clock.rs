@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use kaudit_schema::EpochMillis;
+use crate::bucket::EpochMillis;
 
 /// A source of the current time in ms since the epoch.
 pub trait Clock: Send + Sync + 'static {

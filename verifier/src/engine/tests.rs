@@ -1,0 +1,139 @@
+use std::sync::Arc;
+
+use kaudit_alerting::dispatch::Backoff;
+use kaudit_alerting::sinks::WebhookConfig;
+use kaudit_alerting::{AlertMetrics, SinkConfig};
+use kaudit_schema::sqlite::SqliteOptions;
+use kaudit_schema::{FlushBatch, ManualClock, SqliteStore, Tally, TallyKey, TallyRow};
+
+use super::*;
+use crate::pipeline::PipelineConfig;
+
+const W: i64 = 60_000;
+const T0: i64 = 1_700_000_000_000 / W * W;
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    store: SqliteStore,
+    clock: ManualClock,
+    registry: prometheus::Registry,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("v.db"), &SqliteOptions::default()).unwrap();
+    Rig { _dir: dir, store, clock: ManualClock::new(T0), registry: prometheus::Registry::new() }
+}
+
+fn config() -> VerifierConfig {
+    VerifierConfig {
+        pipelines: vec![PipelineConfig {
+            topics: vec!["orders".into()],
+            tiers: vec!["producer".into()],
+            consumers: vec!["consumer".into()],
+        }],
+        ..VerifierConfig::default()
+    }
+}
+
+fn engine(r: &Rig) -> Engine {
+    let sink = SinkConfig::Webhook(WebhookConfig {
+        name: None,
+        url: "http://127.0.0.1:9/".into(),
+        secret: None,
+        secret_env: None,
+    });
+    let metrics = AlertMetrics::register(&prometheus::Registry::new()).unwrap();
+    let dispatcher =
+        Dispatcher::new(Arc::new(r.store.clone()), vec![sink.build().unwrap()], metrics, Backoff::default());
+    let vm = VerifierMetrics::register(&r.registry).unwrap();
+    Engine::new(Arc::new(r.store.clone()), Some(dispatcher), config(), 5_000, Arc::new(r.clock.clone()), vm)
+}
+
+async fn tally(store: &SqliteStore, bucket: i64, tier: &str, agent: &str, n: u64, version: u64) {
+    let mut t = Tally::default();
+    (0..n).for_each(|i| {
+        t.add(i * 7919 + 1, 100);
+        t.latency.record(20);
+    });
+    let key = TallyKey { topic: "orders".into(), bucket_start_ms: bucket, tier: tier.into(), agent_id: agent.into() };
+    store
+        .write(&FlushBatch { rows: vec![TallyRow { key, bucket_width_ms: W, version, tally: t }], offsets: vec![] })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn waits_for_the_watermark_then_stores_verdicts() {
+    let r = rig();
+    let mut e = engine(&r);
+    tally(&r.store, T0, "producer", "p", 1000, 1).await;
+    tally(&r.store, T0, "consumer", "c", 1000, 1).await;
+    r.clock.set(T0 + W + 40_000); // exactly end + grace: not yet
+    assert_eq!(e.tick().await.unwrap().first_evaluations, 0);
+    r.clock.advance(1);
+    assert_eq!(e.tick().await.unwrap().first_evaluations, 1);
+    let stored = r.store.read_verdicts("orders", T0, T0 + W).await.unwrap();
+    assert_eq!((stored[0].kind.as_str(), stored[0].count), ("complete", 1000));
+    assert_eq!(e.tick().await.unwrap(), TickReport::default(), "nothing new on the next pass");
+}
+
+#[tokio::test]
+async fn loss_fires_a_late_tally_revises_and_resolves_and_a_restart_repeats_nothing() {
+    let r = rig();
+    let mut e = engine(&r);
+    tally(&r.store, T0, "producer", "p", 10_000, 1).await;
+    tally(&r.store, T0, "consumer", "c", 9_990, 1).await;
+    r.clock.set(T0 + 2 * W);
+    let report = e.tick().await.unwrap();
+    assert_eq!((report.first_evaluations, report.notifications), (1, 1));
+    let outbox = r.store.outbox("webhook", 10).await.unwrap();
+    assert_eq!(outbox.len(), 1);
+    let fired: Alert = serde_json::from_str(&outbox[0].payload).unwrap();
+    assert_eq!(
+        (fired.state, fired.numbers.missing, fired.dedup_key.as_str()),
+        (AlertState::Firing, 10, "loss/orders/consumer")
+    );
+
+    // The consumer's agent flushes late: the bucket is complete after all.
+    tally(&r.store, T0, "consumer", "c", 10_000, 2).await;
+    r.clock.advance(5_000);
+    let report = e.tick().await.unwrap();
+    assert_eq!((report.revisions, report.notifications), (1, 1));
+    let outbox = r.store.outbox("webhook", 10).await.unwrap();
+    let resolved: Alert = serde_json::from_str(&outbox[1].payload).unwrap();
+    assert_eq!(resolved.state, AlertState::Resolved);
+    assert_eq!(r.store.read_verdicts("orders", T0, T0 + W).await.unwrap()[0].kind, "complete");
+
+    // A restarted verifier reloads alert state and stored verdicts: no notification, no recount.
+    let mut again = Engine::new(
+        Arc::new(r.store.clone()),
+        None,
+        config(),
+        5_000,
+        Arc::new(r.clock.clone()),
+        VerifierMetrics::register(&prometheus::Registry::new()).unwrap(),
+    );
+    r.clock.advance(5_000);
+    let report = again.tick().await.unwrap();
+    assert_eq!(report, TickReport { first_evaluations: 0, revisions: 0, notifications: 0 });
+    assert_eq!(again.alerts()["loss/orders/consumer"].state, AlertState::Resolved);
+    let text = prometheus::TextEncoder::new().encode_to_string(&r.registry.gather()).unwrap();
+    assert!(text.contains("kaudit_verifier_buckets_evaluated_total 1"), "{text}");
+    assert!(text.contains("kaudit_verifier_revisions_total 1"), "{text}");
+    assert!(text.contains(r#"kaudit_verifier_missing_messages_total{tier="consumer",topic="orders"} 10"#), "{text}");
+}
+
+#[tokio::test]
+async fn a_silent_tier_is_a_missing_tier_alert_and_buckets_past_the_horizon_are_left_alone() {
+    let r = rig();
+    let mut e = engine(&r);
+    tally(&r.store, T0, "producer", "p", 100, 1).await;
+    r.clock.set(T0 + 2 * W);
+    e.tick().await.unwrap();
+    assert_eq!(e.alerts()["missing_tier/orders/consumer"].state, AlertState::Firing);
+    // Two hours later a tally for that old bucket turns up: beyond the 1 h lateness horizon.
+    r.clock.set(T0 + 2 * 3_600_000);
+    tally(&r.store, T0, "consumer", "c", 100, 1).await;
+    assert_eq!(e.tick().await.unwrap().revisions, 0);
+}

@@ -1,0 +1,69 @@
+//! `kaudit_verifier_*` metrics, registered against a registry passed in.
+
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct VerifierMetrics {
+    pub buckets_evaluated: IntCounter,
+    pub verdicts: IntCounterVec,
+    pub revisions: IntCounter,
+    pub missing_messages: IntCounterVec,
+    pub extra_messages: IntCounterVec,
+    pub cusum: GaugeVec,
+    pub alerts_firing: IntGauge,
+    pub evaluation_duration: Histogram,
+    pub evaluation_failures: IntCounter,
+}
+
+impl VerifierMetrics {
+    pub fn register(r: &Registry) -> prometheus::Result<Self> {
+        let m = Self {
+            buckets_evaluated: IntCounter::new(
+                "kaudit_verifier_buckets_evaluated_total",
+                "Bucket edges evaluated for the first time.",
+            )?,
+            verdicts: IntCounterVec::new(
+                Opts::new("kaudit_verifier_verdicts_total", "Verdicts reached or revised, by kind."),
+                &["kind"],
+            )?,
+            revisions: IntCounter::new("kaudit_verifier_revisions_total", "Verdicts revised by late tallies.")?,
+            missing_messages: IntCounterVec::new(
+                Opts::new(
+                    "kaudit_verifier_missing_messages_total",
+                    "Messages missing downstream, at first evaluation.",
+                ),
+                &["topic", "tier"],
+            )?,
+            extra_messages: IntCounterVec::new(
+                Opts::new(
+                    "kaudit_verifier_extra_messages_total",
+                    "Extra (duplicate) messages downstream, at first evaluation.",
+                ),
+                &["topic", "tier"],
+            )?,
+            cusum: GaugeVec::new(
+                Opts::new("kaudit_verifier_cusum_statistic", "CUSUM statistic, in sigmas, by topic, tier and signal."),
+                &["topic", "tier", "signal"],
+            )?,
+            alerts_firing: IntGauge::new("kaudit_verifier_alerts_firing", "Alerts currently firing.")?,
+            evaluation_duration: Histogram::with_opts(HistogramOpts::new(
+                "kaudit_verifier_evaluation_duration_seconds",
+                "Time of one evaluation pass over every topic.",
+            ))?,
+            evaluation_failures: IntCounter::new(
+                "kaudit_verifier_evaluation_failures_total",
+                "Evaluation passes that failed (store errors).",
+            )?,
+        };
+        r.register(Box::new(m.buckets_evaluated.clone()))?;
+        r.register(Box::new(m.verdicts.clone()))?;
+        r.register(Box::new(m.revisions.clone()))?;
+        r.register(Box::new(m.missing_messages.clone()))?;
+        r.register(Box::new(m.extra_messages.clone()))?;
+        r.register(Box::new(m.cusum.clone()))?;
+        r.register(Box::new(m.alerts_firing.clone()))?;
+        r.register(Box::new(m.evaluation_duration.clone()))?;
+        r.register(Box::new(m.evaluation_failures.clone()))?;
+        Ok(m)
+    }
+}
