@@ -54,6 +54,7 @@ pub struct Engine {
     evaluated: HashMap<String, HashMap<(EpochMillis, String), VerdictRow>>,
     alerts: HashMap<String, Alert>,
     loaded: bool,
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Engine {
@@ -84,7 +85,13 @@ impl Engine {
             evaluated: HashMap::new(),
             alerts: HashMap::new(),
             loaded: false,
+            ready: Arc::default(),
         }
+    }
+
+    /// Set once a pass has succeeded (the API's `/readyz`).
+    pub fn ready_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.ready.clone()
     }
 
     /// Current alerts by dedup key.
@@ -121,6 +128,7 @@ impl Engine {
         let firing = self.alerts.values().filter(|a| a.state == AlertState::Firing).count();
         self.metrics.alerts_firing.set(firing as i64);
         self.metrics.evaluation_duration.observe(started.elapsed().as_secs_f64());
+        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(report)
     }
 

@@ -4,6 +4,7 @@
 //! I/O); `engine` drives them against a store and the alert dispatcher.
 
 pub mod alerts;
+pub mod api;
 pub mod compare;
 pub mod config;
 pub mod cusum;
@@ -11,6 +12,7 @@ pub mod engine;
 pub mod evaluate;
 pub mod metrics;
 pub mod pipeline;
+pub mod service;
 
 pub use compare::{Side, Verdict, compare, compare_tiers};
 pub use config::VerifierConfig;

@@ -1,0 +1,129 @@
+//! The verifier service over HTTP on loopback: the query API, its 400s, readiness, and `/metrics`
+//! checked by `promtool`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kaudit_alerting::dispatch::Backoff;
+use kaudit_schema::sqlite::SqliteOptions;
+use kaudit_schema::{FlushBatch, ManualClock, SqliteStore, Store, Tally, TallyKey, TallyRow};
+use kaudit_verifier::service::{ServiceParts, serve};
+use kaudit_verifier::{PipelineConfig, VerifierConfig};
+use serde_json::Value;
+
+const W: i64 = 60_000;
+const T0: i64 = 1_700_000_000_000 / W * W;
+
+async fn seed(store: &SqliteStore) {
+    let mut rows = Vec::new();
+    for (tier, n) in [("producer", 500u64), ("consumer", 497)] {
+        let mut t = Tally::default();
+        (0..n).for_each(|i| {
+            t.add(i + 1, 10);
+            t.latency.record(30);
+        });
+        let key =
+            TallyKey { topic: "orders".into(), bucket_start_ms: T0, tier: tier.into(), agent_id: format!("{tier}-a") };
+        rows.push(TallyRow { key, bucket_width_ms: W, version: 1, tally: t });
+    }
+    store.write(&FlushBatch { rows, offsets: vec![] }).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_api_answers_and_rejects_bad_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("v.db"), &SqliteOptions::default()).unwrap();
+    seed(&store).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = VerifierConfig {
+        pipelines: vec![PipelineConfig {
+            topics: vec!["orders".into()],
+            tiers: vec!["producer".into()],
+            consumers: vec!["consumer".into()],
+        }],
+        evaluate_interval_ms: 50,
+        ..VerifierConfig::default()
+    };
+    let parts = ServiceParts {
+        store: Arc::new(store.clone()),
+        config,
+        sinks: vec![],
+        backoff: Backoff::default(),
+        flush_interval_ms: 5_000,
+        registry: prometheus::Registry::new(),
+        clock: Arc::new(ManualClock::new(T0 + 2 * W)),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, parts, async { stopped.await.unwrap_or(()) }));
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        let url = format!("{base}{path}");
+        async move { http.get(url).send().await.unwrap() }
+    };
+
+    assert_eq!(get("/healthz".into()).await.status(), 200);
+    let started = Instant::now();
+    while get("/readyz".into()).await.status() != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let topics: Value = get("/api/v1/topics".into()).await.json().await.unwrap();
+    assert_eq!(topics["topics"][0]["name"], "orders");
+    assert_eq!(topics["topics"][0]["tiers"], serde_json::json!(["producer", "consumer"]));
+
+    let buckets: Value =
+        get(format!("/api/v1/buckets?topic=orders&from={T0}&to={}", T0 + W)).await.json().await.unwrap();
+    let b = &buckets["buckets"][0];
+    assert_eq!(b["bucket_start"], "2023-11-14T22:13:00.000Z");
+    assert_eq!(b["tiers"][0]["tier"], "consumer");
+    assert_eq!(b["tiers"][0]["count"], 497);
+    assert_eq!(b["tiers"][0]["latency_ms"]["p99"], 30);
+    assert_eq!(b["verdicts"][0]["kind"], "loss");
+    let rfc: Value = get("/api/v1/buckets?topic=orders&from=2023-11-14T22:13:00Z&to=2023-11-14T22:14:00Z".into())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rfc["buckets"], buckets["buckets"]);
+
+    let alerts: Value = get("/api/v1/alerts?state=firing".into()).await.json().await.unwrap();
+    assert_eq!(alerts["alerts"][0]["dedup_key"], "loss/orders/consumer");
+    assert_eq!(alerts["alerts"][0]["numbers"]["missing"], 3);
+
+    for (path, reason) in [
+        ("/api/v1/buckets?from=0&to=1".to_string(), "missing parameter \"topic\""),
+        ("/api/v1/buckets?topic=orders&from=soon&to=1".to_string(), "neither ms since the epoch nor RFC 3339"),
+        ("/api/v1/buckets?topic=orders&from=5&to=5".to_string(), "must be before"),
+        (format!("/api/v1/buckets?topic=orders&from=0&to={}", 8 * 86_400_000), "7-day limit"),
+        ("/api/v1/buckets?topic=orders&from=0&to=1&limit=3".to_string(), "unknown parameter \"limit\""),
+        ("/api/v1/alerts?state=burning".to_string(), "expected firing or resolved"),
+    ] {
+        let resp = get(path.clone()).await;
+        assert_eq!(resp.status(), 400, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains(reason), "{path}: {body}");
+    }
+
+    let metrics = get("/metrics".into()).await.text().await.unwrap();
+    assert!(metrics.contains("kaudit_verifier_buckets_evaluated_total 1"), "{metrics}");
+    assert!(metrics.contains("kaudit_verifier_alerts_firing 1"), "{metrics}");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test.sh installs it)");
+    promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool: {report}");
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
