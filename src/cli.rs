@@ -33,6 +33,10 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Create or upgrade the store's schema (SQLite file, or a Scylla/Cassandra keyspace).
     Migrate(crate::migrate::MigrateArgs),
+    /// Run the verifier: evaluate buckets, raise and deliver alerts, serve the API and /metrics.
+    Verifier(crate::serve::VerifierArgs),
+    /// Print a per-bucket, per-tier table of a topic's recent tallies and verdicts.
+    Report(crate::report_cmd::ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +72,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Demo(args) => crate::demo::main(args),
         Command::Migrate(args) => crate::migrate::main(args),
+        Command::Verifier(args) => crate::serve::main(args),
+        Command::Report(args) => crate::report_cmd::main(args),
     }
 }
 

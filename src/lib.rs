@@ -5,3 +5,5 @@ pub mod config;
 pub mod demo;
 pub mod migrate;
 pub mod report;
+pub mod report_cmd;
+pub mod serve;

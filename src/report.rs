@@ -22,15 +22,41 @@ pub fn merge_by_tier(rows: &[TallyRow]) -> BTreeMap<EpochMillis, BucketTiers> {
 
 /// Verdict of every downstream tier of `tiers` (in pipeline order) against the tier before it.
 pub fn verdicts(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> Vec<(EpochMillis, String, Verdict)> {
+    verdicts_for_edges(merged, &chain(tiers))
+}
+
+fn chain(tiers: &[&str]) -> Vec<(String, String)> {
+    tiers.windows(2).map(|p| (p[0].to_string(), p[1].to_string())).collect()
+}
+
+/// Verdict of each (upstream, downstream) edge per bucket.
+pub fn verdicts_for_edges(
+    merged: &BTreeMap<EpochMillis, BucketTiers>,
+    edges: &[(String, String)],
+) -> Vec<(EpochMillis, String, Verdict)> {
     let mut out = Vec::new();
     for (bucket, by_tier) in merged {
-        for pair in tiers.windows(2) {
-            let up = by_tier.get(pair[0]).map(|t| &t.0);
-            let down = by_tier.get(pair[1]).map(|t| &t.0);
-            out.push((*bucket, pair[1].to_string(), compare_tiers(up, down)));
+        for (up, down) in edges {
+            let u = by_tier.get(up).map(|t| &t.0);
+            let d = by_tier.get(down).map(|t| &t.0);
+            if u.is_none() && d.is_none() {
+                continue;
+            }
+            out.push((*bucket, down.clone(), compare_tiers(u, d)));
         }
     }
     out
+}
+
+/// Tiers found in `rows`, in first-seen order of a plausible pipeline (producer first), with a
+/// chain of edges between consecutive ones: the report's guess when no pipeline is configured.
+pub fn tiers_in_order(rows: &[TallyRow]) -> (Vec<String>, Vec<(String, String)>) {
+    let mut tiers: Vec<String> = rows.iter().map(|r| r.key.tier.clone()).collect();
+    tiers.sort_by_key(|t| (t != "producer", t.starts_with("consumer"), t.clone()));
+    tiers.dedup();
+    let names: Vec<&str> = tiers.iter().map(String::as_str).collect();
+    let edges = chain(&names);
+    (tiers, edges)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC (Howard Hinnant's civil-from-days).
@@ -61,10 +87,22 @@ fn verdict_text(v: &Verdict, upstream: &str) -> String {
     }
 }
 
-/// The table: one line per (bucket, tier), tiers in pipeline order.
+/// The table: one line per (bucket, tier), tiers in pipeline order, each compared with the tier
+/// before it.
 pub fn render(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> String {
+    let owned: Vec<String> = tiers.iter().map(|t| t.to_string()).collect();
+    render_edges(merged, &owned, &chain(tiers))
+}
+
+/// The table for any pipeline shape: each tier compared with its upstream in `edges`.
+pub fn render_edges(
+    merged: &BTreeMap<EpochMillis, BucketTiers>,
+    tiers: &[String],
+    edges: &[(String, String)],
+) -> String {
     let verdicts: BTreeMap<(EpochMillis, String), Verdict> =
-        verdicts(merged, tiers).into_iter().map(|(b, t, v)| ((b, t), v)).collect();
+        verdicts_for_edges(merged, edges).into_iter().map(|(b, t, v)| ((b, t), v)).collect();
+    let upstream_of: BTreeMap<&str, &str> = edges.iter().map(|(u, d)| (d.as_str(), u.as_str())).collect();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -72,11 +110,11 @@ pub fn render(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> St
         "bucket (UTC)", "tier", "count", "bytes", "no_time", "malformed", "p50 ms", "p99 ms"
     );
     for (bucket, by_tier) in merged {
-        for (i, tier) in tiers.iter().enumerate() {
-            let upstream = if i > 0 { tiers[i - 1] } else { "" };
+        for tier in tiers {
+            let upstream = upstream_of.get(tier.as_str()).copied().unwrap_or("");
             let verdict =
                 verdicts.get(&(*bucket, tier.to_string())).map_or("-".to_string(), |v| verdict_text(v, upstream));
-            let Some((t, _agents)) = by_tier.get(*tier) else {
+            let Some((t, _agents)) = by_tier.get(tier) else {
                 let _ = writeln!(out, "{:<19}  {:<18} {:>9} {:>61}  {verdict}", utc(*bucket), tier, "no rows", "");
                 continue;
             };

@@ -12,7 +12,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use kaudit_agent::{AgentConfig, ConfigIssue};
+use kaudit_alerting::SinkConfig;
 use kaudit_schema::{ScyllaOptions, StoreUrl};
+use kaudit_verifier::VerifierConfig;
 use serde::{Deserialize, Serialize};
 
 pub use locate::KeyPath;
@@ -33,6 +35,29 @@ pub struct KauditConfig {
     pub kafka: KafkaConfig,
     /// Keyspace, replication, consistency, timeouts, auth and TLS when `store` is `scylla://`.
     pub scylla: ScyllaOptions,
+    /// Pipelines, grace, lateness, thresholds, CUSUM and the API address of `kaudit verifier`.
+    pub verifier: VerifierConfig,
+    /// Where alerts go.
+    pub alerting: AlertingConfig,
+}
+
+/// Alert delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    /// Sinks (`[[alerting.sinks]]` with `type = "webhook" | "slack" | "pagerduty" | "alertmanager"`).
+    /// With none, alerts are still stored, logged and listed by the API.
+    pub sinks: Vec<SinkConfig>,
+    /// First retry delay after a failed delivery, ms. Default 500; doubles per attempt, jittered.
+    pub retry_base_ms: u64,
+    /// Longest retry delay, ms. Default 60000.
+    pub retry_max_ms: u64,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        Self { sinks: Vec::new(), retry_base_ms: 500, retry_max_ms: 60_000 }
+    }
 }
 
 /// Kafka connection settings.
@@ -79,6 +104,8 @@ impl Default for KauditConfig {
             agent: AgentConfig::default(),
             kafka: KafkaConfig::default(),
             scylla: ScyllaOptions::default(),
+            verifier: VerifierConfig::default(),
+            alerting: AlertingConfig::default(),
         }
     }
 }
@@ -99,6 +126,19 @@ impl KauditConfig {
             issues.push(ConfigIssue::new("store", e.reason));
         }
         issues.extend(self.scylla.validate("scylla").into_iter().map(|(k, m)| ConfigIssue::new(k, m)));
+        issues.extend(self.verifier.validate("verifier").into_iter().map(|(k, m)| ConfigIssue::new(k, m)));
+        for (i, sink) in self.alerting.sinks.iter().enumerate() {
+            issues.extend(sink.validate().into_iter().map(|m| ConfigIssue::new(format!("alerting.sinks[{i}].url"), m)));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, sink) in self.alerting.sinks.iter().enumerate() {
+            if !names.insert(sink.name()) {
+                issues.push(ConfigIssue::new(
+                    format!("alerting.sinks[{i}]"),
+                    format!("two sinks are named {:?}; set name", sink.name()),
+                ));
+            }
+        }
         for (key, owner) in RESERVED_KAFKA_OPTIONS {
             if self.kafka.options.contains_key(*key) {
                 issues.push(ConfigIssue::new(

@@ -1,0 +1,109 @@
+//! `kaudit report --topic T --since 1h`: a per-bucket, per-tier table from the store.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use kaudit_schema::{Clock, StoreUrl, SystemClock};
+use kaudit_verifier::pipeline_for;
+
+use crate::cli::EXIT_CONFIG;
+use crate::config::KauditConfig;
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The topic to report on.
+    #[arg(long)]
+    pub topic: String,
+    /// How far back: `90s`, `30m`, `1h`, `2d`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration_ms)]
+    pub since: i64,
+    /// Configuration file (store and pipelines).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Store URL (overrides the config's).
+    #[arg(long)]
+    pub store: Option<String>,
+}
+
+/// `90s`, `30m`, `1h`, `2d` to milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 30m, 1h or 2d"))?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m, h or d")),
+    };
+    if n <= 0 || n > 30 * 86_400_000 / ms {
+        return Err(format!("{s:?} must be positive and at most 30 days"));
+    }
+    Ok(n * ms)
+}
+
+pub fn main(args: ReportArgs) -> ExitCode {
+    let config = match &args.config {
+        Some(path) => match KauditConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprint!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => KauditConfig::default(),
+    };
+    let url = match args.store.as_deref().map(str::parse::<StoreUrl>).unwrap_or_else(|| config.store_url()) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("kaudit report: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        let store = kaudit_schema::open_store(&url, &config.scylla).await?;
+        let now = SystemClock.now_ms();
+        let rows = store.read_range(&args.topic, now - args.since, now).await?;
+        let merged = crate::report::merge_by_tier(&rows);
+        let pipelines: Vec<_> = config.verifier.pipelines.iter().map(|p| p.build()).collect();
+        let (tiers, edges) = match pipeline_for(&pipelines, &args.topic) {
+            Some(p) => {
+                (p.tiers().to_vec(), p.edges().iter().map(|e| (e.upstream.clone(), e.downstream.clone())).collect())
+            }
+            None => crate::report::tiers_in_order(&rows),
+        };
+        Ok::<_, kaudit_schema::StoreError>((crate::report::render_edges(&merged, &tiers, &edges), rows.len()))
+    });
+    match result {
+        Ok((table, 0)) => {
+            println!("no tallies for topic {:?} in the last {} ms in {url}", args.topic, args.since);
+            let _ = table;
+            ExitCode::SUCCESS
+        }
+        Ok((table, _)) => {
+            print!("{table}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kaudit report: {}", kaudit_agent::flusher::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration_ms("90s"), Ok(90_000));
+        assert_eq!(super::parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(super::parse_duration_ms("2d"), Ok(172_800_000));
+        assert!(super::parse_duration_ms("1y").unwrap_err().contains("unit"));
+        assert!(super::parse_duration_ms("h").unwrap_err().contains("not a duration"));
+        assert!(super::parse_duration_ms("0m").is_err());
+    }
+}
