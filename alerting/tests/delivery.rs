@@ -145,3 +145,46 @@ async fn a_restarted_dispatcher_resumes_the_outbox_without_repeats() {
         .collect();
     assert_eq!(topics, ["a", "b", "c"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_and_pagerduty_receive_their_own_formats() {
+    use kaudit_alerting::sinks::{PagerDutyConfig, SlackConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("a.db"), &SqliteOptions::default()).unwrap();
+    let receiver = Arc::new(Receiver::default());
+    let (addr, _server) = serve(receiver.clone(), "127.0.0.1:0").await;
+    let sinks = vec![
+        SinkConfig::Slack(SlackConfig { name: None, url: format!("http://{addr}/hook") }).build().unwrap(),
+        SinkConfig::Pagerduty(PagerDutyConfig {
+            name: None,
+            url: format!("http://{addr}/hook"),
+            routing_key: Some("rk-1".into()),
+            routing_key_env: None,
+        })
+        .build()
+        .unwrap(),
+    ];
+    let d = Dispatcher::new(
+        Arc::new(store),
+        sinks.clone(),
+        AlertMetrics::register(&prometheus::Registry::new()).unwrap(),
+        Backoff::default(),
+    );
+    d.record(&alert("orders", AlertState::Firing), 1_000).await.unwrap();
+    let mut resolved = alert("orders", AlertState::Resolved);
+    resolved.ends_at_ms = Some(9_000);
+    d.record(&resolved, 9_000).await.unwrap();
+    for sink in &sinks {
+        assert_eq!(d.deliver_pending(sink).await.unwrap(), (2, None), "{}", sink.name);
+    }
+    let got = receiver.accepted.lock().unwrap().clone();
+    let slack: Vec<&str> = got.iter().filter_map(|(_, b)| b["text"].as_str()).collect();
+    assert_eq!(slack.len(), 2);
+    assert!(slack[0].contains("[FIRING]") && slack[1].contains("[RESOLVED]"), "{slack:?}");
+    let pd: Vec<(&str, &str)> = got
+        .iter()
+        .filter(|(_, b)| b.get("routing_key").is_some())
+        .map(|(_, b)| (b["event_action"].as_str().unwrap(), b["dedup_key"].as_str().unwrap()))
+        .collect();
+    assert_eq!(pd, [("trigger", "loss/orders/consumer"), ("resolve", "loss/orders/consumer")]);
+}
