@@ -77,6 +77,18 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The configuration at `path`, or the defaults without one; on error the message is printed and
+/// the exit code returned.
+pub fn load_config(path: Option<&std::path::Path>) -> Result<KauditConfig, ExitCode> {
+    match path {
+        None => Ok(KauditConfig::default()),
+        Some(path) => KauditConfig::load(path).map_err(|e| {
+            eprint!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }),
+    }
+}
+
 fn fingerprint(args: FingerprintArgs) -> ExitCode {
     let payload = match (&args.payload.payload, &args.payload.payload_file) {
         (Some(text), _) => text.clone().into_bytes(),

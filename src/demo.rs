@@ -22,7 +22,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
-use crate::cli::{EXIT_AUDIT_MISMATCH, EXIT_CONFIG};
+use crate::cli::EXIT_AUDIT_MISMATCH;
 use crate::config::KauditConfig;
 
 const TOPIC: &str = "orders";
@@ -63,15 +63,9 @@ impl DemoOutcome {
 }
 
 pub fn main(args: DemoArgs) -> ExitCode {
-    let config = match &args.config {
-        Some(path) => match KauditConfig::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprint!("{e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-        None => KauditConfig::default(),
+    let config = match crate::cli::load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let temp = tempfile::tempdir().expect("temporary directory");

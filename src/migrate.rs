@@ -46,15 +46,9 @@ fn parse_dc(s: &str) -> Result<(String, u32), String> {
 }
 
 pub fn main(args: MigrateArgs) -> ExitCode {
-    let mut config = match &args.config {
-        Some(path) => match KauditConfig::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprint!("{e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-        None => KauditConfig::default(),
+    let mut config = match crate::cli::load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     if let Some(k) = &args.keyspace {
         config.scylla.keyspace = k.clone();

@@ -8,7 +8,6 @@ use kaudit_schema::{Clock, StoreUrl, SystemClock};
 use kaudit_verifier::pipeline_for;
 
 use crate::cli::EXIT_CONFIG;
-use crate::config::KauditConfig;
 
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
@@ -46,15 +45,9 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
 }
 
 pub fn main(args: ReportArgs) -> ExitCode {
-    let config = match &args.config {
-        Some(path) => match KauditConfig::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprint!("{e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        },
-        None => KauditConfig::default(),
+    let config = match crate::cli::load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     let url = match args.store.as_deref().map(str::parse::<StoreUrl>).unwrap_or_else(|| config.store_url()) {
         Ok(u) => u,
