@@ -33,6 +33,8 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Create or upgrade the store's schema (SQLite file, or a Scylla/Cassandra keyspace).
     Migrate(crate::migrate::MigrateArgs),
+    /// Run the sidecar agent: tap topics as a tier (see `[tap]`), serve /metrics.
+    Agent(crate::agent_cmd::AgentArgs),
     /// Run the verifier: evaluate buckets, raise and deliver alerts, serve the API and /metrics.
     Verifier(crate::serve::VerifierArgs),
     /// Print a per-bucket, per-tier table of a topic's recent tallies and verdicts.
@@ -73,6 +75,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => crate::demo::main(args),
         Command::Migrate(args) => crate::migrate::main(args),
         Command::Verifier(args) => crate::serve::main(args),
+        Command::Agent(args) => crate::agent_cmd::main(args),
         Command::Report(args) => crate::report_cmd::main(args),
     }
 }

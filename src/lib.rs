@@ -1,5 +1,6 @@
 //! The `kaudit` command: configuration loading and the subcommands behind the thin `main`.
 
+pub mod agent_cmd;
 pub mod cli;
 pub mod config;
 pub mod demo;

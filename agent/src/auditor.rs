@@ -63,6 +63,19 @@ impl AuditorOptions {
     }
 }
 
+/// Extract and fingerprint `msg` by the rule for `topic` in `rules`.
+#[inline(always)]
+pub fn observe<M: AuditMessage + ?Sized>(rules: &TopicRules, topic: &str, msg: &M) -> Observation {
+    let extracted = rules.rule_for(topic).extract(msg);
+    let payload = msg.payload();
+    Observation {
+        fingerprint: fingerprint(&extracted.business_id, payload),
+        bytes: payload.len() as u64,
+        event_time: extracted.event_time,
+        malformed_id: extracted.malformed_id,
+    }
+}
+
 /// A fresh random instance id: 12 hex digits, unique per agent start for all practical purposes.
 pub fn new_instance_id() -> String {
     format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
@@ -116,14 +129,7 @@ impl Auditor {
     /// Extract and fingerprint `msg` by its topic's rule, without counting it yet.
     #[inline(always)]
     pub fn observation<M: AuditMessage + ?Sized>(&self, topic: &str, msg: &M) -> Observation {
-        let extracted = self.inner.rules.rule_for(topic).extract(msg);
-        let payload = msg.payload();
-        Observation {
-            fingerprint: fingerprint(&extracted.business_id, payload),
-            bytes: payload.len() as u64,
-            event_time: extracted.event_time,
-            malformed_id: extracted.malformed_id,
-        }
+        observe(&self.inner.rules, topic, msg)
     }
 
     /// The extraction rule that applies to `topic`.

@@ -39,6 +39,7 @@ pub mod rules;
 pub mod runtime;
 pub mod spool;
 pub mod table;
+pub mod tap;
 
 pub use auditor::{Auditor, AuditorOptions};
 pub use clock::{Clock, ManualClock, SystemClock};

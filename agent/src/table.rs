@@ -105,6 +105,26 @@ pub struct Observation {
 }
 
 impl TallyTable {
+    /// A table that resumes at `now_ms` an agent id whose rows are already in the store: buckets
+    /// closed by `now_ms` count as closed from the start (a late message for one opens a late row,
+    /// never the stored row), and late generations start at `now_ms`, so they differ from any a
+    /// previous run of the same agent id used.
+    pub fn resuming(agent_id: impl Into<String>, width: BucketWidth, close_after_ms: i64, now_ms: EpochMillis) -> Self {
+        let mut t = Self::new(agent_id, width, close_after_ms);
+        t.frontier = width.start_of(now_ms.saturating_sub(t.close_after_ms));
+        t.late_generation = now_ms.max(1) as u64;
+        t
+    }
+
+    /// Put back a stored cumulative tally (not dirty: the store has it).
+    pub fn seed(&mut self, topic: &str, tier: &str, bucket_start: EpochMillis, tally: Tally) {
+        let stream = self.stream_mut(topic, tier);
+        match stream.buckets.iter_mut().find(|b| b.start == bucket_start) {
+            Some(b) => b.tally = tally,
+            None => stream.buckets.push(OpenBucket { start: bucket_start, late_generation: 0, tally, dirty: false }),
+        }
+    }
+
     /// An empty table for `agent_id`, with buckets of `width` kept open `close_after_ms` past their end.
     pub fn new(agent_id: impl Into<String>, width: BucketWidth, close_after_ms: i64) -> Self {
         Self {
@@ -122,6 +142,11 @@ impl TallyTable {
 
     pub fn agent_id(&self) -> &str {
         &self.agent_id
+    }
+
+    /// The version of the latest snapshot (0 before the first).
+    pub fn last_version(&self) -> u64 {
+        self.last_version
     }
 
     pub fn width(&self) -> BucketWidth {

@@ -39,6 +39,10 @@ pub struct KauditConfig {
     pub verifier: VerifierConfig,
     /// Where alerts go.
     pub alerting: AlertingConfig,
+    /// Tap mode of `kaudit agent`: consume topics as a tier (`[tap]`).
+    pub tap: Option<kaudit_agent::tap::TapConfig>,
+    /// Address of `kaudit agent`'s `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:9465`.
+    pub agent_listen: String,
 }
 
 /// Alert delivery.
@@ -106,11 +110,25 @@ impl Default for KauditConfig {
             scylla: ScyllaOptions::default(),
             verifier: VerifierConfig::default(),
             alerting: AlertingConfig::default(),
+            tap: None,
+            agent_listen: "127.0.0.1:9465".into(),
         }
     }
 }
 
 impl KauditConfig {
+    /// librdkafka settings: `kafka.bootstrap_servers` and the pass-through options.
+    pub fn kafka_client(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        if let Some(b) = &self.kafka.bootstrap_servers {
+            c.set("bootstrap.servers", b);
+        }
+        for (k, v) in &self.kafka.options {
+            c.set(k, v.to_string());
+        }
+        c
+    }
+
     /// The store URL, defaulted under the data directory.
     pub fn store_url(&self) -> Result<StoreUrl, kaudit_schema::StoreUrlError> {
         match &self.store {
@@ -129,6 +147,23 @@ impl KauditConfig {
         issues.extend(self.verifier.validate("verifier").into_iter().map(|(k, m)| ConfigIssue::new(k, m)));
         for (i, sink) in self.alerting.sinks.iter().enumerate() {
             issues.extend(sink.validate().into_iter().map(|m| ConfigIssue::new(format!("alerting.sinks[{i}].url"), m)));
+        }
+        if let Some(tap) = &self.tap {
+            issues.extend(tap.validate("tap").into_iter().map(|(k, m)| ConfigIssue::new(k, m)));
+            if self.kafka.bootstrap_servers.is_none() {
+                issues.push(ConfigIssue::new("kafka.bootstrap_servers", "the tap needs a cluster to consume from"));
+            }
+            for key in kaudit_agent::tap::TAP_OWNED_OPTIONS {
+                if self.kafka.options.contains_key(*key) {
+                    issues.push(ConfigIssue::new(
+                        format!("kafka.options.\"{key}\""),
+                        "the tap sets this itself ([tap] group_id, start_from)",
+                    ));
+                }
+            }
+        }
+        if self.agent_listen.parse::<std::net::SocketAddr>().is_err() {
+            issues.push(ConfigIssue::new("agent_listen", "must be an address such as 127.0.0.1:9465"));
         }
         let mut names = std::collections::HashSet::new();
         for (i, sink) in self.alerting.sinks.iter().enumerate() {
