@@ -368,12 +368,11 @@ impl TapRunner {
                 while !stopping.load(Ordering::Relaxed) {
                     match consumer.poll(Duration::from_millis(100)) {
                         Some(Ok(msg)) => shared.record(&msg),
-                        Some(Err(error)) => {
-                            if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                                tracing::warn!(%error, "tap consumer error");
-                                last_error = Some(Instant::now());
-                            }
+                        Some(Err(error)) if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) => {
+                            tracing::warn!(%error, "tap consumer error");
+                            last_error = Some(Instant::now());
                         }
+                        Some(Err(_)) => {}
                         None => {}
                     }
                 }
