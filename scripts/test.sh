@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use, by the command that tells whether each is there.
-declare -A needs=([promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager [cc]=gcc [make]=make [perl]=perl)
+declare -A needs=([kcat]=kcat [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager [cc]=gcc [make]=make [perl]=perl)
 missing=()
 for cmd in "${!needs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")

@@ -1,5 +1,6 @@
-//! The tap sidecar as a separate process against a mock Kafka cluster in another process:
-//! killed with SIGKILL mid-stream and restarted, its stored tallies equal what was produced.
+//! The tap sidecar as a separate process against a mock Kafka cluster in another process, fed by
+//! kcat: killed with SIGKILL mid-stream and restarted, its stored tallies equal what kcat
+//! produced. Its `/metrics`, scraped over HTTP, pass `promtool check metrics`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,9 +11,6 @@ use std::time::{Duration, Instant};
 use kaudit_agent::fingerprint;
 use kaudit_schema::sqlite::SqliteOptions;
 use kaudit_schema::{SqliteStore, Store};
-use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
 const W: i64 = 60_000;
 
@@ -74,26 +72,46 @@ fn base_ms() -> i64 {
     now / W * W - 2 * W
 }
 
-fn produce(
-    producer: &ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
-    base: i64,
-    range: std::ops::Range<u64>,
-    truth: &mut BTreeMap<i64, (u64, u64, u64)>,
-) {
+/// Produce messages `range` with kcat (an independent producer), one kcat run per event-time
+/// bucket (`-H event-time=...` applies to a whole run); returns after kcat has flushed.
+fn produce(bootstrap: &str, base: i64, range: std::ops::Range<u64>, truth: &mut BTreeMap<i64, (u64, u64, u64)>) {
+    let mut by_event: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
     for i in range {
-        let key = format!("order-{i}");
-        let payload = format!("{{\"n\":{i}}}");
-        let event = base + (i as i64 * 37) % (3 * W);
-        let headers =
-            OwnedHeaders::new().insert(Header { key: "event-time", value: Some(event.to_string().as_bytes()) });
-        producer.send(BaseRecord::to("orders").key(&key).payload(&payload).headers(headers)).unwrap();
-        let fp = fingerprint(key.as_bytes(), payload.as_bytes());
-        let e = truth.entry(event.div_euclid(W) * W).or_default();
-        e.0 += 1;
-        e.1 ^= fp;
-        e.2 = e.2.wrapping_add(fp);
+        by_event.entry(base + (i % 3) as i64 * W + 1_000).or_default().push(i);
     }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    for (event, ids) in by_event {
+        let mut kcat = Command::new("kcat")
+            .args(["-P", "-b", bootstrap, "-t", "orders", "-K", ":", "-H", &format!("event-time={event}")])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("kcat must be installed (Debian package kcat; scripts/test.sh installs it)");
+        let mut input = String::new();
+        for i in ids {
+            let (key, payload) = (format!("order-{i}"), format!("{{\"n\":{i}}}"));
+            input.push_str(&format!("{key}:{payload}\n"));
+            let fp = fingerprint(key.as_bytes(), payload.as_bytes());
+            let e = truth.entry(event.div_euclid(W) * W).or_default();
+            e.0 += 1;
+            e.1 ^= fp;
+            e.2 = e.2.wrapping_add(fp);
+        }
+        kcat.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        assert!(kcat.wait().unwrap().success(), "kcat failed");
+    }
+}
+
+fn promtool_check(text: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool: {report}");
 }
 
 async fn stored(db: &Path, base: i64) -> BTreeMap<i64, (u64, u64, u64)> {
@@ -142,20 +160,23 @@ async fn a_tap_killed_mid_stream_resumes_with_exact_tallies() {
         ),
     )
     .unwrap();
-    let producer: ThreadedProducer<_> = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
     let mut truth = BTreeMap::new();
     let base = base_ms();
 
     let mut tap = agent(&config);
     wait_ready(port);
-    produce(&producer, base, 0..20_000, &mut truth);
+    produce(&bootstrap, base, 0..20_000, &mut truth);
     // Kill it while it is still working through the backlog (tallies partly flushed).
     let partial = wait_for_count(&db, base, 2_000, Duration::from_secs(60)).await;
+    let scraped = http_get(port, "/metrics").unwrap();
+    let body = scraped.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(body.contains("kaudit_agent_messages_total{tier=\"broker\",topic=\"orders\"}"), "{scraped}");
+    promtool_check(body);
     tap.0.kill().unwrap(); // SIGKILL: no final flush
     tap.0.wait().unwrap();
     let at_kill: u64 = partial.values().map(|v| v.0).sum();
 
-    produce(&producer, base, 20_000..25_000, &mut truth); // while the tap is down
+    produce(&bootstrap, base, 20_000..25_000, &mut truth); // while the tap is down
     let _tap = agent(&config);
     let total: u64 = truth.values().map(|v| v.0).sum();
     let mut settled = wait_for_count(&db, base, total, Duration::from_secs(120)).await;

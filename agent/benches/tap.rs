@@ -1,0 +1,157 @@
+//! Tap throughput beside a plain rdkafka consumer reading the same topic, same run.
+//!
+//! 12,000 keyed 1 KiB messages are produced once to a 3-partition topic on librdkafka's mock
+//! cluster. Each iteration, a fresh consumer group reads them all: `plain` is a `BaseConsumer`
+//! that only polls; `tap` is the tap sidecar's consumer (rebalance hooks, extraction, fingerprint,
+//! per-partition tallies and offsets), with its flusher writing to SQLite. Time runs from the
+//! first message to the last, so the group join (the same for both) is left out.
+//!
+//! `cargo bench -p kaudit-agent --bench tap`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use kaudit_agent::tap::{StartFrom, TapConfig, TapOptions, TapRunner, TapShared, TapSource};
+use kaudit_agent::{AgentMetrics, Flusher, FlusherOptions};
+use kaudit_schema::sqlite::SqliteOptions;
+use kaudit_schema::{BucketWidth, SqliteStore, SystemClock};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+/// 4,000 per partition: librdkafka's mock keeps about 5 MB per partition.
+const N: u64 = 12_000;
+const TOPIC: &str = "tap-bench";
+
+fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    c
+}
+
+/// Time from the first message counted to the last, watching `seen` the same way for both
+/// consumers (each polls on its own thread).
+fn time_until_all(seen: impl Fn() -> u64) -> Duration {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen() == 0 {
+        assert!(Instant::now() < deadline, "consumer never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let first = Instant::now();
+    while seen() < N {
+        assert!(Instant::now() < deadline, "consumer stalled at {}", seen());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    first.elapsed()
+}
+
+fn plain_pass(bootstrap: &str, group: &str) -> Duration {
+    let consumer: BaseConsumer = consumer_config(bootstrap, group).create().unwrap();
+    consumer.subscribe(&[TOPIC]).unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let counting = seen.clone();
+    let thread = std::thread::spawn(move || {
+        while counting.load(Ordering::Relaxed) < N {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+                counting.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let elapsed = time_until_all(|| seen.load(Ordering::Relaxed));
+    thread.join().unwrap();
+    elapsed
+}
+
+fn tap_pass(bootstrap: &str, group: &str, rt: &tokio::runtime::Runtime, store: Arc<SqliteStore>) -> Duration {
+    let config = TapConfig {
+        tier: "broker".into(),
+        topics: vec![TOPIC.into()],
+        group_id: Some(group.into()),
+        start_from: StartFrom::Earliest,
+    };
+    let shared = TapShared::new(TapOptions {
+        name: group.into(),
+        config: config.clone(),
+        rules: Default::default(),
+        width: BucketWidth::DEFAULT,
+        close_after_ms: 600_000,
+        clock: Arc::new(SystemClock),
+        store: store.clone(),
+        runtime: rt.handle().clone(),
+        revoke_timeout: Duration::from_secs(10),
+    });
+    let metrics = AgentMetrics::register(&prometheus::Registry::new()).unwrap();
+    let options = FlusherOptions { flush_interval: Duration::from_millis(500), ..FlusherOptions::default() };
+    let flusher = Flusher::new(TapSource(shared.clone()), store, None, options, metrics);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let flushing = rt.spawn(flusher.run(async { stopped.await.unwrap_or(()) }));
+    let runner = TapRunner::start(shared.clone(), &config, consumer_config(bootstrap, group)).unwrap();
+    let elapsed = time_until_all(|| shared.seen());
+    runner.stop();
+    let _ = stop.send(());
+    rt.block_on(flushing).unwrap();
+    elapsed
+}
+
+fn tap_throughput(c: &mut Criterion) {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, 3, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    assert!(bootstrap.starts_with("127.0.0.1:"));
+    let producer: ThreadedProducer<_> =
+        ClientConfig::new().set("bootstrap.servers", &bootstrap).set("linger.ms", "5").create().unwrap();
+    let payload = vec![b'x'; 1024];
+    for i in 0..N {
+        let key = format!("order-{i}");
+        loop {
+            match producer.send(BaseRecord::to(TOPIC).key(&key).payload(&payload)) {
+                Ok(()) => break,
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("tap.db"), &SqliteOptions::default()).unwrap());
+    let mut group = c.benchmark_group("tap/1KiB");
+    group.throughput(Throughput::Elements(N));
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_millis(1));
+    group.measurement_time(Duration::from_secs(5));
+    let mut run = 0;
+    group.bench_function("plain_consumer", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    run += 1;
+                    plain_pass(&bootstrap, &format!("plain-{run}"))
+                })
+                .sum()
+        })
+    });
+    group.bench_function("tap", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    run += 1;
+                    tap_pass(&bootstrap, &format!("tap-{run}"), &rt, store.clone())
+                })
+                .sum()
+        })
+    });
+    group.finish();
+    drop(producer);
+    drop(cluster);
+}
+
+criterion_group!(benches, tap_throughput);
+criterion_main!(benches);
