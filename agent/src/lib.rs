@@ -33,6 +33,8 @@ pub mod config;
 pub mod extract;
 pub mod fingerprint;
 pub mod flusher;
+pub mod ingest;
+pub mod ingest_server;
 pub mod kafka;
 pub mod metrics;
 pub mod rules;

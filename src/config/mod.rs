@@ -41,6 +41,8 @@ pub struct KauditConfig {
     pub alerting: AlertingConfig,
     /// Tap mode of `kaudit agent`: consume topics as a tier (`[tap]`).
     pub tap: Option<kaudit_agent::tap::TapConfig>,
+    /// Ingest mode of `kaudit agent`: records from apps in other languages (`[ingest]`).
+    pub ingest: Option<kaudit_agent::ingest_server::IngestConfig>,
     /// Address of `kaudit agent`'s `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:9465`.
     pub agent_listen: String,
 }
@@ -111,6 +113,7 @@ impl Default for KauditConfig {
             verifier: VerifierConfig::default(),
             alerting: AlertingConfig::default(),
             tap: None,
+            ingest: None,
             agent_listen: "127.0.0.1:9465".into(),
         }
     }
@@ -161,6 +164,11 @@ impl KauditConfig {
                     ));
                 }
             }
+        }
+        if let Some(udp) = self.ingest.as_ref().and_then(|i| i.udp_listen.as_ref())
+            && udp.parse::<std::net::SocketAddr>().is_err()
+        {
+            issues.push(ConfigIssue::new("ingest.udp_listen", "must be an address such as 127.0.0.1:9467"));
         }
         if self.agent_listen.parse::<std::net::SocketAddr>().is_err() {
             issues.push(ConfigIssue::new("agent_listen", "must be an address such as 127.0.0.1:9465"));
