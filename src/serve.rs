@@ -64,7 +64,9 @@ pub fn main(args: VerifierArgs) -> ExitCode {
             registry: prometheus::Registry::new(),
             clock: Arc::new(SystemClock),
         };
-        serve(listener, parts, shutdown_signal()).await
+        let result = serve(listener, parts, shutdown_signal()).await;
+        tracing::info!("verifier stopped");
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -134,22 +134,26 @@ impl ExtractRule {
 fn kafka_time<M: AuditMessage + ?Sized>(msg: &M) -> EventTime {
     match msg.timestamp_ms() {
         None => EventTime::Missing,
-        Some(t) if t > 0 => EventTime::Valid(t),
+        Some(t) if t > 0 && t <= MAX_EVENT_TIME_MS => EventTime::Valid(t),
         Some(_) => EventTime::Malformed,
     }
 }
 
-/// Seconds or milliseconds since the epoch, told apart by magnitude; non-positive is malformed.
+/// Latest event time taken as real: the end of year 9999, in ms. Later values are malformed.
+pub const MAX_EVENT_TIME_MS: i64 = 253_402_300_799_999;
+
+/// Seconds or milliseconds since the epoch, told apart by magnitude; non-positive or past year
+/// 9999 is malformed.
 pub fn from_epoch_number(v: i64) -> EventTime {
     match v {
-        v if v <= 0 => EventTime::Malformed,
+        v if v <= 0 || v > MAX_EVENT_TIME_MS => EventTime::Malformed,
         v if v > MILLIS_THRESHOLD => EventTime::Valid(v),
         v => EventTime::Valid(v * 1000),
     }
 }
 
 fn from_epoch_float(v: f64) -> EventTime {
-    if !v.is_finite() || v <= 0.0 || v >= i64::MAX as f64 {
+    if !v.is_finite() || v <= 0.0 || v > MAX_EVENT_TIME_MS as f64 {
         return EventTime::Malformed;
     }
     if v > MILLIS_THRESHOLD as f64 { EventTime::Valid(v as i64) } else { EventTime::Valid((v * 1000.0) as i64) }

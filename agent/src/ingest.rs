@@ -104,8 +104,9 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<IngestRecord>, Vec<String>> {
     let trimmed = text.trim_start();
     let values: Vec<(String, Result<Value, String>)> = if trimmed.starts_with('[') {
         match serde_json::from_str::<Vec<Value>>(trimmed) {
-            Ok(vs) => vs.into_iter().enumerate().map(|(i, v)| (format!("record {i}"), Ok(v))).collect(),
-            Err(e) => return Err(vec![format!("body is not a JSON array: {e}")]),
+            Ok(vs) if vs.is_empty() => return Ok(Vec::new()),
+            Ok(vs) => vs.into_iter().enumerate().map(|(i, v)| (format!("record {}", i + 1), Ok(v))).collect(),
+            Err(e) => return Err(vec![format!("body is not valid JSON: {e}")]),
         }
     } else {
         text.lines()
@@ -199,8 +200,10 @@ mod tests {
         assert!(problems[2].starts_with("line 3: topic: must not be empty"));
         assert!(problems[3].contains("event_time: expected a number"));
         assert!(problems[4].contains("extra: unknown field"));
-        assert_eq!(parse_body(b"[]").unwrap_err(), vec!["no records".to_string()]);
-        assert!(parse_body(b"[{").unwrap_err()[0].contains("not a JSON array"));
+        assert_eq!(parse_body(b"[]").unwrap(), vec![], "an empty batch is fine");
+        assert_eq!(parse_body(b"  ").unwrap_err(), vec!["no records".to_string()]);
+        assert!(parse_body(b"[{").unwrap_err()[0].contains("not valid JSON"));
+        assert!(parse_body(b"[{\"topic\":\"t\"}]").unwrap_err()[0].starts_with("record 1: "), "records count from 1");
     }
 
     #[test]

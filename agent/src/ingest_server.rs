@@ -64,7 +64,18 @@ pub fn router(auditor: Auditor, metrics: IngestMetrics) -> Router {
         .with_state(Arc::new(IngestState { auditor, metrics }))
 }
 
-async fn records(State(s): State<Arc<IngestState>>, body: Bytes) -> (StatusCode, Json<serde_json::Value>) {
+async fn records(
+    State(s): State<Arc<IngestState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            s.metrics.records.with_label_values(&["http", "rejected"]).inc();
+            let error = format!("{rejection} (at most {MAX_BODY_BYTES} bytes per request)");
+            return (rejection.status(), Json(json!({ "error": error, "problems": [] })));
+        }
+    };
     match parse_body(&body) {
         Ok(records) => {
             for r in &records {
@@ -75,7 +86,11 @@ async fn records(State(s): State<Arc<IngestState>>, body: Bytes) -> (StatusCode,
         }
         Err(problems) => {
             s.metrics.records.with_label_values(&["http", "rejected"]).inc();
-            let error = format!("{} invalid: {}", problems.len(), problems.first().map_or("", String::as_str));
+            let error = match problems.as_slice() {
+                [only] => only.clone(),
+                [first, rest @ ..] => format!("{first} (and {} more problems)", rest.len()),
+                [] => "invalid request".into(),
+            };
             (StatusCode::BAD_REQUEST, Json(json!({ "error": error, "problems": problems })))
         }
     }

@@ -87,11 +87,15 @@ fn time_param(params: &HashMap<String, String>, name: &str) -> Result<i64, ApiEr
     let raw = params
         .get(name)
         .ok_or_else(|| ApiError::BadRequest(format!("missing parameter {name:?} (ms since the epoch or RFC 3339)")))?;
-    raw.parse::<i64>().ok().or_else(|| parse_rfc3339(raw)).ok_or_else(|| {
+    let t = raw.parse::<i64>().ok().or_else(|| parse_rfc3339(raw)).ok_or_else(|| {
         ApiError::BadRequest(format!(
             "{name}={raw:?} is neither ms since the epoch nor RFC 3339 UTC like 2026-11-21T10:00:00Z"
         ))
-    })
+    })?;
+    if t < 0 {
+        return Err(ApiError::BadRequest(format!("{name}={raw:?} is before 1970")));
+    }
+    Ok(t)
 }
 
 async fn topics(State(s): State<ApiState>, Query(params): Params) -> Result<Json<Value>, ApiError> {

@@ -99,6 +99,7 @@ async fn query_api_answers_and_rejects_bad_requests() {
         ("/api/v1/buckets?from=0&to=1".to_string(), "missing parameter \"topic\""),
         ("/api/v1/buckets?topic=orders&from=soon&to=1".to_string(), "neither ms since the epoch nor RFC 3339"),
         ("/api/v1/buckets?topic=orders&from=5&to=5".to_string(), "must be before"),
+        ("/api/v1/buckets?topic=orders&from=-1&to=5".to_string(), "before 1970"),
         (format!("/api/v1/buckets?topic=orders&from=0&to={}", 8 * 86_400_000), "7-day limit"),
         ("/api/v1/buckets?topic=orders&from=0&to=1&limit=3".to_string(), "unknown parameter \"limit\""),
         ("/api/v1/alerts?state=burning".to_string(), "expected firing or resolved"),

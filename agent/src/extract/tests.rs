@@ -56,6 +56,8 @@ fn seconds_and_milliseconds_by_magnitude() {
     assert_eq!(from_epoch_number(MILLIS_THRESHOLD), EventTime::Valid(MILLIS_THRESHOLD * 1000));
     assert_eq!(from_epoch_number(MILLIS_THRESHOLD + 1), EventTime::Valid(MILLIS_THRESHOLD + 1));
     assert_eq!(from_epoch_number(0), EventTime::Malformed);
+    assert_eq!(from_epoch_number(99_999_999_999_999_999), EventTime::Malformed, "past year 9999");
+    assert_eq!(from_epoch_number(MAX_EVENT_TIME_MS), EventTime::Valid(MAX_EVENT_TIME_MS));
 }
 
 #[test]
