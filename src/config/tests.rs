@@ -9,7 +9,8 @@ fn repo() -> PathBuf {
 #[test]
 fn every_example_in_config_dir_loads() {
     let mut loaded = 0;
-    for entry in std::fs::read_dir(repo().join("config")).unwrap() {
+    let dirs = [repo().join("config"), repo().join("docker/stack")];
+    for entry in dirs.iter().flat_map(|d| std::fs::read_dir(d).unwrap()) {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let config = KauditConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -17,7 +18,7 @@ fn every_example_in_config_dir_loads() {
             loaded += 1;
         }
     }
-    assert!(loaded >= 2, "expected the example configs, found {loaded}");
+    assert!(loaded >= 7, "expected the example and docker stack configs, found {loaded}");
 }
 
 #[test]
