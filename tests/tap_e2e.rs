@@ -100,20 +100,6 @@ fn produce(bootstrap: &str, base: i64, range: std::ops::Range<u64>, truth: &mut 
     }
 }
 
-fn promtool_check(text: &str) {
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && report.trim().is_empty(), "promtool: {report}");
-}
-
 async fn stored(db: &Path, base: i64) -> BTreeMap<i64, (u64, u64, u64)> {
     let store = SqliteStore::open(db, &SqliteOptions::default()).unwrap();
     let mut out: BTreeMap<i64, (u64, u64, u64)> = BTreeMap::new();
@@ -171,7 +157,8 @@ async fn a_tap_killed_mid_stream_resumes_with_exact_tallies() {
     let scraped = http_get(port, "/metrics").unwrap();
     let body = scraped.split("\r\n\r\n").nth(1).unwrap_or_default();
     assert!(body.contains("kaudit_agent_messages_total{tier=\"broker\",topic=\"orders\"}"), "{scraped}");
-    promtool_check(body);
+    let (ok, report) = kaudit_testkit::promtool_check(body);
+    assert!(ok && report.trim().is_empty(), "promtool: {report}");
     tap.0.kill().unwrap(); // SIGKILL: no final flush
     tap.0.wait().unwrap();
     let at_kill: u64 = partial.values().map(|v| v.0).sum();

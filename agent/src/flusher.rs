@@ -34,14 +34,7 @@ impl BatchSource for Auditor {
 
     fn report(&mut self, metrics: &AgentMetrics) {
         let (streams, failures) = self.take_counters();
-        for (topic, tier, c) in streams {
-            let labels = [topic.as_str(), tier.as_str()];
-            metrics.messages.with_label_values(&labels).inc_by(c.messages);
-            metrics.bytes.with_label_values(&labels).inc_by(c.bytes);
-            metrics.no_time.with_label_values(&labels).inc_by(c.no_time);
-            metrics.malformed.with_label_values(&labels).inc_by(c.malformed);
-            metrics.late.with_label_values(&labels).inc_by(c.late);
-        }
+        metrics.record_streams(&streams);
         for (topic, tier, n) in failures {
             metrics.delivery_failures.with_label_values(&[topic.as_str(), tier.as_str()]).inc_by(n);
         }

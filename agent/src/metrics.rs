@@ -42,6 +42,18 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntG
 }
 
 impl AgentMetrics {
+    /// Add per-stream counters (taken from a tally table since the last flush).
+    pub fn record_streams(&self, streams: &[(String, String, crate::table::StreamCounters)]) {
+        for (topic, tier, c) in streams {
+            let labels = [topic.as_str(), tier.as_str()];
+            self.messages.with_label_values(&labels).inc_by(c.messages);
+            self.bytes.with_label_values(&labels).inc_by(c.bytes);
+            self.no_time.with_label_values(&labels).inc_by(c.no_time);
+            self.malformed.with_label_values(&labels).inc_by(c.malformed);
+            self.late.with_label_values(&labels).inc_by(c.late);
+        }
+    }
+
     /// Register every agent metric in `registry`. Fails if they are registered there already.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let flush_duration = Histogram::with_opts(

@@ -13,8 +13,6 @@
 //! The poll loop runs on its own thread (librdkafka calls the rebalance callback on it, inside
 //! `poll`); store reads and writes from there block on the tokio runtime's handle.
 
-use std::collections::HashMap;
-
 use hashbrown::HashMap as FastMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -262,20 +260,10 @@ impl TapShared {
         }
     }
 
-    fn counters(&self) -> Vec<(String, String, StreamCounters)> {
+    /// Per-stream counters of every partition since the last call.
+    fn take_counters(&self) -> Vec<(String, String, StreamCounters)> {
         let mut parts = self.partitions.lock().expect("tap state poisoned");
-        let mut total: HashMap<(String, String), StreamCounters> = HashMap::new();
-        for state in parts.values_mut().flat_map(|p| p.values_mut()) {
-            for (topic, tier, c) in state.table.take_counters() {
-                let t = total.entry((topic, tier)).or_default();
-                t.messages += c.messages;
-                t.bytes += c.bytes;
-                t.no_time += c.no_time;
-                t.malformed += c.malformed;
-                t.late += c.late;
-            }
-        }
-        total.into_iter().map(|((topic, tier), c)| (topic, tier, c)).collect()
+        parts.values_mut().flat_map(|p| p.values_mut()).flat_map(|state| state.table.take_counters()).collect()
     }
 
     /// Assigned partitions, for readiness and tests.
@@ -297,14 +285,7 @@ impl BatchSource for TapSource {
     }
 
     fn report(&mut self, metrics: &AgentMetrics) {
-        for (topic, tier, c) in self.0.counters() {
-            let labels = [topic.as_str(), tier.as_str()];
-            metrics.messages.with_label_values(&labels).inc_by(c.messages);
-            metrics.bytes.with_label_values(&labels).inc_by(c.bytes);
-            metrics.no_time.with_label_values(&labels).inc_by(c.no_time);
-            metrics.malformed.with_label_values(&labels).inc_by(c.malformed);
-            metrics.late.with_label_values(&labels).inc_by(c.late);
-        }
+        metrics.record_streams(&self.0.take_counters());
     }
 }
 

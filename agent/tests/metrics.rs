@@ -1,26 +1,12 @@
 //! The agent's metrics, encoded from a fresh registry and checked by Prometheus's own `promtool`.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use kaudit_agent::{AgentMetrics, Auditor, AuditorOptions, Flusher, FlusherOptions, ManualClock, OwnedMessage};
 use kaudit_schema::SqliteStore;
 use kaudit_schema::sqlite::SqliteOptions;
+use kaudit_testkit::promtool_check;
 use prometheus::{Registry, TextEncoder};
-
-fn promtool_check(text: &str) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool must be installed (Debian package `prometheus`; scripts/test.sh installs it)");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
 
 #[tokio::test]
 async fn agent_metrics_are_counted_per_flush_and_pass_promtool() {

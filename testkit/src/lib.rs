@@ -156,3 +156,20 @@ fn answer(session: &Mutex<KassandraSession>, request: Request<'_>) -> Response {
         Err(e) => Response::Error(e),
     }
 }
+
+/// Run `promtool check metrics` (Debian package `prometheus`; `scripts/test.sh` installs it) on a
+/// Prometheus text exposition: whether it passed, and what promtool said.
+pub fn promtool_check(text: &str) -> (bool, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (Debian package `prometheus`; scripts/test.sh installs it)");
+    child.stdin.take().expect("piped stdin").write_all(text.as_bytes()).expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool runs");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}

@@ -1,8 +1,6 @@
 //! The verifier service over HTTP on loopback: the query API, its 400s, readiness, and `/metrics`
 //! checked by `promtool`.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,17 +111,8 @@ async fn query_api_answers_and_rejects_bad_requests() {
     let metrics = get("/metrics".into()).await.text().await.unwrap();
     assert!(metrics.contains("kaudit_verifier_buckets_evaluated_total 1"), "{metrics}");
     assert!(metrics.contains("kaudit_verifier_alerts_firing 1"), "{metrics}");
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/test.sh installs it)");
-    promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && report.trim().is_empty(), "promtool: {report}");
+    let (ok, report) = kaudit_testkit::promtool_check(&metrics);
+    assert!(ok && report.trim().is_empty(), "promtool: {report}");
 
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
