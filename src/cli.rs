@@ -61,10 +61,15 @@ pub struct FingerprintArgs {
     payload: PayloadSource,
 }
 
-/// Log to stderr, filtered by `RUST_LOG` (default `warn`).
-pub fn init_tracing() {
+/// Log to stderr, filtered by `RUST_LOG` (default `warn`; the demo prints alerts itself, so there
+/// the verifier engine's alert log lines are left out by default).
+pub fn init_tracing(cli: &Cli) {
+    let default = match cli.command {
+        Command::Demo(_) => "warn,kaudit_verifier::engine=error",
+        _ => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();

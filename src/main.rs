@@ -3,7 +3,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    kaudit::cli::init_tracing();
     let cli = kaudit::cli::Cli::parse();
+    kaudit::cli::init_tracing(&cli);
     kaudit::cli::run(cli)
 }

@@ -44,19 +44,6 @@ fn check_config_accepts_examples_and_names_every_error() {
 }
 
 #[test]
-fn demo_audits_a_mock_cluster_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = kaudit(&["demo", "--messages", "3000", "--data-dir", dir.path().to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("audit: every bucket complete at every tier"), "{stdout}");
-    assert!(stdout.contains("produced 3000 messages, consumed 3000"), "{stdout}");
-    let consumer_lines: Vec<&str> = stdout.lines().filter(|l| l.contains("consumer/billing")).collect();
-    assert!(!consumer_lines.is_empty() && consumer_lines.iter().all(|l| l.ends_with("complete")), "{stdout}");
-    assert!(dir.path().join("audit.db").exists());
-}
-
-#[test]
 fn migrate_creates_a_scylla_keyspace_once() {
     let server = kaudit_testkit::CqlServer::start();
     let store = format!("scylla://{}", server.addr());
@@ -90,22 +77,63 @@ fn migrate_sqlite_and_bad_urls() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not DC=N"));
 }
 
+/// A fault-free demo: every bucket complete on every edge, no alert, exit 0; `kaudit report` then
+/// reads the run's database back.
 #[test]
-fn report_prints_a_demo_run_and_rejects_bad_durations() {
+fn a_clean_demo_passes_and_report_reads_it_back() {
     let dir = tempfile::tempdir().unwrap();
-    let out = kaudit(&["demo", "--messages", "1000", "--data-dir", dir.path().to_str().unwrap()]);
-    assert!(out.status.success());
-    let store = format!("sqlite://{}/audit.db", dir.path().display());
+    let out = kaudit(&[
+        "demo",
+        "--duration",
+        "4s",
+        "--rate",
+        "500",
+        "--bucket",
+        "2s",
+        "--loss",
+        "0",
+        "--duplicates",
+        "0",
+        "--delay-ms",
+        "0",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("detection matches injection"), "{stdout}");
+    assert!(stdout.contains("injected: 0 lost, 0 duplicated, 0 delayed"), "{stdout}");
+    assert!(!stdout.contains("fired after"), "no alert on a clean run: {stdout}");
+    let bucket_lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("20")).collect();
+    assert!(bucket_lines.len() >= 2, "{stdout}");
+    assert!(bucket_lines.iter().all(|l| l.matches("complete").count() == 3), "{stdout}");
+    let produced: u64 = bucket_lines.iter().map(|l| l.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap()).sum();
+    assert!((1_500..=2_100).contains(&produced), "about 4 s × 500/s: {produced}");
+
+    let store = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tallies and verdicts in "))
+        .expect("the store is named")
+        .to_string();
+    assert!(store.starts_with("sqlite://") && store.contains(dir.path().to_str().unwrap()), "{store}");
     let out = kaudit(&["report", "--topic", "orders", "--since", "1h", "--store", &store]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<&str> = table.lines().filter(|l| l.contains("consumer/billing")).collect();
-    assert!(!lines.is_empty() && lines.iter().all(|l| l.ends_with("complete")), "{table}");
+    for tier in ["broker", "consumer/billing", "consumer/analytics"] {
+        let lines: Vec<&str> = table.lines().filter(|l| l.contains(tier)).collect();
+        assert_eq!(lines.len(), bucket_lines.len(), "{table}");
+        assert!(lines.iter().all(|l| l.ends_with("complete")), "{table}");
+    }
     let out = kaudit(&["report", "--topic", "nothing-here", "--store", &store]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("no tallies for topic"));
     let out = kaudit(&["report", "--topic", "orders", "--since", "soon"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
+    let out = kaudit(&["demo", "--loss", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be a probability"));
 }
 
 #[test]

@@ -1,29 +1,17 @@
 //! Ingest mode as a separate process: records over HTTP (JSON array and NDJSON) and UDP, bad
 //! requests answered 400 with the reasons, and SIGTERM flushing every tally to the store.
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::free_port;
 
 use kaudit_schema::sqlite::SqliteOptions;
 use kaudit_schema::{SqliteStore, Store};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    (status, out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+    common::http(port, method, path, body).expect("the agent answers")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,11 +30,7 @@ async fn http_and_udp_records_are_counted_and_flushed_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kaudit"))
-        .args(["agent", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = common::kaudit("agent", &config, None);
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(started.elapsed() < Duration::from_secs(20), "agent did not start");
@@ -90,8 +74,7 @@ async fn http_and_udp_records_are_counted_and_flushed_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    assert!(child.wait().unwrap().success());
+    assert!(agent.terminate().success(), "exit 0 on SIGTERM");
     let store = SqliteStore::open(&db, &SqliteOptions::default()).unwrap();
     let rows = store.read_range("orders", now - 120_000, now + 60_000).await.unwrap();
     let count = |tier: &str| rows.iter().filter(|r| r.key.tier == tier).map(|r| r.tally.count).sum::<u64>();

@@ -2,68 +2,21 @@
 //! kcat: killed with SIGKILL mid-stream and restarted, its stored tallies equal what kcat
 //! produced. Its `/metrics`, scraped over HTTP, pass `promtool check metrics`.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{http, kaudit, mock_cluster, wait_ok};
 
 use kaudit_agent::fingerprint;
 use kaudit_schema::sqlite::SqliteOptions;
 use kaudit_schema::{SqliteStore, Store};
 
 const W: i64 = 60_000;
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mock_cluster(topic: &str) -> (Proc, ChildStdin, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kaudit-mock-cluster"))
-        .args(["--topic", topic])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let bootstrap = line.trim().strip_prefix("BOOTSTRAP=").expect("bootstrap line").to_string();
-    assert!(bootstrap.starts_with("127.0.0.1:"), "{bootstrap}");
-    (Proc(child), stdin, bootstrap)
-}
-
-fn agent(config: &Path) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_kaudit"))
-            .args(["agent", "--config", config.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-fn wait_ready(port: u16) {
-    let started = Instant::now();
-    while !http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-        assert!(started.elapsed() < Duration::from_secs(60), "tap never became ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Event times are recent (the last three buckets), so a restarted tap must continue its stored
 /// rows: those buckets are still open, not handled as late rows.
@@ -149,22 +102,21 @@ async fn a_tap_killed_mid_stream_resumes_with_exact_tallies() {
     let mut truth = BTreeMap::new();
     let base = base_ms();
 
-    let mut tap = agent(&config);
-    wait_ready(port);
+    let mut tap = kaudit("agent", &config, None);
+    wait_ok(port, "/readyz", "tap", Duration::from_secs(60));
     produce(&bootstrap, base, 0..20_000, &mut truth);
     // Kill it while it is still working through the backlog (tallies partly flushed).
     let partial = wait_for_count(&db, base, 2_000, Duration::from_secs(60)).await;
-    let scraped = http_get(port, "/metrics").unwrap();
-    let body = scraped.split("\r\n\r\n").nth(1).unwrap_or_default();
-    assert!(body.contains("kaudit_agent_messages_total{tier=\"broker\",topic=\"orders\"}"), "{scraped}");
-    let (ok, report) = kaudit_testkit::promtool_check(body);
+    let (_, body) = http(port, "GET", "/metrics", "").unwrap();
+    assert!(body.contains("kaudit_agent_messages_total{tier=\"broker\",topic=\"orders\"}"), "{body}");
+    let (ok, report) = kaudit_testkit::promtool_check(&body);
     assert!(ok && report.trim().is_empty(), "promtool: {report}");
     tap.0.kill().unwrap(); // SIGKILL: no final flush
     tap.0.wait().unwrap();
     let at_kill: u64 = partial.values().map(|v| v.0).sum();
 
     produce(&bootstrap, base, 20_000..25_000, &mut truth); // while the tap is down
-    let _tap = agent(&config);
+    let _tap = kaudit("agent", &config, None);
     let total: u64 = truth.values().map(|v| v.0).sum();
     let mut settled = wait_for_count(&db, base, total, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_millis(800)).await; // a few more flushes: nothing may be added

@@ -1,0 +1,348 @@
+//! What the demo injects, and whether the verifier found exactly that. Pure logic, no I/O.
+//!
+//! The demo's pipeline is `producer → broker`, with `consumer/billing` and `consumer/analytics`
+//! both reading from the broker. Faults go where each is detectable on its own edge, because loss
+//! and duplicates on the same edge in the same bucket net out in the counts:
+//! * **loss** between producer and broker (the producer's agent counted the message as delivered,
+//!   the broker never had it: an acknowledged write lost by an unclean leader election);
+//! * **duplicates** at `consumer/billing` (billing processes a message a second time, as after a
+//!   crash before its offset commit);
+//! * **delay** at `consumer/analytics` (it processes each message `delay_ms` after it was created).
+//!
+//! Faults apply to messages whose event time is at or after [`FaultPlan::from_ms`], a bucket
+//! boundary, so every bucket is either clean or faulty throughout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use kaudit_schema::{EpochMillis, VerdictRow};
+
+pub const TOPIC: &str = "orders";
+pub const PRODUCER: &str = "producer";
+pub const BROKER: &str = "broker";
+pub const BILLING: &str = "consumer/billing";
+pub const ANALYTICS: &str = "consumer/analytics";
+
+/// The faults asked for on the command line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultPlan {
+    /// Probability that a produced message is lost before the broker.
+    pub loss: f64,
+    /// Probability that billing processes a message twice.
+    pub duplicates: f64,
+    /// How long after its creation analytics processes a message, ms (0: at once).
+    pub delay_ms: u64,
+    /// Messages with an event time at or after this (a bucket boundary) are subject to faults.
+    pub from_ms: EpochMillis,
+}
+
+impl FaultPlan {
+    pub fn applies_to(&self, event_ms: EpochMillis) -> bool {
+        event_ms >= self.from_ms
+    }
+}
+
+/// What was done to one bucket's messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketFaults {
+    /// Messages the producer created (lost ones included).
+    pub produced: u64,
+    /// Fingerprints of the messages lost before the broker.
+    pub lost: Vec<u64>,
+    /// Messages billing processed twice.
+    pub duplicated: u64,
+    /// Messages analytics processed late.
+    pub delayed: u64,
+}
+
+/// Ground truth per bucket (start, ms).
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    buckets: BTreeMap<EpochMillis, BucketFaults>,
+}
+
+impl Ledger {
+    pub fn produced(&mut self, bucket: EpochMillis) {
+        self.buckets.entry(bucket).or_default().produced += 1;
+    }
+
+    pub fn lost(&mut self, bucket: EpochMillis, fingerprint: u64) {
+        self.buckets.entry(bucket).or_default().lost.push(fingerprint);
+    }
+
+    pub fn duplicated(&mut self, bucket: EpochMillis) {
+        self.buckets.entry(bucket).or_default().duplicated += 1;
+    }
+
+    pub fn delayed(&mut self, bucket: EpochMillis) {
+        self.buckets.entry(bucket).or_default().delayed += 1;
+    }
+
+    pub fn buckets(&self) -> &BTreeMap<EpochMillis, BucketFaults> {
+        &self.buckets
+    }
+
+    /// (lost, duplicated, delayed) over every bucket.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        self.buckets.values().fold((0, 0, 0), |(l, d, y), b| (l + b.lost.len() as u64, d + b.duplicated, y + b.delayed))
+    }
+
+    /// The alerts these faults must raise, by dedup key (`kind/topic/tier`).
+    pub fn expected_alerts(&self, delay_threshold_ms: u64, delay_ms: u64) -> BTreeSet<String> {
+        let (lost, duplicated, delayed) = self.totals();
+        let mut keys = BTreeSet::new();
+        if lost > 0 {
+            keys.insert(format!("loss/{TOPIC}/{BROKER}"));
+        }
+        if duplicated > 0 {
+            keys.insert(format!("duplicates/{TOPIC}/{BILLING}"));
+        }
+        if delayed > 0 && delay_ms > delay_threshold_ms {
+            keys.insert(format!("delay/{TOPIC}/{ANALYTICS}"));
+        }
+        keys
+    }
+}
+
+/// One edge of one bucket: what was injected beside what the verifier concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeCheck {
+    pub bucket_start_ms: EpochMillis,
+    pub tier: &'static str,
+    pub injected: String,
+    pub detected: String,
+    pub matches: bool,
+}
+
+/// The base kind of a stored verdict (`loss+delay` → `loss`) and whether it is flagged late.
+fn split_kind(kind: &str) -> (&str, bool) {
+    match kind.strip_suffix("+delay") {
+        Some(base) => (base, true),
+        None => (kind, false),
+    }
+}
+
+fn describe(row: &VerdictRow) -> String {
+    let (base, late) = split_kind(&row.kind);
+    let mut text = match base {
+        "loss" => format!("lost {}", row.upstream_count.saturating_sub(row.count)),
+        "duplicates" => format!("dup {}", row.count.saturating_sub(row.upstream_count)),
+        other => other.replace('_', " "),
+    };
+    if late {
+        let _ = write!(text, ", p99 {} ms", row.p99_ms.unwrap_or(0));
+    }
+    text
+}
+
+/// Compare every bucket of the ledger, on each of the three edges, with the stored verdicts.
+///
+/// A bucket matches when: the broker's verdict is `loss` of exactly the lost count (naming the
+/// fingerprint when one message was lost) or `complete` when none was; billing's is `duplicates`
+/// of exactly the duplicated count; analytics' is `complete`; and only analytics is flagged late,
+/// exactly in the buckets whose messages were delayed past the threshold. Upstream counts must
+/// equal what was produced (and, downstream of the broker, produced minus lost).
+pub fn check(ledger: &Ledger, verdicts: &[VerdictRow], plan: &FaultPlan, delay_threshold_ms: u64) -> Vec<EdgeCheck> {
+    let by_key: BTreeMap<(EpochMillis, &str), &VerdictRow> =
+        verdicts.iter().map(|v| ((v.bucket_start_ms, v.tier.as_str()), v)).collect();
+    let mut out = Vec::new();
+    for (&bucket, faults) in ledger.buckets() {
+        for tier in [BROKER, BILLING, ANALYTICS] {
+            let (detected, matches) = match by_key.get(&(bucket, tier)) {
+                Some(row) => (describe(row), edge_matches(tier, faults, row, plan, delay_threshold_ms)),
+                None => ("not evaluated".to_string(), false),
+            };
+            out.push(EdgeCheck {
+                bucket_start_ms: bucket,
+                tier,
+                injected: injected(tier, faults, plan),
+                detected,
+                matches,
+            });
+        }
+    }
+    out
+}
+
+fn injected(tier: &str, faults: &BucketFaults, plan: &FaultPlan) -> String {
+    match tier {
+        BROKER if !faults.lost.is_empty() => format!("lost {}", faults.lost.len()),
+        BILLING if faults.duplicated > 0 => format!("dup {}", faults.duplicated),
+        ANALYTICS if faults.delayed > 0 => format!("+{} ms", plan.delay_ms),
+        _ => "-".into(),
+    }
+}
+
+fn edge_matches(
+    tier: &str,
+    faults: &BucketFaults,
+    row: &VerdictRow,
+    plan: &FaultPlan,
+    delay_threshold_ms: u64,
+) -> bool {
+    let lost = faults.lost.len() as u64;
+    let at_broker = faults.produced - lost;
+    match (tier, split_kind(&row.kind)) {
+        (BROKER, _) if row.upstream_count != faults.produced => false,
+        (_, _) if tier != BROKER && row.upstream_count != at_broker => false,
+        (BROKER, ("complete", false)) => lost == 0,
+        (BROKER, ("loss", false)) => {
+            let named = lost != 1 || row.lost_fingerprint == Some(faults.lost[0]);
+            lost > 0 && row.upstream_count - row.count == lost && named
+        }
+        (BILLING, ("complete", false)) => faults.duplicated == 0,
+        (BILLING, ("duplicates", false)) => {
+            faults.duplicated > 0 && row.count - row.upstream_count == faults.duplicated
+        }
+        (ANALYTICS, ("complete", late)) => late == (faults.delayed > 0 && plan.delay_ms > delay_threshold_ms),
+        _ => false,
+    }
+}
+
+/// The injected-versus-detected table, one line per bucket.
+pub fn render(ledger: &Ledger, checks: &[EdgeCheck], utc: impl Fn(EpochMillis) -> String) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<19} {:>9}  {:<31}  {:<31}  {:<31}",
+        "", "", "broker vs producer", "consumer/billing vs broker", "consumer/analytics vs broker"
+    );
+    let head = format!("{:<10} {:<20}", "injected", "detected");
+    let _ = writeln!(out, "{:<19} {:>9}  {head}  {head}  {head}", "bucket (UTC)", "produced");
+    for (bucket, faults) in ledger.buckets() {
+        let _ = write!(out, "{:<19} {:>9}", utc(*bucket), faults.produced);
+        for c in checks.iter().filter(|c| c.bucket_start_ms == *bucket) {
+            let mark = if c.matches { "" } else { " ✗" };
+            let _ = write!(out, "  {:<10} {:<20}", c.injected, format!("{}{mark}", c.detected));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(bucket: i64, tier: &str, kind: &str, upstream: u64, count: u64) -> VerdictRow {
+        VerdictRow {
+            topic: TOPIC.into(),
+            bucket_start_ms: bucket,
+            tier: tier.into(),
+            upstream_tier: if tier == BROKER { PRODUCER.into() } else { BROKER.into() },
+            kind: kind.into(),
+            upstream_count: upstream,
+            count,
+            lost_fingerprint: None,
+            p99_ms: kind.ends_with("+delay").then_some(2_010),
+            evaluated_at_ms: 0,
+        }
+    }
+
+    fn plan() -> FaultPlan {
+        FaultPlan { loss: 0.01, duplicates: 0.01, delay_ms: 2_000, from_ms: 10_000 }
+    }
+
+    /// Bucket 0 clean, bucket 10000 with 2 lost, 3 duplicated and every message delayed.
+    fn ledger() -> Ledger {
+        let mut l = Ledger::default();
+        for _ in 0..100 {
+            l.produced(0);
+            l.produced(10_000);
+        }
+        l.lost(10_000, 0xaa);
+        l.lost(10_000, 0xbb);
+        for _ in 0..3 {
+            l.duplicated(10_000);
+        }
+        for _ in 0..98 {
+            l.delayed(10_000);
+        }
+        l
+    }
+
+    fn exact() -> Vec<VerdictRow> {
+        vec![
+            row(0, BROKER, "complete", 100, 100),
+            row(0, BILLING, "complete", 100, 100),
+            row(0, ANALYTICS, "complete", 100, 100),
+            row(10_000, BROKER, "loss", 100, 98),
+            row(10_000, BILLING, "duplicates", 98, 101),
+            row(10_000, ANALYTICS, "complete+delay", 98, 98),
+        ]
+    }
+
+    #[test]
+    fn exact_detection_matches_every_edge() {
+        let checks = check(&ledger(), &exact(), &plan(), 1_000);
+        assert_eq!(checks.len(), 6);
+        assert!(checks.iter().all(|c| c.matches), "{checks:#?}");
+        let table = render(&ledger(), &checks, |ms| ms.to_string());
+        assert!(table.contains("lost 2"), "{table}");
+        assert!(table.contains("p99 2010 ms"), "{table}");
+        assert!(!table.contains('✗'), "{table}");
+    }
+
+    #[test]
+    fn every_kind_of_disagreement_is_a_mismatch() {
+        let cases: Vec<(usize, VerdictRow)> = vec![
+            (3, row(10_000, BROKER, "loss", 100, 97)),       // wrong count
+            (3, row(10_000, BROKER, "loss+delay", 100, 98)), // broker flagged late
+            (3, row(10_000, BROKER, "loss", 101, 99)),       // upstream count off
+            (0, row(0, BROKER, "loss", 100, 99)),            // loss where none was injected
+            (4, row(10_000, BILLING, "complete", 98, 98)),   // duplicates missed
+            (4, row(10_000, BILLING, "duplicates+delay", 98, 101)),
+            (5, row(10_000, ANALYTICS, "complete", 98, 98)), // delay missed
+            (2, row(0, ANALYTICS, "complete+delay", 100, 100)), // delay where none was injected
+            (2, row(0, ANALYTICS, "loss", 100, 99)),
+        ];
+        for (i, wrong) in cases {
+            let mut rows = exact();
+            rows[i] = wrong.clone();
+            let checks = check(&ledger(), &rows, &plan(), 1_000);
+            let bad: Vec<_> = checks.iter().filter(|c| !c.matches).collect();
+            assert_eq!(bad.len(), 1, "{wrong:?} → {checks:#?}");
+            assert_eq!(
+                (bad[0].bucket_start_ms, bad[0].tier),
+                (wrong.bucket_start_ms, [BROKER, BILLING, ANALYTICS][i % 3])
+            );
+        }
+        let mut missing = exact();
+        missing.pop();
+        let checks = check(&ledger(), &missing, &plan(), 1_000);
+        assert_eq!(checks.iter().filter(|c| !c.matches).count(), 1);
+        assert!(checks.iter().any(|c| c.detected == "not evaluated"));
+    }
+
+    #[test]
+    fn a_single_loss_must_be_named() {
+        let mut l = Ledger::default();
+        for _ in 0..10 {
+            l.produced(0);
+        }
+        l.lost(0, 0x1234);
+        let mut rows =
+            vec![row(0, BROKER, "loss", 10, 9), row(0, BILLING, "complete", 9, 9), row(0, ANALYTICS, "complete", 9, 9)];
+        assert!(!check(&l, &rows, &plan(), 1_000)[0].matches, "no fingerprint named");
+        rows[0].lost_fingerprint = Some(0x9999);
+        assert!(!check(&l, &rows, &plan(), 1_000)[0].matches, "the wrong fingerprint");
+        rows[0].lost_fingerprint = Some(0x1234);
+        assert!(check(&l, &rows, &plan(), 1_000).iter().all(|c| c.matches));
+    }
+
+    #[test]
+    fn a_delay_under_the_threshold_is_not_expected_to_alert() {
+        let l = ledger();
+        let keys = l.expected_alerts(1_000, 2_000);
+        assert_eq!(
+            keys.into_iter().collect::<Vec<_>>(),
+            ["delay/orders/consumer/analytics", "duplicates/orders/consumer/billing", "loss/orders/broker"]
+        );
+        assert!(!l.expected_alerts(1_000, 500).contains("delay/orders/consumer/analytics"));
+        let quiet = FaultPlan { delay_ms: 500, ..plan() };
+        let mut rows = exact();
+        rows[5] = row(10_000, ANALYTICS, "complete", 98, 98);
+        assert!(check(&l, &rows, &quiet, 1_000).iter().all(|c| c.matches));
+        assert_eq!(Ledger::default().expected_alerts(1_000, 2_000).len(), 0);
+    }
+}

@@ -1,0 +1,241 @@
+//! The demo's applications: an audited producer that loses some messages before the broker, a
+//! billing consumer that processes some twice, and an analytics consumer that lags. Each records
+//! what it did to the [`Ledger`], the ground truth the verifier's verdicts are checked against.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kaudit_agent::kafka::{AuditedStreamConsumer, AuditingProducerContext, KafkaMessage};
+use kaudit_agent::table::Observation;
+use kaudit_agent::{Auditor, Clock, EventTime, OwnedMessage, SystemClock};
+use kaudit_schema::{BucketWidth, EpochMillis};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use tokio::sync::watch;
+
+use super::faults::{ANALYTICS, BILLING, FaultPlan, Ledger, PRODUCER, TOPIC};
+
+/// Running counts for the progress line.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub produced: AtomicU64,
+    pub lost: AtomicU64,
+    pub billing: AtomicU64,
+    pub duplicated: AtomicU64,
+    pub analytics: AtomicU64,
+    pub delayed: AtomicU64,
+}
+
+impl Counters {
+    /// Messages that reached the broker.
+    pub fn sent(&self) -> u64 {
+        self.produced.load(Relaxed) - self.lost.load(Relaxed)
+    }
+}
+
+/// What the applications share.
+pub struct Shared {
+    /// Fixed once every consumer has joined, before the first message is produced.
+    plan: std::sync::OnceLock<FaultPlan>,
+    pub width: BucketWidth,
+    pub counters: Counters,
+    pub ledger: Mutex<Ledger>,
+    /// Set to stop producing early (Ctrl-C).
+    pub stop_producing: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(width: BucketWidth) -> Arc<Self> {
+        Arc::new(Self {
+            plan: std::sync::OnceLock::new(),
+            width,
+            counters: Counters::default(),
+            ledger: Mutex::default(),
+            stop_producing: AtomicBool::new(false),
+        })
+    }
+
+    pub fn set_plan(&self, plan: FaultPlan) {
+        self.plan.set(plan).expect("the plan is set once");
+    }
+
+    /// The fault plan; set before anything is produced.
+    pub fn plan(&self) -> FaultPlan {
+        *self.plan.get().expect("the plan is set before producing")
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().expect("ledger poisoned")
+    }
+}
+
+fn event_ms(obs: &Observation) -> Option<EpochMillis> {
+    match obs.event_time {
+        EventTime::Valid(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// Produce `rate` orders per second for `duration` (blocking; run it on its own thread). A message
+/// chosen for loss is counted by the producer's agent as delivered but never sent.
+pub fn produce(
+    bootstrap: &str,
+    auditor: Auditor,
+    shared: &Shared,
+    rate: u64,
+    duration: Duration,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<AuditingProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        // librdkafka's mock broker finds a fetch offset by walking its message sets one by one;
+        // bigger batches keep that walk short at the demo's rates.
+        .set("linger.ms", "50")
+        .set("queue.buffering.max.messages", "500000")
+        .create_with_context(AuditingProducerContext::new(auditor.clone(), PRODUCER))
+        .context("creating the producer")?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let plan = shared.plan();
+    let started = Instant::now();
+    let mut i: u64 = 0;
+    while started.elapsed() < duration && !shared.stop_producing.load(Relaxed) {
+        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        while i < due {
+            let key = format!("order-{i}");
+            let created_at = SystemClock.now_ms();
+            let payload =
+                format!(r#"{{"order_id":"{key}","amount_cents":{},"created_at":{created_at}}}"#, 100 + i % 9_900);
+            i += 1;
+            let bucket = shared.width.start_of(created_at);
+            shared.ledger().produced(bucket);
+            shared.counters.produced.fetch_add(1, Relaxed);
+            if plan.applies_to(created_at) && rng.random::<f64>() < plan.loss {
+                let msg =
+                    OwnedMessage { key: Some(key.into_bytes()), payload: payload.into_bytes(), ..Default::default() };
+                let obs = auditor.observation(TOPIC, &msg);
+                shared.ledger().lost(bucket, obs.fingerprint);
+                shared.counters.lost.fetch_add(1, Relaxed);
+                auditor.observe(TOPIC, PRODUCER, obs);
+                continue;
+            }
+            let mut record = BaseRecord::to(TOPIC).key(&key).payload(&payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => return Err(e).context("producing"),
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
+    Ok(())
+}
+
+/// A consumer in group `group`, subscribed to the demo topic.
+pub fn consumer(bootstrap: &str, group: &str) -> anyhow::Result<StreamConsumer> {
+    use rdkafka::consumer::Consumer;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        // The mock cluster holds a fetch until its wait runs out; keep it short so latency is
+        // the pipeline's, not the fetch wait's.
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .with_context(|| format!("creating consumer {group}"))?;
+    consumer.subscribe(&[TOPIC]).context("subscribing")?;
+    Ok(consumer)
+}
+
+/// Billing: tallied on receive by its agent; some messages are processed (and so counted) twice.
+pub async fn billing(
+    consumer: Arc<AuditedStreamConsumer>,
+    auditor: Auditor,
+    shared: Arc<Shared>,
+    seed: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xb111_1d09);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            msg = consumer.recv() => match msg {
+                Ok(msg) => {
+                    shared.counters.billing.fetch_add(1, Relaxed);
+                    let plan = shared.plan();
+                    if plan.duplicates > 0.0 && rng.random::<f64>() < plan.duplicates {
+                        let obs = auditor.observation(TOPIC, &KafkaMessage(&msg));
+                        if let Some(t) = event_ms(&obs).filter(|t| plan.applies_to(*t)) {
+                            auditor.observe(TOPIC, BILLING, obs);
+                            shared.ledger().duplicated(shared.width.start_of(t));
+                            shared.counters.duplicated.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "billing consumer error"),
+            },
+        }
+    }
+}
+
+/// Analytics: processes (and counts) each message `delay_ms` after its creation once faults apply.
+/// On stop it finishes the messages it holds, each at its time.
+pub async fn analytics(
+    consumer: Arc<StreamConsumer>,
+    auditor: Auditor,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut held: VecDeque<(EpochMillis, Observation)> = VecDeque::new();
+    let process_due = |held: &mut VecDeque<(EpochMillis, Observation)>| {
+        let now = SystemClock.now_ms();
+        while held.front().is_some_and(|(due, _)| *due <= now) {
+            let (due, obs) = held.pop_front().expect("non-empty");
+            auditor.observe(TOPIC, ANALYTICS, obs);
+            shared.ledger().delayed(shared.width.start_of(due - shared.plan().delay_ms as i64));
+            shared.counters.delayed.fetch_add(1, Relaxed);
+        }
+    };
+    let wait_for_front = |held: &VecDeque<(EpochMillis, Observation)>| {
+        let ms = held.front().map_or(200, |(due, _)| (due - SystemClock.now_ms()).clamp(0, 200));
+        tokio::time::sleep(Duration::from_millis(ms as u64))
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            _ = wait_for_front(&held) => process_due(&mut held),
+            msg = consumer.recv() => match msg {
+                Ok(msg) => {
+                    shared.counters.analytics.fetch_add(1, Relaxed);
+                    let obs = auditor.observation(TOPIC, &KafkaMessage(&msg));
+                    let plan = shared.plan();
+                    match event_ms(&obs) {
+                        Some(t) if plan.delay_ms > 0 && plan.applies_to(t) => {
+                            held.push_back((t + plan.delay_ms as i64, obs));
+                        }
+                        _ => auditor.observe(TOPIC, ANALYTICS, obs),
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "analytics consumer error"),
+            },
+        }
+    }
+    while !held.is_empty() {
+        wait_for_front(&held).await;
+        process_due(&mut held);
+    }
+}

@@ -1,0 +1,115 @@
+//! `kaudit demo` with every kind of fault, its alerts delivered to a webhook receiver in this test:
+//! the demo exits 0 only when each faulty bucket was found with its exact count, and the receiver
+//! gets exactly the three expected alerts, each within bucket width + grace of the first fault.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type Inbox = Arc<Mutex<Vec<serde_json::Value>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_detects_what_it_injects_and_alerts_a_webhook() {
+    let inbox: Inbox = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(inbox): axum::extract::State<Inbox>, body: axum::Json<serde_json::Value>| async move {
+                    inbox.lock().unwrap().push(body.0);
+                    "ok"
+                },
+            ),
+        )
+        .with_state(inbox.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "demo",
+        "--duration",
+        "10s",
+        "--rate",
+        "2000",
+        "--bucket",
+        "2s",
+        "--faults-after",
+        "2s",
+        "--loss",
+        "0.002",
+        "--duplicates",
+        "0.005",
+        "--delay-ms",
+        "1500",
+        "--listen",
+        "127.0.0.1:0",
+        "--webhook",
+        &hook,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kaudit")).args(&args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("detection matches injection"), "{stdout}");
+
+    // The table: clean buckets before the faults, then every bucket with loss, duplicates, delay.
+    let rows: Vec<Vec<&str>> =
+        stdout.lines().filter(|l| l.starts_with("20")).map(|l| l.split_whitespace().collect()).collect();
+    assert!(rows.len() >= 5, "{stdout}");
+    assert!(rows[0].iter().filter(|w| **w == "complete").count() == 3, "the first bucket is clean: {stdout}");
+    let faulty: Vec<&Vec<&str>> = rows.iter().filter(|r| r.contains(&"+1500")).collect();
+    assert!(faulty.len() >= 3, "{stdout}");
+    assert!(!stdout.contains('✗'), "{stdout}");
+    let injected_line = stdout.lines().find(|l| l.contains("injected:")).unwrap();
+    let numbers: Vec<u64> = injected_line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    let (produced, lost, duplicated) = (numbers[0], numbers[1], numbers[2]);
+    assert!((16_000..=20_100).contains(&produced), "{injected_line}");
+    assert!(lost > 0 && duplicated > 0, "{injected_line}");
+
+    // Exactly the three alerts, firing, delivered to the webhook.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received = inbox.lock().unwrap().clone();
+    let mut keys: Vec<String> = received
+        .iter()
+        .map(|n| format!("{} {}", n["alert"]["dedup_key"].as_str().unwrap(), n["alert"]["state"]))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "delay/orders/consumer/analytics \"firing\"",
+            "duplicates/orders/consumer/billing \"firing\"",
+            "loss/orders/broker \"firing\"",
+        ],
+        "{stdout}"
+    );
+    let loss = received.iter().find(|n| n["alert"]["kind"] == "loss").unwrap();
+    assert!(loss["alert"]["numbers"]["missing"].as_u64().unwrap() >= 1, "{loss}");
+    let delay = received.iter().find(|n| n["alert"]["kind"] == "delay").unwrap();
+    assert!(delay["alert"]["numbers"]["p99_ms"].as_u64().unwrap() >= 1_500, "{delay}");
+
+    // Each alert came within bucket width + grace + evaluation interval of the first fault.
+    let timings: Vec<(f64, f64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("fired after").nth(1)?;
+            let n: Vec<f64> =
+                rest.split(|c: char| !(c.is_ascii_digit() || c == '.')).filter_map(|w| w.parse().ok()).collect();
+            Some((n[0], n[1]))
+        })
+        .collect();
+    assert_eq!(timings.len(), 3, "{stdout}");
+    for (took, bound) in timings {
+        assert!(took > 0.0 && took <= bound + 1.0, "alert after {took} s, bound {bound} s: {stdout}");
+    }
+}
