@@ -138,3 +138,62 @@ pub async fn serve_udp(
         metrics.records.with_label_values(&["udp", "rejected"]).inc_by(bad);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::AuditorOptions;
+
+    async fn post(app: Router, body: Vec<u8>, length: Option<usize>) -> (StatusCode, serde_json::Value) {
+        let mut req = Request::post("/v1/records");
+        if let Some(n) = length {
+            req = req.header("content-length", n);
+        }
+        let resp = app.oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_gets_413_with_the_limit_and_is_counted() {
+        let registry = prometheus::Registry::new();
+        let metrics = IngestMetrics::register(&registry).unwrap();
+        let auditor = Auditor::new(AuditorOptions::named("ingest-test"));
+        let app = router(auditor.clone(), metrics.clone());
+        // ~300 bytes a record, so the byte limit bites before the record limit.
+        let record = format!(
+            r#"{{"topic":"orders","tier":"producer","business_id":"{}","fingerprint":"1","bytes":1,"event_time":1700000000000}}"#,
+            "x".repeat(200)
+        );
+        let mut body = Vec::with_capacity(MAX_BODY_BYTES + record.len() + 1);
+        while body.len() <= MAX_BODY_BYTES {
+            body.extend_from_slice(record.as_bytes());
+            body.push(b'\n');
+        }
+        let n = body.len();
+        for length in [Some(n), None] {
+            let (status, json) = post(app.clone(), body.clone(), length).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{json}");
+            let error = json["error"].as_str().unwrap();
+            assert!(error.contains(&format!("at most {MAX_BODY_BYTES} bytes")), "{error}");
+        }
+        assert_eq!(metrics.records.with_label_values(&["http", "rejected"]).get(), 2);
+        assert_eq!(auditor.snapshot().rows.len(), 0, "nothing from a refused request is counted");
+
+        // Just under the limit is accepted whole.
+        let lines = (MAX_BODY_BYTES - 1) / (record.len() + 1);
+        let under = body[..lines * (record.len() + 1)].to_vec();
+        let n = under.len();
+        assert!(n < MAX_BODY_BYTES && n + record.len() + 1 > MAX_BODY_BYTES);
+        let (status, json) = post(app, under, Some(n)).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["accepted"].as_u64(), Some(lines as u64));
+        let counted: u64 = auditor.snapshot().rows.iter().map(|r| r.tally.count).sum();
+        assert_eq!(counted, lines as u64);
+    }
+}
