@@ -1,6 +1,6 @@
 //! Tap throughput beside a plain rdkafka consumer reading the same topic, same run.
 //!
-//! 12,000 keyed 1 KiB messages are produced once to a 3-partition topic on librdkafka's mock
+//! 32,000 keyed 1 KiB messages are produced once to an 8-partition topic on librdkafka's mock
 //! cluster. Each iteration, a fresh consumer group reads them all: `plain` is a `BaseConsumer`
 //! that only polls; `tap` is the tap sidecar's consumer (rebalance hooks, extraction, fingerprint,
 //! per-partition tallies and offsets), with its flusher writing to SQLite. Time runs from the
@@ -19,11 +19,11 @@ use kaudit_schema::sqlite::SqliteOptions;
 use kaudit_schema::{BucketWidth, SqliteStore, SystemClock};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
 /// 4,000 per partition: librdkafka's mock keeps about 5 MB per partition.
-const N: u64 = 12_000;
+/// 8 partitions × 4,000 × 1 KiB: under the mock cluster's 5 MB per partition, which it prunes past.
+const N: u64 = 32_000;
 const TOPIC: &str = "tap-bench";
 
 fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
@@ -100,9 +100,10 @@ fn tap_pass(bootstrap: &str, group: &str, rt: &tokio::runtime::Runtime, store: A
 }
 
 fn tap_throughput(c: &mut Criterion) {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic(TOPIC, 3, 1).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
+    // Groups form at once (no 3-s initial rebalance delay), so many passes fit in the time.
+    let cluster = kaudit_testkit::QuickMockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, 8).unwrap();
+    let bootstrap = cluster.bootstrap_servers().to_string();
     assert!(bootstrap.starts_with("127.0.0.1:"));
     let producer: ThreadedProducer<_> =
         ClientConfig::new().set("bootstrap.servers", &bootstrap).set("linger.ms", "5").create().unwrap();
@@ -123,10 +124,10 @@ fn tap_throughput(c: &mut Criterion) {
     let store = Arc::new(SqliteStore::open(&dir.path().join("tap.db"), &SqliteOptions::default()).unwrap());
     let mut group = c.benchmark_group("tap/1KiB");
     group.throughput(Throughput::Elements(N));
-    group.sample_size(10);
+    group.sample_size(30);
     group.sampling_mode(SamplingMode::Flat);
     group.warm_up_time(Duration::from_millis(1));
-    group.measurement_time(Duration::from_secs(5));
+    group.measurement_time(Duration::from_secs(20));
     let mut run = 0;
     group.bench_function("plain_consumer", |b| {
         b.iter_custom(|iters| {

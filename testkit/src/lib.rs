@@ -19,6 +19,9 @@ use kassandra_tester::kassandra::session::KassandraSession;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+mod kafka;
+pub use kafka::QuickMockCluster;
+
 /// An in-process CQL server on 127.0.0.1.
 pub struct CqlServer {
     session: Arc<Mutex<KassandraSession>>,
