@@ -12,6 +12,8 @@ use crate::config::KauditConfig;
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit code when the demo's audit did not come out complete.
 pub const EXIT_AUDIT_MISMATCH: u8 = 3;
+/// Exit code when the demo's detection matched but its alerts could not all be delivered.
+pub const EXIT_ALERTS_UNDELIVERED: u8 = 4;
 
 #[derive(Debug, Parser)]
 #[command(name = "kaudit", version, about = "Kafka end-to-end message auditor")]

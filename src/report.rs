@@ -80,14 +80,16 @@ fn verdict_text(v: &Verdict, upstream: &str) -> String {
 /// before it.
 pub fn render(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> String {
     let owned: Vec<String> = tiers.iter().map(|t| t.to_string()).collect();
-    render_edges(merged, &owned, &chain(tiers))
+    render_edges(merged, &owned, &chain(tiers), u64::MAX)
 }
 
-/// The table for any pipeline shape: each tier compared with its upstream in `edges`.
+/// The table for any pipeline shape: each tier compared with its upstream in `edges`; a downstream
+/// tier whose p99 latency is over `p99_delay_ms` is marked `+delay`, as the verifier's verdicts are.
 pub fn render_edges(
     merged: &BTreeMap<EpochMillis, BucketTiers>,
     tiers: &[String],
     edges: &[(String, String)],
+    p99_delay_ms: u64,
 ) -> String {
     let verdicts: BTreeMap<(EpochMillis, String), Verdict> =
         verdicts_for_edges(merged, edges).into_iter().map(|(b, t, v)| ((b, t), v)).collect();
@@ -108,6 +110,9 @@ pub fn render_edges(
                 continue;
             };
             let q = t.latency.quantiles();
+            let delayed =
+                q.is_some_and(|q| q.p99 > p99_delay_ms) && verdicts.contains_key(&(*bucket, tier.to_string()));
+            let verdict = if delayed { format!("{verdict} +delay") } else { verdict };
             let _ = writeln!(
                 out,
                 "{:<19}  {:<18} {:>9} {:>11} {:>7} {:>9} {:>7} {:>7}  {}",

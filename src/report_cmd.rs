@@ -56,7 +56,14 @@ pub fn main(args: ReportArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let StoreUrl::Sqlite(path) = &url
+        && !path.exists()
+    {
+        eprintln!("kaudit report: no database at {} (give --store or --config)", path.display());
+        return ExitCode::FAILURE;
+    }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let delay_ms = config.verifier.thresholds.p99_delay_ms;
     let result = runtime.block_on(async {
         let store = kaudit_schema::open_store(&url, &config.scylla).await?;
         let now = SystemClock.now_ms();
@@ -69,15 +76,19 @@ pub fn main(args: ReportArgs) -> ExitCode {
             }
             None => crate::report::tiers_in_order(&rows),
         };
-        Ok::<_, kaudit_schema::StoreError>((crate::report::render_edges(&merged, &tiers, &edges), rows.len()))
+        let topics = if rows.is_empty() { store.list_topics().await? } else { Vec::new() };
+        let table = crate::report::render_edges(&merged, &tiers, &edges, delay_ms);
+        Ok::<_, kaudit_schema::StoreError>((table, rows.len(), topics))
     });
     match result {
-        Ok((table, 0)) => {
-            println!("no tallies for topic {:?} in the last {} ms in {url}", args.topic, args.since);
-            let _ = table;
+        Ok((_, 0, topics)) => {
+            println!("no tallies for topic {:?} in the last {} in {url}", args.topic, human_ms(args.since));
+            if !topics.is_empty() {
+                println!("topics with tallies: {}", topics.join(", "));
+            }
             ExitCode::SUCCESS
         }
-        Ok((table, _)) => {
+        Ok((table, _, _)) => {
             print!("{table}");
             ExitCode::SUCCESS
         }
@@ -86,6 +97,16 @@ pub fn main(args: ReportArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `3600000` → `1h`: the largest unit that divides it.
+fn human_ms(ms: i64) -> String {
+    for (unit, n) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms % n == 0 {
+            return format!("{}{unit}", ms / n);
+        }
+    }
+    format!("{ms}ms")
 }
 
 #[cfg(test)]
@@ -98,5 +119,8 @@ mod tests {
         assert!(super::parse_duration_ms("1y").unwrap_err().contains("unit"));
         assert!(super::parse_duration_ms("h").unwrap_err().contains("not a duration"));
         assert!(super::parse_duration_ms("0m").is_err());
+        assert_eq!(super::human_ms(3_600_000), "1h");
+        assert_eq!(super::human_ms(90_000), "90s");
+        assert_eq!(super::human_ms(1_500), "1500ms");
     }
 }

@@ -127,13 +127,29 @@ fn a_clean_demo_passes_and_report_reads_it_back() {
         assert!(lines.iter().all(|l| l.ends_with("complete")), "{table}");
     }
     let out = kaudit(&["report", "--topic", "nothing-here", "--store", &store]);
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("no tallies for topic"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("no tallies for topic \"nothing-here\" in the last 1h"), "{text}");
+    assert!(text.contains("topics with tallies: orders"), "{text}");
+    let missing = format!("sqlite://{}/no-such.db", dir.path().display());
+    let out = kaudit(&["report", "--topic", "orders", "--store", &missing]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database at"));
+    assert!(!dir.path().join("no-such.db").exists(), "report must not create a database");
     let out = kaudit(&["report", "--topic", "orders", "--since", "soon"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
-    let out = kaudit(&["demo", "--loss", "2"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("must be a probability"));
+    for (args, reason) in [
+        (&["--loss", "2"][..], "must be a probability"),
+        (&["--loss", "-0.1"][..], "must be a probability"),
+        (&["--delay-ms", "-5"][..], "whole number of milliseconds"),
+        (&["--duration", "0s"][..], "--duration must be from 1s"),
+        (&["--listen", "nonsense"][..], "--listen \"nonsense\""),
+    ] {
+        let out = kaudit(&[&["demo"][..], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(reason), "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -98,6 +98,17 @@ async fn the_demo_detects_what_it_injects_and_alerts_a_webhook() {
     let delay = received.iter().find(|n| n["alert"]["kind"] == "delay").unwrap();
     assert!(delay["alert"]["numbers"]["p99_ms"].as_u64().unwrap() >= 1_500, "{delay}");
 
+    // `kaudit report` on the kept database flags analytics' delayed buckets as the verifier did.
+    let store = stdout.lines().find_map(|l| l.strip_prefix("tallies and verdicts in ")).unwrap().to_string();
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_kaudit"))
+        .args(["report", "--topic", "orders", "--since", "1h", "--store", &store])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&report.stdout);
+    let analytics: Vec<&str> = table.lines().filter(|l| l.contains("consumer/analytics")).collect();
+    assert_eq!(analytics.len(), rows.len(), "{table}");
+    assert_eq!(analytics.iter().filter(|l| l.ends_with("complete +delay")).count(), faulty.len(), "{table}");
+
     // Each alert came within bucket width + grace + evaluation interval of the first fault.
     let timings: Vec<(f64, f64)> = stdout
         .lines()
@@ -112,4 +123,40 @@ async fn the_demo_detects_what_it_injects_and_alerts_a_webhook() {
     for (took, bound) in timings {
         assert!(took > 0.0 && took <= bound + 1.0, "alert after {took} s, bound {bound} s: {stdout}");
     }
+}
+
+/// Alerts the webhook never accepts: detection still matches, but the demo says so and exits 4.
+#[test]
+fn undelivered_alerts_are_reported_apart_from_detection() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let hook = format!("http://127.0.0.1:{closed}/hook");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kaudit"))
+        .args([
+            "demo",
+            "--duration",
+            "3s",
+            "--rate",
+            "300",
+            "--bucket",
+            "1s",
+            "--faults-after",
+            "1s",
+            "--loss",
+            "0.05",
+            "--duplicates",
+            "0",
+            "--delay-ms",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+            "--webhook",
+            &hook,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("detection matches injection"), "{stdout}");
+    assert!(stdout.contains("alert notifications were not accepted by the webhook"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Connection refused"), "the cause is logged");
 }

@@ -87,6 +87,10 @@ pub struct Alert {
     pub ends_at_ms: Option<i64>,
 }
 
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 { word.to_string() } else { format!("{word}s") }
+}
+
 impl Alert {
     pub fn dedup_key(kind: AlertKind, topic: &str, tier: &str) -> String {
         format!("{}/{topic}/{tier}", kind.as_str())
@@ -96,8 +100,12 @@ impl Alert {
     pub fn summary(&self) -> String {
         let n = &self.numbers;
         let what = match self.kind {
-            AlertKind::Loss => format!("{} messages lost ({:.4} %)", n.missing, n.loss_ratio * 100.0),
-            AlertKind::Duplicates => format!("{} duplicate messages ({:.4} %)", n.extra, n.duplicate_ratio * 100.0),
+            AlertKind::Loss => {
+                format!("{} {} lost ({:.4} %)", n.missing, plural(n.missing, "message"), n.loss_ratio * 100.0)
+            }
+            AlertKind::Duplicates => {
+                format!("{} duplicate {} ({:.4} %)", n.extra, plural(n.extra, "message"), n.duplicate_ratio * 100.0)
+            }
             AlertKind::ContentMismatch => {
                 "message content differs from upstream (same count, different fingerprints)".into()
             }

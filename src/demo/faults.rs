@@ -202,19 +202,20 @@ fn edge_matches(
 /// The injected-versus-detected table, one line per bucket.
 pub fn render(ledger: &Ledger, checks: &[EdgeCheck], utc: impl Fn(EpochMillis) -> String) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<19} {:>9}  {:<31}  {:<31}  {:<31}",
+    let first = format!(
+        "{:<19} {:>9}  {:<31}  {:<31}  {}",
         "", "", "broker vs producer", "consumer/billing vs broker", "consumer/analytics vs broker"
     );
     let head = format!("{:<10} {:<20}", "injected", "detected");
-    let _ = writeln!(out, "{:<19} {:>9}  {head}  {head}  {head}", "bucket (UTC)", "produced");
+    let _ = writeln!(out, "{}", first.trim_end());
+    let _ = writeln!(out, "{:<19} {:>9}  {head}  {head}  {}", "bucket (UTC)", "produced", head.trim_end());
     for (bucket, faults) in ledger.buckets() {
         let _ = write!(out, "{:<19} {:>9}", utc(*bucket), faults.produced);
         for c in checks.iter().filter(|c| c.bucket_start_ms == *bucket) {
             let mark = if c.matches { "" } else { " ✗" };
             let _ = write!(out, "  {:<10} {:<20}", c.injected, format!("{}{mark}", c.detected));
         }
+        out.truncate(out.trim_end().len());
         out.push('\n');
     }
     out

@@ -33,7 +33,17 @@ impl HttpService {
             builder = builder.header(k, v);
         }
         match builder.send().await {
-            Err(e) => Outcome::Retry(format!("{e}")),
+            Err(e) => {
+                // reqwest's own message is generic ("error sending request"); the cause is below it.
+                let mut reason = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    reason.push_str(": ");
+                    reason.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                Outcome::Retry(reason)
+            }
             Ok(resp) => {
                 let status = resp.status();
                 if status.is_success() {

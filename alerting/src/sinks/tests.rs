@@ -120,3 +120,16 @@ fn config_problems_and_missing_secrets_are_reported() {
     });
     assert!(env.build().unwrap_err().contains("KAUDIT_TEST_SURELY_UNSET_VAR"));
 }
+
+#[test]
+fn summaries_count_in_words() {
+    let mut a = alert(AlertState::Firing);
+    assert!(a.summary().ends_with("2 messages lost (0.0100 %)"), "{}", a.summary());
+    a.numbers.missing = 1;
+    assert!(a.summary().contains(": 1 message lost ("), "{}", a.summary());
+    a.kind = AlertKind::Duplicates;
+    a.numbers.extra = 1;
+    assert!(a.summary().contains(": 1 duplicate message ("), "{}", a.summary());
+    a.numbers.extra = 3;
+    assert!(a.summary().contains(": 3 duplicate messages ("), "{}", a.summary());
+}
