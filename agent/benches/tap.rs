@@ -2,7 +2,8 @@
 //!
 //! 32,000 keyed 1 KiB messages are produced once to an 8-partition topic on librdkafka's mock
 //! cluster. Each iteration, a fresh consumer group reads them all: `plain` is a `BaseConsumer`
-//! that only polls; `tap` is the tap sidecar's consumer (rebalance hooks, extraction, fingerprint,
+//! that only polls (never touching a payload); `plain_consumer_reading_payloads` also reads each
+//! payload once, as an application does; `tap` is the tap sidecar's consumer (rebalance hooks, extraction, fingerprint,
 //! per-partition tallies and offsets), with its flusher writing to SQLite. Time runs from the
 //! first message to the last, so the group join (the same for both) is left out.
 //!
@@ -18,6 +19,7 @@ use kaudit_agent::{AgentMetrics, Flusher, FlusherOptions};
 use kaudit_schema::sqlite::SqliteOptions;
 use kaudit_schema::{BucketWidth, SqliteStore, SystemClock};
 use rdkafka::ClientConfig;
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
@@ -51,14 +53,20 @@ fn time_until_all(seen: impl Fn() -> u64) -> Duration {
     first.elapsed()
 }
 
-fn plain_pass(bootstrap: &str, group: &str) -> Duration {
+/// A plain consumer; with `read_payload` it also reads every payload byte once (a cheap sum), as
+/// any application that deserializes its messages does.
+fn plain_pass(bootstrap: &str, group: &str, read_payload: bool) -> Duration {
     let consumer: BaseConsumer = consumer_config(bootstrap, group).create().unwrap();
     consumer.subscribe(&[TOPIC]).unwrap();
     let seen = Arc::new(AtomicU64::new(0));
     let counting = seen.clone();
     let thread = std::thread::spawn(move || {
         while counting.load(Ordering::Relaxed) < N {
-            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(100)) {
+                if read_payload {
+                    let sum = msg.payload().unwrap_or_default().iter().fold(0u8, |a, b| a.wrapping_add(*b));
+                    std::hint::black_box(sum);
+                }
                 counting.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -134,7 +142,17 @@ fn tap_throughput(c: &mut Criterion) {
             (0..iters)
                 .map(|_| {
                     run += 1;
-                    plain_pass(&bootstrap, &format!("plain-{run}"))
+                    plain_pass(&bootstrap, &format!("plain-{run}"), false)
+                })
+                .sum()
+        })
+    });
+    group.bench_function("plain_consumer_reading_payloads", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    run += 1;
+                    plain_pass(&bootstrap, &format!("reading-{run}"), true)
                 })
                 .sum()
         })
