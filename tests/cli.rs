@@ -118,6 +118,9 @@ fn a_clean_demo_passes_and_report_reads_it_back() {
         .expect("the store is named")
         .to_string();
     assert!(store.starts_with("sqlite://") && store.contains(dir.path().to_str().unwrap()), "{store}");
+    assert!(stdout.contains(&format!("read them back with: kaudit report --store {store} --topic orders")), "{stdout}");
+    assert!(stdout.contains("alerts: none (none expected)"), "{stdout}");
+    assert!(stdout.lines().all(|l| l == l.trim_end()), "no trailing spaces: {stdout:?}");
     let out = kaudit(&["report", "--topic", "orders", "--since", "1h", "--store", &store]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -235,10 +235,9 @@ fn print_outcome(o: &DemoOutcome, kept: &str) {
         println!("  ✗ {} notifications not accepted by the webhook", o.undelivered);
     }
     println!("\ntallies and verdicts in {}{kept}", o.store);
-    println!(
-        "(the verifier API was at {}; `kaudit report --store {} --topic {TOPIC} --since 1h` reads them back)",
-        o.api, o.store
-    );
+    if kept.is_empty() {
+        println!("read them back with: kaudit report --store {} --topic {TOPIC} --since 1h", o.store);
+    }
 }
 
 /// The agent settings every demo agent shares: the demo's bucket width, short flushes, and the
