@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -16,7 +15,7 @@ use clap::Args;
 use kaudit_agent::ingest_server::{self, IngestMetrics};
 use kaudit_agent::tap::{TapOptions, TapRunner, TapShared, TapSource};
 use kaudit_agent::{AgentMetrics, FlushReport, Flusher, Spool};
-use kaudit_schema::{BucketWidth, Store, SystemClock};
+use kaudit_schema::{Store, SystemClock};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -152,17 +151,7 @@ async fn start_tap(
     stop: Stopped,
 ) -> Result<(Arc<TapShared>, TapRunner, JoinHandle<FlushReport>), Box<dyn std::error::Error + Send + Sync>> {
     let agent = &config.agent;
-    let shared = TapShared::new(TapOptions {
-        name: agent.name.clone(),
-        config: tap.clone(),
-        rules: agent.topic_rules(),
-        width: BucketWidth::from_millis(agent.bucket_width_ms).expect("validated"),
-        close_after_ms: agent.close_after_ms as i64,
-        clock: Arc::new(SystemClock),
-        store: store.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        revoke_timeout: Duration::from_millis(agent.shutdown_timeout_ms),
-    });
+    let shared = TapShared::new(TapOptions::from_agent(agent, agent.name.clone(), tap.clone(), store.clone()));
     let spool = Spool::open(&agent.spool_dir(&config.data_dir).join("tap"), agent.spool_max_bytes)?;
     let mut flusher = Flusher::new(TapSource(shared.clone()), store, Some(spool), agent.flusher_options(), metrics);
     // Replay what a previous run left in the spool before the tap reads its state back.

@@ -119,6 +119,24 @@ pub struct TapOptions {
     pub revoke_timeout: Duration,
 }
 
+impl TapOptions {
+    /// Options from the `[agent]` settings (rules, bucket width, closing, shutdown timeout), with
+    /// the wall clock and the current tokio runtime.
+    pub fn from_agent(agent: &crate::AgentConfig, name: String, config: TapConfig, store: Arc<dyn Store>) -> Self {
+        Self {
+            name,
+            config,
+            rules: agent.topic_rules(),
+            width: BucketWidth::from_millis(agent.bucket_width_ms).expect("validated"),
+            close_after_ms: agent.close_after_ms as i64,
+            clock: Arc::new(crate::SystemClock),
+            store,
+            runtime: tokio::runtime::Handle::current(),
+            revoke_timeout: Duration::from_millis(agent.shutdown_timeout_ms),
+        }
+    }
+}
+
 impl TapShared {
     pub fn new(o: TapOptions) -> Arc<Self> {
         Arc::new(Self {

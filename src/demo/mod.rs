@@ -284,17 +284,7 @@ async fn start_tap(
 ) -> anyhow::Result<Tap> {
     let config =
         TapConfig { tier: BROKER.into(), topics: vec![TOPIC.into()], group_id: None, start_from: StartFrom::Earliest };
-    let shared = TapShared::new(TapOptions {
-        name: name.into(),
-        config: config.clone(),
-        rules: agent.topic_rules(),
-        width: BucketWidth::from_millis(agent.bucket_width_ms).expect("validated"),
-        close_after_ms: agent.close_after_ms as i64,
-        clock: Arc::new(SystemClock),
-        store: store.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        revoke_timeout: Duration::from_millis(agent.shutdown_timeout_ms),
-    });
+    let shared = TapShared::new(TapOptions::from_agent(agent, name.into(), config.clone(), store.clone()));
     let spool = Spool::open(&agent.spool_dir(data_dir).join(name), agent.spool_max_bytes)?;
     let metrics = AgentMetrics::register(&prometheus::Registry::new())?;
     let flusher = Flusher::new(TapSource(shared.clone()), store, Some(spool), agent.flusher_options(), metrics);
