@@ -7,8 +7,12 @@ use std::time::Duration;
 
 type Inbox = Arc<Mutex<Vec<serde_json::Value>>>;
 
+/// The demos run one at a time: two at once on two cores would measure the machine, not kaudit.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_detects_what_it_injects_and_alerts_a_webhook() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let inbox: Inbox = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -125,12 +129,24 @@ async fn the_demo_detects_what_it_injects_and_alerts_a_webhook() {
     }
 }
 
-/// Alerts the webhook never accepts: detection still matches, but the demo says so and exits 4.
-#[test]
-fn undelivered_alerts_are_reported_apart_from_detection() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let hook = format!("http://127.0.0.1:{closed}/hook");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kaudit"))
+/// A receiver that answers 404 to everything (a wrong URL): notifications are refused, not retried.
+fn refusing_receiver() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/wrong-path", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 65_536];
+            let _ = conn.read(&mut buf);
+            let _ =
+                conn.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\nconnection: close\r\n\r\nnot found");
+        }
+    });
+    url
+}
+
+fn short_demo(hook: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kaudit"))
         .args([
             "demo",
             "--duration",
@@ -150,13 +166,27 @@ fn undelivered_alerts_are_reported_apart_from_detection() {
             "--listen",
             "127.0.0.1:0",
             "--webhook",
-            &hook,
+            hook,
         ])
         .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(4), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("detection matches injection"), "{stdout}");
-    assert!(stdout.contains("alert notifications were not accepted by the webhook"), "{stdout}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Connection refused"), "the cause is logged");
+        .unwrap()
+}
+
+/// Alerts a webhook never accepts (nothing listening: retried; 404: refused): detection still
+/// matches, but the demo says so and exits 4.
+#[test]
+fn undelivered_alerts_are_reported_apart_from_detection() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for (hook, cause) in
+        [(format!("http://127.0.0.1:{closed}/hook"), "Connection refused"), (refusing_receiver(), "404 Not Found")]
+    {
+        let out = short_demo(&hook);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{hook}: {stdout}\n{stderr}");
+        assert!(stdout.contains("detection matches injection"), "{stdout}");
+        assert!(stdout.contains("alert notifications were not accepted by the alert sinks"), "{stdout}");
+        assert!(stderr.contains(cause), "the cause is logged: {stderr}");
+    }
 }

@@ -40,6 +40,14 @@ use crate::cli::{EXIT_ALERTS_UNDELIVERED, EXIT_AUDIT_MISMATCH};
 use crate::config::KauditConfig;
 use crate::report::utc;
 
+/// How often the demo's verifier evaluates, ms.
+const EVALUATE_INTERVAL_MS: u64 = 1_000;
+
+/// `--delay-ms` must be at least this far from the delay threshold: the delayed messages' p99 is
+/// the delay plus a few ms of pipeline latency and the sketch's 1 % rounding, so a delay right at
+/// the threshold would be flagged or not by chance.
+const DELAY_MARGIN_MS: u64 = 200;
+
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// How long to produce: 90s, 5m...
@@ -60,7 +68,7 @@ pub struct DemoArgs {
     /// Event-time bucket width: 10s, 1m...
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub bucket: Duration,
-    /// Faults start at the first bucket boundary at least this long after the start (0s: at once).
+    /// Faults start at the first bucket boundary at least this long after the start.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub faults_after: Duration,
     /// Deliver alerts to this URL as JSON webhooks (as `[[alerting.sinks]] type = "webhook"`), as
@@ -146,6 +154,15 @@ pub fn main(args: DemoArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let threshold = config.verifier.thresholds.p99_delay_ms;
+    if args.delay_ms > 0 && args.delay_ms.abs_diff(threshold) < DELAY_MARGIN_MS {
+        eprintln!(
+            "kaudit demo: --delay-ms {} is too close to the delay threshold ({threshold} ms) to say whether it should \
+             alert; keep it {DELAY_MARGIN_MS} ms away",
+            args.delay_ms
+        );
+        return ExitCode::from(2);
+    }
     if let Err(e) = validate(&args) {
         eprintln!("kaudit demo: {e}");
         return ExitCode::from(2);
@@ -175,7 +192,7 @@ pub fn main(args: DemoArgs) -> ExitCode {
             }
             if outcome.undelivered > 0 {
                 println!(
-                    "but {} alert notifications were not accepted by the webhook (see the warnings above)",
+                    "but {} alert notifications were not accepted by the alert sinks (see the warnings above)",
                     outcome.undelivered
                 );
                 return ExitCode::from(EXIT_ALERTS_UNDELIVERED);
@@ -232,7 +249,7 @@ fn print_outcome(o: &DemoOutcome, kept: &str) {
         println!("  {missing:<36} ✗ expected but never fired");
     }
     if o.undelivered > 0 {
-        println!("  ✗ {} notifications not accepted by the webhook", o.undelivered);
+        println!("  {} notifications not accepted by the alert sinks", o.undelivered);
     }
     println!("\ntallies and verdicts in {}{kept}", o.store);
     if kept.is_empty() {
@@ -310,7 +327,10 @@ fn verifier_settings(config: &KauditConfig, agent: &AgentConfig, delay_ms: u64, 
         consumers: vec![BILLING.into(), ANALYTICS.into()],
     }];
     v.grace_ms = Some(delay_ms + 2 * agent.flush_interval_ms + 2_000);
-    v.evaluate_interval_ms = 1_000;
+    v.evaluate_interval_ms = EVALUATE_INTERVAL_MS;
+    // Thresholds only: the CUSUM needs 64 buckets of history, and over a long demo latency jitter
+    // alone could move it; the demo checks exact counts, which the thresholds carry.
+    v.baseline_min_samples = usize::MAX;
     v.thresholds.loss_ratio = 0.0;
     v.thresholds.duplicate_ratio = 0.0;
     v.listen = listen.into();
@@ -331,7 +351,7 @@ async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
 /// Run the demo with `data_dir` for its state.
 pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> anyhow::Result<DemoOutcome> {
     let width = BucketWidth::from_millis(args.bucket.as_millis() as u64).context("bucket width")?;
-    let run_id = SystemClock.now_ms() / 1000;
+    let run_id = format!("{}-{}", SystemClock.now_ms(), std::process::id());
     // A database per run, so alerts still firing from an earlier run in the same directory
     // cannot mask this run's.
     let url = match &config.store {
@@ -368,6 +388,7 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
     let listener = bind(&args.listen).await?;
     let api = format!("http://{}", listener.local_addr()?);
     let (stop_verifier, verifier_stopped) = watch::channel(false);
+    let registry = prometheus::Registry::new();
     let parts = ServiceParts {
         store: store.clone(),
         config: verifier,
@@ -378,7 +399,7 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
             poll: Duration::from_millis(250),
         },
         flush_interval_ms: agent.flush_interval_ms,
-        registry: prometheus::Registry::new(),
+        registry: registry.clone(),
         clock: Arc::new(SystemClock),
     };
     let service = tokio::spawn(serve(listener, parts, async move {
@@ -466,12 +487,25 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
     };
     producer.await??;
     let sent = shared.counters.sent();
-    wait_until(Duration::from_secs(60), || {
+    let (mut received, mut last_change) = (0, Instant::now());
+    wait_until(Duration::from_secs(24 * 3600), || {
         let c = &shared.counters;
-        tap.shared.seen() >= sent && c.billing.load(Relaxed) >= sent && c.analytics.load(Relaxed) >= sent
+        let (t, b, a) = (tap.shared.seen(), c.billing.load(Relaxed), c.analytics.load(Relaxed));
+        if t + b + a != received {
+            (received, last_change) = (t + b + a, Instant::now());
+        }
+        (t >= sent && b >= sent && a >= sent) || last_change.elapsed() > Duration::from_secs(30)
     })
-    .await
-    .context("the consumers did not receive every message within 60 s")?;
+    .await?;
+    let c = &shared.counters;
+    anyhow::ensure!(
+        tap.shared.seen() >= sent && c.billing.load(Relaxed) >= sent && c.analytics.load(Relaxed) >= sent,
+        "the consumers stopped receiving before every message arrived (30 s without progress): sent {sent}, broker {}, \
+         billing {}, analytics {}",
+        tap.shared.seen(),
+        c.billing.load(Relaxed),
+        c.analytics.load(Relaxed)
+    );
     let _ = stop_consumers.send(true);
     billing_task.await?;
     analytics_task.await?;
@@ -492,7 +526,11 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
         (Some(f), Some(l)) => (*f, *l),
         _ => anyhow::bail!("nothing was produced"),
     };
-    let due = width.end_of(last) + grace_ms;
+    // The verifier must have judged the last bucket, and have seen the agents' final flush (if the
+    // consumers fell behind, a verdict reached before it is revised by the next pass).
+    let flushed_at = SystemClock.now_ms();
+    let eval_ms = EVALUATE_INTERVAL_MS as i64;
+    let due = (width.end_of(last) + grace_ms).max(flushed_at) + 2 * eval_ms;
     eprintln!(
         "all agents flushed; waiting for the verifier to close the last bucket ({} + grace)",
         utc(width.end_of(last))
@@ -501,19 +539,24 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
     let deadline = Duration::from_millis((due - SystemClock.now_ms()).max(0) as u64 + 15_000);
     let verdicts_done = wait_until_async(deadline, || {
         let store = store.clone();
-        async move { store.read_verdicts(TOPIC, first, last + 1).await.map_or(0, |v| v.len()) >= expected }
+        async move {
+            SystemClock.now_ms() >= due
+                && store.read_verdicts(TOPIC, first, last + 1).await.map_or(0, |v| v.len()) >= expected
+        }
     })
     .await;
     if verdicts_done.is_err() {
         eprintln!("kaudit demo: the verifier did not evaluate every bucket in time");
     }
-    // Let the dispatcher deliver what the last evaluation raised.
+    // An alert is recorded just after its pass writes the verdicts: give the engine one more pass,
+    // then let the dispatcher deliver what it raised.
+    tokio::time::sleep(Duration::from_millis(2 * eval_ms as u64)).await;
     let undelivered_now = || {
         let (store, names) = (store.clone(), sink_names.clone());
         async move {
-            let mut n = 0;
+            let mut n: usize = 0;
             for name in &names {
-                n += store.outbox(name, 1_000).await.map_or(usize::MAX / 4, |o| o.len());
+                n = n.saturating_add(store.outbox(name, 1_000).await.map_or(1, |o| o.len()));
             }
             n
         }
@@ -523,9 +566,10 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
         async move { f.await == 0 }
     })
     .await;
-    let undelivered = undelivered_now().await;
     let _ = stop_verifier.send(true);
     service.await?.map_err(|e| anyhow::anyhow!(kaudit_agent::flusher::error_chain(e.as_ref())))?;
+    // Still waiting in the outbox, plus refused by a receiver (4xx: dropped, never retried).
+    let undelivered = undelivered_now().await + rejected_notifications(&registry) as usize;
     let alerts = watcher.finish().await;
     interrupt.abort();
     drop(cluster);
@@ -545,6 +589,18 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
         store: url.to_string(),
         api,
     })
+}
+
+/// `kaudit_verifier_notifications_failed_total{outcome="rejected"}`, over every sink.
+fn rejected_notifications(registry: &prometheus::Registry) -> u64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "kaudit_verifier_notifications_failed_total")
+        .flat_map(|f| f.get_metric())
+        .filter(|m| m.get_label().iter().any(|l| l.name() == "outcome" && l.value() == "rejected"))
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
 }
 
 async fn wait_for_assignments(

@@ -229,6 +229,8 @@ pub async fn analytics(
                         }
                         _ => auditor.observe(TOPIC, ANALYTICS, obs),
                     }
+                    // With a backlog `recv` is always ready and the timer arm never runs.
+                    process_due(&mut held);
                 }
                 Err(error) => tracing::warn!(%error, "analytics consumer error"),
             },
