@@ -50,7 +50,7 @@ async fn readyz(State(h): State<Http>) -> (StatusCode, String) {
     }
 }
 
-type Stopped = watch::Receiver<bool>;
+pub(crate) type Stopped = watch::Receiver<bool>;
 
 async fn stopped(mut rx: Stopped) {
     let _ = rx.wait_for(|s| *s).await;
@@ -88,6 +88,7 @@ async fn run(config: &KauditConfig) -> Result<(), Box<dyn std::error::Error + Se
         Some(tap_config) => {
             let (shared, runner, flusher) =
                 start_tap(config, tap_config, store.clone(), metrics.clone(), stop_rx.clone()).await?;
+            eprintln!("kaudit agent: tap {:?} as tier {:?}", tap_config.topics, tap_config.tier);
             flushers.push(flusher);
             Some((shared, runner))
         }
@@ -143,7 +144,9 @@ async fn run(config: &KauditConfig) -> Result<(), Box<dyn std::error::Error + Se
     Ok(())
 }
 
-async fn start_tap(
+/// Start a tap as `config` describes (agent settings, `data_dir`, `[kafka]`): replay its spool,
+/// then consume; the flusher runs until `stop`.
+pub(crate) async fn start_tap(
     config: &KauditConfig,
     tap: &kaudit_agent::tap::TapConfig,
     store: Arc<dyn Store>,
@@ -157,6 +160,5 @@ async fn start_tap(
     // Replay what a previous run left in the spool before the tap reads its state back.
     flusher.flush_once().await;
     let runner = TapRunner::start(shared.clone(), tap, config.kafka_client())?;
-    eprintln!("kaudit agent: tap {:?} as tier {:?}", tap.topics, tap.tier);
     Ok((shared, runner, tokio::spawn(flusher.run(stopped(stop)))))
 }

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use kaudit_agent::kafka::AuditedStreamConsumer;
-use kaudit_agent::tap::{StartFrom, TapConfig, TapOptions, TapRunner, TapShared, TapSource};
-use kaudit_agent::{AgentConfig, AgentHandle, AgentMetrics, Clock, Flusher, Spool, SystemClock, TopicRuleConfig};
+use kaudit_agent::tap::{StartFrom, TapConfig, TapRunner, TapShared};
+use kaudit_agent::{AgentConfig, AgentHandle, AgentMetrics, Clock, Spool, SystemClock, TopicRuleConfig};
 use kaudit_alerting::dispatch::Backoff;
 use kaudit_alerting::sinks::WebhookConfig;
 use kaudit_alerting::{Alert, AlertState, SinkConfig};
@@ -37,7 +37,7 @@ use tokio::sync::watch;
 use self::faults::{ANALYTICS, BILLING, BROKER, EdgeCheck, FaultPlan, Ledger, PRODUCER, TOPIC};
 use self::workload::Shared;
 use crate::cli::{EXIT_ALERTS_UNDELIVERED, EXIT_AUDIT_MISMATCH};
-use crate::config::KauditConfig;
+use crate::config::{KafkaConfig, KafkaOptionValue, KauditConfig};
 use crate::report::utc;
 
 /// How often the demo's verifier evaluates, ms.
@@ -135,7 +135,6 @@ pub struct DemoOutcome {
     /// Notifications the sinks had not accepted by the end.
     pub undelivered: usize,
     pub store: String,
-    pub api: String,
 }
 
 impl DemoOutcome {
@@ -292,27 +291,30 @@ struct Tap {
     stop: watch::Sender<bool>,
 }
 
+/// The broker-tier tap, started as `kaudit agent` starts one, against the mock cluster (only
+/// the demo's settings: a user's `[kafka]` section is for a real cluster).
 async fn start_tap(
+    config: &KauditConfig,
     agent: &AgentConfig,
     name: &str,
     bootstrap: &str,
     store: Arc<dyn Store>,
     data_dir: &Path,
 ) -> anyhow::Result<Tap> {
-    let config =
+    let mut tap_config = config.clone();
+    tap_config.agent = AgentConfig { name: name.into(), ..agent.clone() };
+    tap_config.data_dir = data_dir.to_path_buf();
+    tap_config.kafka = KafkaConfig {
+        bootstrap_servers: Some(bootstrap.into()),
+        options: [("fetch.wait.max.ms".to_string(), KafkaOptionValue::Integer(50))].into(),
+    };
+    let tap =
         TapConfig { tier: BROKER.into(), topics: vec![TOPIC.into()], group_id: None, start_from: StartFrom::Earliest };
-    let shared = TapShared::new(TapOptions::from_agent(agent, name.into(), config.clone(), store.clone()));
-    let spool = Spool::open(&agent.spool_dir(data_dir).join(name), agent.spool_max_bytes)?;
     let metrics = AgentMetrics::register(&prometheus::Registry::new())?;
-    let flusher = Flusher::new(TapSource(shared.clone()), store, Some(spool), agent.flusher_options(), metrics);
-    let (stop, rx) = watch::channel(false);
-    let flusher = tokio::spawn(flusher.run(async move {
-        let mut rx = rx;
-        let _ = rx.wait_for(|s| *s).await;
-    }));
-    let mut client = rdkafka::ClientConfig::new();
-    client.set("bootstrap.servers", bootstrap).set("fetch.wait.max.ms", "50");
-    let runner = TapRunner::start(shared.clone(), &config, client).context("starting the broker tap")?;
+    let (stop, stopped) = watch::channel(false);
+    let (shared, runner, flusher) = crate::agent_cmd::start_tap(&tap_config, &tap, store, metrics, stopped)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the broker tap: {}", kaudit_agent::flusher::error_chain(e.as_ref())))?;
     Ok(Tap { shared, runner, flusher, stop })
 }
 
@@ -368,7 +370,7 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
     let producer_agent = start_agent(&agent, "demo-producer", store.clone(), &data_dir)?;
     let billing_agent = start_agent(&agent, "demo-billing", store.clone(), &data_dir)?;
     let analytics_agent = start_agent(&agent, "demo-analytics", store.clone(), &data_dir)?;
-    let tap = start_tap(&agent, &format!("demo-tap-{run_id}"), &bootstrap, store.clone(), &data_dir).await?;
+    let tap = start_tap(config, &agent, &format!("demo-tap-{run_id}"), &bootstrap, store.clone(), &data_dir).await?;
 
     let mut sink_configs = config.alerting.sinks.clone();
     if let Some(url) = &args.webhook {
@@ -587,7 +589,6 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
         alert_bound_ms,
         undelivered,
         store: url.to_string(),
-        api,
     })
 }
 
@@ -618,12 +619,7 @@ async fn wait_for_assignments(
 }
 
 async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let started = Instant::now();
-    while !done() {
-        anyhow::ensure!(started.elapsed() < limit, "timed out after {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
+    wait_until_async(limit, || std::future::ready(done())).await
 }
 
 async fn wait_until_async<F: Future<Output = bool>>(
@@ -633,7 +629,7 @@ async fn wait_until_async<F: Future<Output = bool>>(
     let started = Instant::now();
     while !done().await {
         anyhow::ensure!(started.elapsed() < limit, "timed out after {limit:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }
