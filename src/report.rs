@@ -1,51 +1,19 @@
-//! Per-bucket, per-tier tables of stored tallies, with each tier's verdict against its upstream.
+//! Per-bucket, per-tier tables of stored tallies, with each tier's verdict against its upstream as
+//! the verifier reaches it: the rows are merged and compared by the verifier's own `merge_rows` and
+//! `evaluate_edges`, so the table and the stored verdicts cannot disagree.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use kaudit_schema::{EpochMillis, Tally, TallyRow};
-use kaudit_verifier::{Side, Verdict, compare_tiers};
+use kaudit_schema::{EpochMillis, TallyRow};
+use kaudit_verifier::evaluate::{BucketTiers, EdgeVerdict, Thresholds, evaluate_edges};
+use kaudit_verifier::{Edge, Side, Verdict};
 
-/// Tallies of one bucket merged per tier, with how many agent rows went into each.
-pub type BucketTiers = BTreeMap<String, (Tally, usize)>;
-
-/// Merge stored rows per (bucket, tier) across agents.
-pub fn merge_by_tier(rows: &[TallyRow]) -> BTreeMap<EpochMillis, BucketTiers> {
-    let mut out: BTreeMap<EpochMillis, BucketTiers> = BTreeMap::new();
-    for row in rows {
-        let entry = out.entry(row.key.bucket_start_ms).or_default().entry(row.key.tier.clone()).or_default();
-        entry.0.merge(&row.tally);
-        entry.1 += 1;
-    }
-    out
-}
-
-/// Verdict of every downstream tier of `tiers` (in pipeline order) against the tier before it.
-pub fn verdicts(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> Vec<(EpochMillis, String, Verdict)> {
-    verdicts_for_edges(merged, &chain(tiers))
-}
+/// Merge stored rows per (bucket, tier) across agents (the verifier's merge).
+pub use kaudit_verifier::evaluate::merge_rows as merge_by_tier;
 
 fn chain(tiers: &[&str]) -> Vec<(String, String)> {
     tiers.windows(2).map(|p| (p[0].to_string(), p[1].to_string())).collect()
-}
-
-/// Verdict of each (upstream, downstream) edge per bucket.
-pub fn verdicts_for_edges(
-    merged: &BTreeMap<EpochMillis, BucketTiers>,
-    edges: &[(String, String)],
-) -> Vec<(EpochMillis, String, Verdict)> {
-    let mut out = Vec::new();
-    for (bucket, by_tier) in merged {
-        for (up, down) in edges {
-            let u = by_tier.get(up).map(|t| &t.0);
-            let d = by_tier.get(down).map(|t| &t.0);
-            if u.is_none() && d.is_none() {
-                continue;
-            }
-            out.push((*bucket, down.clone(), compare_tiers(u, d)));
-        }
-    }
-    out
 }
 
 /// Tiers found in `rows`, in first-seen order of a plausible pipeline (producer first), with a
@@ -64,36 +32,31 @@ pub fn utc(ms: EpochMillis) -> String {
     kaudit_alerting::time::rfc3339(ms)[..19].replace('T', " ")
 }
 
-fn verdict_text(v: &Verdict, upstream: &str) -> String {
-    match v {
+/// The verdict as the table shows it: the numbers behind it, and `+delay` as in its stored kind.
+fn verdict_text(v: &EdgeVerdict) -> String {
+    let text = match v.verdict {
         Verdict::MissingTier { side: Side::Downstream } => "MISSING TIER (no rows)".into(),
-        Verdict::MissingTier { side: Side::Upstream } => format!("MISSING TIER {upstream} (no rows upstream)"),
+        Verdict::MissingTier { side: Side::Upstream } => format!("MISSING TIER {} (no rows upstream)", v.upstream),
         Verdict::Complete => "complete".into(),
         Verdict::Loss { missing, fingerprint: Some(fp) } => format!("LOSS {missing} (fingerprint {fp:016x})"),
         Verdict::Loss { missing, fingerprint: None } => format!("LOSS {missing}"),
         Verdict::Duplicates { extra } => format!("DUPLICATES {extra}"),
         Verdict::ContentMismatch => "CONTENT MISMATCH".into(),
-    }
+    };
+    if v.kind().delayed { format!("{text} +delay") } else { text }
 }
 
-/// The table: one line per (bucket, tier), tiers in pipeline order, each compared with the tier
-/// before it.
-pub fn render(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> String {
-    let owned: Vec<String> = tiers.iter().map(|t| t.to_string()).collect();
-    render_edges(merged, &owned, &chain(tiers), u64::MAX)
-}
-
-/// The table for any pipeline shape: each tier compared with its upstream in `edges`; a downstream
-/// tier whose p99 latency is over `p99_delay_ms` is marked `+delay`, as the verifier's verdicts are.
+/// The table for any pipeline shape: one line per (bucket, tier), tiers in `tiers` order, each
+/// compared with its upstream in `edges`; a tier whose p99 latency is over `p99_delay_ms` is marked
+/// `+delay`, as the verifier's verdicts are.
 pub fn render_edges(
     merged: &BTreeMap<EpochMillis, BucketTiers>,
     tiers: &[String],
     edges: &[(String, String)],
     p99_delay_ms: u64,
 ) -> String {
-    let verdicts: BTreeMap<(EpochMillis, String), Verdict> =
-        verdicts_for_edges(merged, edges).into_iter().map(|(b, t, v)| ((b, t), v)).collect();
-    let upstream_of: BTreeMap<&str, &str> = edges.iter().map(|(u, d)| (d.as_str(), u.as_str())).collect();
+    let edges: Vec<Edge> = edges.iter().map(|(u, d)| Edge { upstream: u.clone(), downstream: d.clone() }).collect();
+    let thresholds = Thresholds { p99_delay_ms, ..Thresholds::default() };
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -101,18 +64,18 @@ pub fn render_edges(
         "bucket (UTC)", "tier", "count", "bytes", "no_time", "malformed", "p50 ms", "p99 ms"
     );
     for (bucket, by_tier) in merged {
+        // The table names no topic: the verdicts are not stored, only shown.
+        let verdicts: BTreeMap<String, EdgeVerdict> = evaluate_edges("", *bucket, by_tier, &edges, &thresholds)
+            .into_iter()
+            .map(|v| (v.tier.clone(), v))
+            .collect();
         for tier in tiers {
-            let upstream = upstream_of.get(tier.as_str()).copied().unwrap_or("");
-            let verdict =
-                verdicts.get(&(*bucket, tier.to_string())).map_or("-".to_string(), |v| verdict_text(v, upstream));
-            let Some((t, _agents)) = by_tier.get(tier) else {
+            let verdict = verdicts.get(tier).map_or("-".to_string(), verdict_text);
+            let Some(t) = by_tier.get(tier) else {
                 let _ = writeln!(out, "{:<19}  {:<18} {:>9} {:>61}  {verdict}", utc(*bucket), tier, "no rows", "");
                 continue;
             };
             let q = t.latency.quantiles();
-            let delayed =
-                q.is_some_and(|q| q.p99 > p99_delay_ms) && verdicts.contains_key(&(*bucket, tier.to_string()));
-            let verdict = if delayed { format!("{verdict} +delay") } else { verdict };
             let _ = writeln!(
                 out,
                 "{:<19}  {:<18} {:>9} {:>11} {:>7} {:>9} {:>7} {:>7}  {}",
@@ -134,7 +97,13 @@ pub fn render_edges(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kaudit_schema::TallyKey;
+    use kaudit_schema::{Tally, TallyKey};
+
+    /// The table for a chain of `tiers`, no delay threshold.
+    fn render(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> String {
+        let owned: Vec<String> = tiers.iter().map(|t| t.to_string()).collect();
+        render_edges(merged, &owned, &chain(tiers), u64::MAX)
+    }
 
     fn row(bucket: i64, tier: &str, agent: &str, fps: &[u64]) -> TallyRow {
         let mut tally = Tally::default();
@@ -153,13 +122,12 @@ mod tests {
             row(60_000, "consumer", "c1", &[5]),
         ];
         let merged = merge_by_tier(&rows);
-        assert_eq!(merged[&0]["producer"].1, 2);
-        let v = verdicts(&merged, &["producer", "consumer"]);
-        assert_eq!(v[0], (0, "consumer".to_string(), Verdict::Loss { missing: 1, fingerprint: Some(2) }));
-        assert_eq!(v[1].2, Verdict::Complete);
+        assert_eq!(merged[&0]["producer"].count, 3, "both agents merged");
         let table = render(&merged, &["producer", "consumer"]);
-        assert!(table.contains("LOSS 1 (fingerprint 0000000000000002)"), "{table}");
-        assert_eq!(table.lines().count(), 5);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(lines[2].contains("consumer") && lines[2].ends_with("LOSS 1 (fingerprint 0000000000000002)"));
+        assert!(lines[1].ends_with("  -") && lines[4].ends_with("  complete"), "{table}");
     }
 
     #[test]
@@ -171,6 +139,18 @@ mod tests {
         assert!(lines[2].contains("consumer") && lines[2].ends_with("MISSING TIER (no rows)"), "{table}");
         assert!(lines[4].ends_with("MISSING TIER producer (no rows upstream)"), "{table}");
         assert!(!table.contains("DUPLICATES") && !table.contains("LOSS"), "{table}");
+    }
+
+    #[test]
+    fn a_tier_over_the_delay_threshold_is_marked_as_its_stored_kind_is() {
+        let mut rows = vec![row(0, "producer", "p1", &[1, 2]), row(0, "consumer", "c1", &[1, 2])];
+        (0..2).for_each(|_| rows[1].tally.latency.record(2_500));
+        let merged = merge_by_tier(&rows);
+        let (tiers, edges) = tiers_in_order(&rows);
+        let slow = render_edges(&merged, &tiers, &edges, 1_000);
+        assert!(slow.lines().nth(2).unwrap().ends_with("  complete +delay"), "{slow}");
+        let fine = render_edges(&merged, &tiers, &edges, 3_000);
+        assert!(fine.lines().nth(2).unwrap().ends_with("  complete"), "{fine}");
     }
 
     #[test]

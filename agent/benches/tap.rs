@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use kaudit_agent::tap::{StartFrom, TapConfig, TapOptions, TapRunner, TapShared, TapSource};
-use kaudit_agent::{AgentMetrics, Flusher, FlusherOptions};
+use kaudit_agent::tap::{StartFrom, TapConfig, TapHandle, TapHandleOptions, TapOptions};
+use kaudit_agent::{AgentMetrics, FlusherOptions};
 use kaudit_schema::sqlite::SqliteOptions;
 use kaudit_schema::{BucketWidth, SqliteStore, SystemClock};
 use rdkafka::ClientConfig;
@@ -83,27 +83,28 @@ fn tap_pass(bootstrap: &str, group: &str, rt: &tokio::runtime::Runtime, store: A
         group_id: Some(group.into()),
         start_from: StartFrom::Earliest,
     };
-    let shared = TapShared::new(TapOptions {
+    let tap = TapOptions {
         name: group.into(),
-        config: config.clone(),
+        config,
         rules: Default::default(),
         width: BucketWidth::DEFAULT,
         close_after_ms: 600_000,
         clock: Arc::new(SystemClock),
-        store: store.clone(),
+        store,
         runtime: rt.handle().clone(),
         revoke_timeout: Duration::from_secs(10),
-    });
-    let metrics = AgentMetrics::register(&prometheus::Registry::new()).unwrap();
-    let options = FlusherOptions { flush_interval: Duration::from_millis(500), ..FlusherOptions::default() };
-    let flusher = Flusher::new(TapSource(shared.clone()), store, None, options, metrics);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let flushing = rt.spawn(flusher.run(async { stopped.await.unwrap_or(()) }));
-    let runner = TapRunner::start(shared.clone(), &config, consumer_config(bootstrap, group)).unwrap();
-    let elapsed = time_until_all(|| shared.seen());
-    runner.stop();
-    let _ = stop.send(());
-    rt.block_on(flushing).unwrap();
+    };
+    let options = TapHandleOptions {
+        tap,
+        spool_dir: None,
+        spool_max_bytes: 0,
+        flusher: FlusherOptions { flush_interval: Duration::from_millis(500), ..FlusherOptions::default() },
+        metrics: AgentMetrics::register(&prometheus::Registry::new()).unwrap(),
+        client: consumer_config(bootstrap, group),
+    };
+    let handle = rt.block_on(TapHandle::start(options)).unwrap();
+    let elapsed = time_until_all(|| handle.seen());
+    rt.block_on(handle.shutdown());
     elapsed
 }
 

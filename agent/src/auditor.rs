@@ -6,7 +6,7 @@ use kaudit_schema::{BucketWidth, EpochMillis, FlushBatch};
 
 use crate::clock::{Clock, SystemClock};
 use crate::extract::{AuditMessage, EventTime};
-use crate::fingerprint::{fingerprint, fingerprint_from_xxh64};
+use crate::fingerprint::fingerprint;
 use crate::rules::TopicRules;
 use crate::table::{Observation, PerStream, StreamCounters, TallyTable};
 
@@ -102,11 +102,6 @@ impl Auditor {
         &self.inner.agent_id
     }
 
-    /// The clock this auditor reads arrival times from.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.inner.clock
-    }
-
     /// Count a message given its parts. `event_time` is ms since the epoch; `None` counts it in
     /// the bucket of its arrival as `no_time`.
     pub fn record(&self, topic: &str, tier: &str, business_id: &[u8], payload: &[u8], event_time: Option<EpochMillis>) {
@@ -137,26 +132,9 @@ impl Auditor {
         self.inner.rules.rule_for(topic)
     }
 
-    /// Count a message already hashed elsewhere (the ingest endpoint for non-Rust apps).
-    pub fn record_hashed(
-        &self,
-        topic: &str,
-        tier: &str,
-        business_id: &[u8],
-        payload_xxh64: u64,
-        bytes: u64,
-        event_time: EventTime,
-    ) {
-        let obs = Observation {
-            fingerprint: fingerprint_from_xxh64(business_id, payload_xxh64),
-            bytes,
-            event_time,
-            malformed_id: false,
-        };
-        self.observe(topic, tier, obs);
-    }
-
-    /// Count one message whose fingerprint is already known.
+    /// Count one message already extracted and fingerprinted: by [`Auditor::observation`], or by an
+    /// app that hashed its own payload (ingest validates a whole request into observations first,
+    /// then counts them here, so a bad record never leaves a request half counted).
     #[inline(always)]
     pub fn observe(&self, topic: &str, tier: &str, obs: Observation) {
         let now = self.inner.clock.now_ms();

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kaudit_schema::BucketWidth;
+use kaudit_schema::{BucketWidth, ConfigIssue};
 use serde::{Deserialize, Serialize};
 
 use crate::auditor::{Auditor, AuditorOptions};
@@ -74,19 +74,6 @@ impl Default for AgentConfig {
             shutdown_timeout_ms: 10_000,
             topics: Vec::new(),
         }
-    }
-}
-
-/// One problem found in a configuration, at a dotted key path such as `agent.topics[1].pattern`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigIssue {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
     }
 }
 

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kaudit_schema::{FlushBatch, Store};
+use kaudit_schema::{FlushBatch, Store, error_chain};
 
 use crate::auditor::Auditor;
 use crate::metrics::AgentMetrics;
@@ -241,18 +241,6 @@ impl<S: BatchSource> Flusher<S> {
         }
         FlushReport { written, pending: self.pending() }
     }
-}
-
-/// An error and its sources, joined for one log line.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pub mod tap;
 
 pub use auditor::{Auditor, AuditorOptions};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{AgentConfig, ConfigIssue, TopicRuleConfig};
+pub use config::{AgentConfig, TopicRuleConfig};
 pub use extract::{AuditMessage, EventTime, OwnedMessage};
 pub use fingerprint::fingerprint;
 pub use flusher::{FlushReport, Flusher, FlusherOptions};

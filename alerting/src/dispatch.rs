@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use kaudit_schema::{AlertRecord, OutboxEntry, Store, StoreError};
+use kaudit_schema::{AlertRecord, OutboxEntry, Shutdown, Store, StoreError};
 use rand::Rng;
 
 use crate::alert::Alert;
@@ -165,11 +165,11 @@ impl Dispatcher {
 
     /// Deliver for every sink until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let (stop_tx, _) = tokio::sync::watch::channel(false);
+        let stop_all = Shutdown::new();
         let mut tasks = Vec::new();
         for sink in self.sinks.iter().cloned() {
             let me = self.clone();
-            let mut stop = stop_tx.subscribe();
+            let stop = stop_all.signal();
             tasks.push(tokio::spawn(async move {
                 loop {
                     let wait = match me.deliver_pending(&sink).await {
@@ -182,13 +182,13 @@ impl Dispatcher {
                     };
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => return,
+                        _ = stop.stopped() => return,
                     }
                 }
             }));
         }
         shutdown.await;
-        let _ = stop_tx.send(true);
+        stop_all.trigger();
         for t in tasks {
             let _ = t.await;
         }

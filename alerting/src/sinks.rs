@@ -7,6 +7,7 @@ pub mod service;
 mod slack;
 mod webhook;
 
+use kaudit_schema::ConfigIssue;
 use serde::{Deserialize, Serialize};
 
 pub use self::alertmanager::AlertmanagerConfig;
@@ -74,8 +75,9 @@ impl SinkConfig {
         name.clone().unwrap_or_else(|| ty.to_string())
     }
 
-    /// Problems without I/O (URLs, required keys).
-    pub fn validate(&self) -> Vec<String> {
+    /// Problems without I/O (URLs, required keys), each at its key under `prefix`, the sink's own
+    /// table (e.g. `alerting.sinks[2]`, giving `alerting.sinks[2].routing_key`).
+    pub fn validate(&self, prefix: &str) -> Vec<ConfigIssue> {
         let url_ok = |u: &str| u.starts_with("http://") || u.starts_with("https://");
         let mut issues = Vec::new();
         let url = match self {
@@ -85,13 +87,13 @@ impl SinkConfig {
             Self::Alertmanager(c) => &c.url,
         };
         if !url_ok(url) {
-            issues.push(format!("url {url:?} must start with http:// or https://"));
+            issues.push(ConfigIssue::at(prefix, "url", format!("url {url:?} must start with http:// or https://")));
         }
         if let Self::Pagerduty(c) = self
             && c.routing_key.is_none()
             && c.routing_key_env.is_none()
         {
-            issues.push("set routing_key or routing_key_env".into());
+            issues.push(ConfigIssue::at(prefix, "routing_key", "set routing_key or routing_key_env"));
         }
         issues
     }

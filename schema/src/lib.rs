@@ -9,11 +9,18 @@
 //! full value of a row every time, tagged with a per-agent version that only grows, so a retry, a
 //! replay or a reordered write can never lower a row. This crate's pure parts ([`bucket`],
 //! [`tally`], [`sketch`]) do no I/O; [`store`] is the trait and [`sqlite`] its embedded backend.
+//!
+//! It is also the base every other kaudit crate builds on, so the small things they all need live
+//! here once: [`ConfigIssue`] for validation, [`error_chain`] for reporting, [`Shutdown`] for stopping.
 
 pub mod bucket;
 pub mod clock;
+mod columns;
+pub mod config_issue;
+pub mod errors;
 pub mod records;
 pub mod scylladb;
+pub mod shutdown;
 pub mod sketch;
 pub mod sqlite;
 pub mod store;
@@ -22,8 +29,11 @@ pub mod url;
 
 pub use bucket::{BucketWidth, EpochMillis};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use records::{AlertRecord, OutboxEntry, VerdictRow};
+pub use config_issue::ConfigIssue;
+pub use errors::error_chain;
+pub use records::{AlertRecord, OutboxEntry, Outcome, UnknownVerdictKind, VerdictKind, VerdictRow};
 pub use scylladb::{ScyllaOptions, ScyllaStore};
+pub use shutdown::{Shutdown, ShutdownSignal};
 pub use sketch::LatencySketch;
 pub use sqlite::SqliteStore;
 pub use store::{FlushBatch, OffsetRow, Store, StoreError, TallyKey, TallyRow};

@@ -1,8 +1,114 @@
 //! The verifier's records at rest: verdicts, alert state and the notification outbox.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::bucket::EpochMillis;
+
+/// What a comparison of a tier with its upstream tier found for one bucket, without the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Counts and fingerprint aggregates all equal.
+    Complete,
+    /// The downstream tier counted fewer messages.
+    Loss,
+    /// The downstream tier counted more messages.
+    Duplicates,
+    /// Equal counts, different fingerprint aggregates.
+    ContentMismatch,
+    /// A tier expected to report had no rows.
+    MissingTier,
+}
+
+impl Outcome {
+    /// Every outcome, in declaration order.
+    pub const ALL: [Outcome; 5] =
+        [Outcome::Complete, Outcome::Loss, Outcome::Duplicates, Outcome::ContentMismatch, Outcome::MissingTier];
+
+    /// The stored name, also the `kind` label of `kaudit_verifier_verdicts_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::Loss => "loss",
+            Outcome::Duplicates => "duplicates",
+            Outcome::ContentMismatch => "content_mismatch",
+            Outcome::MissingTier => "missing_tier",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A verdict's kind as stored and served: the outcome, flagged `+delay` when the downstream tier's
+/// p99 latency was also over the threshold (`complete`, `loss+delay`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VerdictKind {
+    pub outcome: Outcome,
+    /// The downstream tier's p99 latency was over the delay threshold.
+    pub delayed: bool,
+}
+
+impl VerdictKind {
+    pub const fn new(outcome: Outcome, delayed: bool) -> Self {
+        Self { outcome, delayed }
+    }
+}
+
+impl From<Outcome> for VerdictKind {
+    fn from(outcome: Outcome) -> Self {
+        Self { outcome, delayed: false }
+    }
+}
+
+const DELAY_SUFFIX: &str = "+delay";
+
+impl fmt::Display for VerdictKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.outcome.as_str())?;
+        if self.delayed { f.write_str(DELAY_SUFFIX) } else { Ok(()) }
+    }
+}
+
+/// A stored verdict kind that names no known outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown verdict kind {0:?}")]
+pub struct UnknownVerdictKind(pub String);
+
+impl FromStr for Outcome {
+    type Err = UnknownVerdictKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s).ok_or_else(|| UnknownVerdictKind(s.to_string()))
+    }
+}
+
+impl FromStr for VerdictKind {
+    type Err = UnknownVerdictKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (base, delayed) = s.strip_suffix(DELAY_SUFFIX).map_or((s, false), |base| (base, true));
+        let outcome = base.parse().map_err(|_| UnknownVerdictKind(s.to_string()))?;
+        Ok(Self { outcome, delayed })
+    }
+}
+
+impl Serialize for VerdictKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for VerdictKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 /// One stored verdict: a tier against its upstream tier for one bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -11,9 +117,9 @@ pub struct VerdictRow {
     pub bucket_start_ms: EpochMillis,
     pub tier: String,
     pub upstream_tier: String,
-    /// `complete`, `loss`, `duplicates`, `content_mismatch`, `missing_tier`, and `+delay` when the
-    /// bucket is also late.
-    pub kind: String,
+    /// Stored as its string: `complete`, `loss`, `duplicates`, `content_mismatch`, `missing_tier`,
+    /// and `+delay` when the bucket is also late.
+    pub kind: VerdictKind,
     pub upstream_count: u64,
     pub count: u64,
     /// The lost message's fingerprint when exactly one was lost.
@@ -41,4 +147,27 @@ pub struct OutboxEntry {
     /// The notification, as JSON; the sink renders it for its receiver.
     pub payload: String,
     pub attempts: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_kinds_read_and_write_the_stored_strings() {
+        let names = ["complete", "loss", "duplicates", "content_mismatch", "missing_tier"];
+        for (outcome, name) in Outcome::ALL.into_iter().zip(names) {
+            for delayed in [false, true] {
+                let kind = VerdictKind::new(outcome, delayed);
+                let text = if delayed { format!("{name}+delay") } else { name.to_string() };
+                assert_eq!(kind.to_string(), text);
+                assert_eq!(text.parse::<VerdictKind>(), Ok(kind));
+                assert_eq!(serde_json::to_string(&kind).unwrap(), format!("{text:?}"));
+                assert_eq!(serde_json::from_str::<VerdictKind>(&format!("{text:?}")).unwrap(), kind);
+            }
+        }
+        for bad in ["", "+delay", "lost", "loss+delay+delay", "Loss", "loss +delay"] {
+            assert_eq!(bad.parse::<VerdictKind>(), Err(UnknownVerdictKind(bad.to_string())), "{bad}");
+        }
+    }
 }

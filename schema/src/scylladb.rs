@@ -23,33 +23,62 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::policies::retry::DefaultRetryPolicy;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
+use scylla::{DeserializeRow, SerializeRow};
 
 pub use self::config::{Replication, ScyllaOptions, TlsOptions};
 use crate::bucket::{BucketWidth, EpochMillis};
+use crate::columns::{TallyColumns, tally_columns};
 use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
-use crate::sketch::LatencySketch;
-use crate::store::{FlushBatch, OffsetRow, Store, StoreError, TallyKey, TallyRow, boxed};
-use crate::tally::Tally;
+use crate::store::{BoxError, FlushBatch, OffsetRow, Store, StoreError, TallyRow, boxed};
 
 /// Most buckets one `read_range` walks; each is one partition read.
 pub const MAX_BUCKETS_PER_READ: i64 = 100_000;
 /// Partition reads in flight at once for one `read_range`.
 const READ_CONCURRENCY: usize = 16;
 
-const INSERT_TALLY: &str = "INSERT INTO tallies (topic, bucket_start_ms, tier, agent_id, bucket_width_ms, version, \
-     count, bytes, fp_xor, fp_sum, no_time, malformed, latency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT_TALLY: &str =
+    concat!("INSERT INTO tallies (", tally_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
 const INSERT_TOPIC: &str = "INSERT INTO topics (topic, bucket_width_ms) VALUES (?, ?)";
 const INSERT_OFFSET: &str =
     "INSERT INTO tap_offsets (agent_id, topic, partition, next_offset, version) VALUES (?, ?, ?, ?, ?)";
-const SELECT_BUCKET: &str = "SELECT topic, bucket_start_ms, tier, agent_id, bucket_width_ms, version, count, bytes, \
-     fp_xor, fp_sum, no_time, malformed, latency FROM tallies WHERE topic = ? AND bucket_start_ms = ?";
+const SELECT_BUCKET: &str =
+    concat!("SELECT ", tally_columns!(), " FROM tallies WHERE topic = ? AND bucket_start_ms = ?");
 const SELECT_WIDTH: &str = "SELECT bucket_width_ms FROM topics WHERE topic = ?";
 const SELECT_TOPICS: &str = "SELECT topic FROM topics";
 const SELECT_OFFSETS: &str =
     "SELECT agent_id, topic, partition, next_offset, version FROM tap_offsets WHERE agent_id = ?";
 
-type TallyColumns = (String, i64, String, String, i64, i64, i64, i64, i64, i64, i64, i64, Vec<u8>);
-type TallyValues<'a> = (&'a str, i64, &'a str, &'a str, i64, i64, i64, i64, i64, i64, i64, i64, Vec<u8>);
+/// A `tap_offsets` row as bound and read.
+#[derive(SerializeRow, DeserializeRow)]
+struct OffsetColumns<'a> {
+    agent_id: &'a str,
+    topic: &'a str,
+    partition: i32,
+    next_offset: i64,
+    version: i64,
+}
+
+impl<'a> OffsetColumns<'a> {
+    fn encode(o: &'a OffsetRow) -> Self {
+        Self {
+            agent_id: &o.agent_id,
+            topic: &o.topic,
+            partition: o.partition,
+            next_offset: o.next_offset,
+            version: o.version as i64,
+        }
+    }
+
+    fn decode(self) -> OffsetRow {
+        OffsetRow {
+            agent_id: self.agent_id.into(),
+            topic: self.topic.into(),
+            partition: self.partition,
+            next_offset: self.next_offset,
+            version: self.version as u64,
+        }
+    }
+}
 
 struct Prepared {
     insert_tally: PreparedStatement,
@@ -73,7 +102,7 @@ pub struct ScyllaStore {
     registered: Arc<Mutex<HashSet<(String, i64)>>>,
 }
 
-fn open_err(hosts: &[String], e: Box<dyn std::error::Error + Send + Sync>) -> StoreError {
+fn open_err(hosts: &[String], e: BoxError) -> StoreError {
     StoreError::Open { target: format!("scylla://{}", hosts.join(",")), source: e }
 }
 
@@ -163,20 +192,14 @@ impl ScyllaStore {
             let mut batch = Batch::new(BatchType::Logged);
             batch.set_timestamp(ts);
             batch.set_is_idempotent(true);
-            let mut values: Vec<Box<dyn scylla::serialize::row::SerializeRow + Send + Sync>> = Vec::new();
+            let mut values: Vec<Box<dyn scylla::serialize::row::SerializeRow + Send + Sync + '_>> = Vec::new();
             for row in rows {
                 batch.append_statement(self.prepared.insert_tally.clone());
-                values.push(Box::new(tally_values_owned(row)));
+                values.push(Box::new(TallyColumns::encode(row)));
             }
             for o in offsets {
                 batch.append_statement(self.prepared.insert_offset.clone());
-                values.push(Box::new((
-                    o.agent_id.clone(),
-                    o.topic.clone(),
-                    o.partition,
-                    o.next_offset,
-                    o.version as i64,
-                )));
+                values.push(Box::new(OffsetColumns::encode(o)));
             }
             self.session.batch(&batch, values).await?;
             return Ok(());
@@ -202,13 +225,13 @@ impl ScyllaStore {
         if let [row] = rows.as_slice() {
             let mut stmt = self.prepared.insert_tally.clone();
             stmt.set_timestamp(ts);
-            self.session.execute_unpaged(&stmt, tally_values(row)).await?;
+            self.session.execute_unpaged(&stmt, TallyColumns::encode(row)).await?;
             return Ok(());
         }
         let mut batch = Batch::new(BatchType::Unlogged);
         batch.set_timestamp(ts);
         batch.set_is_idempotent(true);
-        let values: Vec<TallyValues<'_>> = rows.iter().map(|r| tally_values(r)).collect();
+        let values: Vec<TallyColumns<'_>> = rows.iter().map(|r| TallyColumns::encode(r)).collect();
         for _ in &values {
             batch.append_statement(self.prepared.insert_tally.clone());
         }
@@ -245,7 +268,7 @@ impl ScyllaStore {
         from_ms: EpochMillis,
         to_ms: EpochMillis,
     ) -> Result<Vec<EpochMillis>, StoreError> {
-        let read = |e| StoreError::Read { what: "topic bucket width", source: e };
+        let read = |source| StoreError::ReadBucketWidth { topic: topic.into(), source };
         let result =
             self.session.execute_unpaged(&self.prepared.select_width, (topic,)).await.map_err(|e| read(boxed(e)))?;
         let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
@@ -257,15 +280,13 @@ impl ScyllaStore {
         let first = width.start_of(from_ms);
         let count = (to_ms.saturating_sub(first)).max(0) / width.as_millis() + 1;
         if count > MAX_BUCKETS_PER_READ {
-            let msg =
-                format!("{count} buckets between {from_ms} and {to_ms}; read at most {MAX_BUCKETS_PER_READ} at once");
-            return Err(StoreError::Read { what: "tallies", source: msg.into() });
+            return Err(StoreError::RangeTooLarge { topic: topic.into(), buckets: count, max: MAX_BUCKETS_PER_READ });
         }
         Ok((0..count).map(|i| first + i * width.as_millis()).filter(|b| *b >= from_ms && *b < to_ms).collect())
     }
 
     async fn read_bucket(&self, topic: &str, bucket: EpochMillis) -> Result<Vec<TallyRow>, StoreError> {
-        let read = |e| StoreError::Read { what: "tallies", source: e };
+        let read = |source| StoreError::ReadTallies { topic: topic.into(), source };
         let result = self
             .session
             .execute_unpaged(&self.prepared.select_bucket, (topic, bucket))
@@ -273,60 +294,17 @@ impl ScyllaStore {
             .map_err(|e| read(boxed(e)))?;
         let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
         let mut out = Vec::new();
-        for row in rows.rows::<TallyColumns>().map_err(|e| read(boxed(e)))? {
-            out.push(row_from_columns(row.map_err(|e| read(boxed(e)))?)?);
+        for row in rows.rows::<TallyColumns<'_>>().map_err(|e| read(boxed(e)))? {
+            out.push(row.map_err(|e| read(boxed(e)))?.decode()?);
         }
         Ok(out)
     }
 }
 
-fn tally_values(row: &TallyRow) -> TallyValues<'_> {
-    let (k, t) = (&row.key, &row.tally);
-    (
-        &k.topic,
-        k.bucket_start_ms,
-        &k.tier,
-        &k.agent_id,
-        row.bucket_width_ms,
-        row.version as i64,
-        t.count as i64,
-        t.bytes as i64,
-        t.fp_xor as i64,
-        t.fp_sum as i64,
-        t.no_time as i64,
-        t.malformed as i64,
-        t.latency.to_bytes(),
-    )
-}
-
-fn tally_values_owned(row: &TallyRow) -> TallyColumns {
-    let v = tally_values(row);
-    (v.0.to_string(), v.1, v.2.to_string(), v.3.to_string(), v.4, v.5, v.6, v.7, v.8, v.9, v.10, v.11, v.12)
-}
-
-fn row_from_columns(c: TallyColumns) -> Result<TallyRow, StoreError> {
-    let latency = LatencySketch::from_bytes(&c.12)
-        .map_err(|e| StoreError::Corrupt { topic: c.0.clone(), reason: e.to_string() })?;
-    Ok(TallyRow {
-        key: TallyKey { topic: c.0, bucket_start_ms: c.1, tier: c.2, agent_id: c.3 },
-        bucket_width_ms: c.4,
-        version: c.5 as u64,
-        tally: Tally {
-            count: c.6 as u64,
-            bytes: c.7 as u64,
-            fp_xor: c.8 as u64,
-            fp_sum: c.9 as u64,
-            no_time: c.10 as u64,
-            malformed: c.11 as u64,
-            latency,
-        },
-    })
-}
-
 #[async_trait]
 impl Store for ScyllaStore {
     async fn write(&self, batch: &FlushBatch) -> Result<(), StoreError> {
-        let fail = |e| StoreError::Write { rows: batch.rows.len(), source: boxed(e) };
+        let fail = |e| StoreError::WriteTallies { rows: batch.rows.len(), source: boxed(e) };
         // Group by version: a fresh snapshot is one group; a compacted spool batch may be several.
         let mut groups: BTreeMap<u64, (Vec<&TallyRow>, Vec<&OffsetRow>)> = BTreeMap::new();
         for row in &batch.rows {
@@ -358,7 +336,7 @@ impl Store for ScyllaStore {
     }
 
     async fn list_topics(&self) -> Result<Vec<String>, StoreError> {
-        let read = |e| StoreError::Read { what: "topics", source: e };
+        let read = |source| StoreError::ReadTopics { source };
         let result =
             self.session.execute_unpaged(&self.prepared.select_topics, ()).await.map_err(|e| read(boxed(e)))?;
         let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
@@ -371,7 +349,7 @@ impl Store for ScyllaStore {
     }
 
     async fn load_offsets(&self, agent_id: &str) -> Result<Vec<OffsetRow>, StoreError> {
-        let read = |e| StoreError::Read { what: "tap offsets", source: e };
+        let read = |source| StoreError::ReadOffsets { agent_id: agent_id.into(), source };
         let result = self
             .session
             .execute_unpaged(&self.prepared.select_offsets, (agent_id,))
@@ -379,9 +357,8 @@ impl Store for ScyllaStore {
             .map_err(|e| read(boxed(e)))?;
         let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
         let mut out = Vec::new();
-        for row in rows.rows::<(String, String, i32, i64, i64)>().map_err(|e| read(boxed(e)))? {
-            let (agent_id, topic, partition, next_offset, version) = row.map_err(|e| read(boxed(e)))?;
-            out.push(OffsetRow { agent_id, topic, partition, next_offset, version: version as u64 });
+        for row in rows.rows::<OffsetColumns<'_>>().map_err(|e| read(boxed(e)))? {
+            out.push(row.map_err(|e| read(boxed(e)))?.decode());
         }
         out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         Ok(out)

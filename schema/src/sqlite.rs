@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::Type;
+use rusqlite::{Connection, params};
 
 use crate::bucket::EpochMillis;
+use crate::columns::{TallyColumns, tally_columns};
 use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
-use crate::sketch::LatencySketch;
-use crate::store::{FlushBatch, OffsetRow, Store, StoreError, TallyKey, TallyRow, boxed};
-use crate::tally::Tally;
+use crate::store::{FlushBatch, OffsetRow, Store, StoreError, TallyRow, boxed};
 
 /// Numbered migrations, applied in order and recorded in `schema_migrations`.
 const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -22,14 +22,16 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (2, "create_verdicts_and_alerts", include_str!("../sqlite/0002_create_verdicts_and_alerts.sql")),
 ];
 
-const UPSERT_TALLY: &str = "INSERT INTO tallies (topic, bucket_start_ms, tier, agent_id, bucket_width_ms, version, \
-     count, bytes, fp_xor, fp_sum, no_time, malformed, latency) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+const UPSERT_TALLY: &str = concat!(
+    "INSERT INTO tallies (",
+    tally_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
      ON CONFLICT (topic, bucket_start_ms, tier, agent_id) DO UPDATE SET \
      bucket_width_ms = excluded.bucket_width_ms, version = excluded.version, count = excluded.count, \
      bytes = excluded.bytes, fp_xor = excluded.fp_xor, fp_sum = excluded.fp_sum, \
      no_time = excluded.no_time, malformed = excluded.malformed, latency = excluded.latency \
-     WHERE excluded.version >= tallies.version";
+     WHERE excluded.version >= tallies.version"
+);
 
 const UPSERT_OFFSET: &str = "INSERT INTO tap_offsets (agent_id, topic, partition, next_offset, version) \
      VALUES (?1, ?2, ?3, ?4, ?5) \
@@ -84,7 +86,7 @@ impl SqliteStore {
     /// The highest migration applied.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         let conn = self.conn.lock().expect("sqlite mutex poisoned");
-        current_version(&conn).map_err(|e| StoreError::Read { what: "schema version", source: boxed(e) })
+        current_version(&conn).map_err(|e| StoreError::ReadSchemaVersion { source: boxed(e) })
     }
 
     async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> T + Send + 'static) -> T {
@@ -124,25 +126,26 @@ fn write_batch(conn: &mut Connection, batch: &FlushBatch) -> rusqlite::Result<()
         let mut topic = tx.prepare_cached("INSERT OR IGNORE INTO topics (topic) VALUES (?1)")?;
         let mut last_topic: Option<&str> = None;
         for row in &batch.rows {
-            let (k, t) = (&row.key, &row.tally);
+            let c = TallyColumns::encode(row);
             upsert.execute(params![
-                k.topic,
-                k.bucket_start_ms,
-                k.tier,
-                k.agent_id,
-                row.bucket_width_ms,
-                row.version as i64,
-                t.count as i64,
-                t.bytes as i64,
-                t.fp_xor as i64,
-                t.fp_sum as i64,
-                t.no_time as i64,
-                t.malformed as i64,
-                t.latency.to_bytes(),
+                c.topic,
+                c.bucket_start_ms,
+                c.tier,
+                c.agent_id,
+                c.bucket_width_ms,
+                c.version,
+                c.count,
+                c.bytes,
+                c.fp_xor,
+                c.fp_sum,
+                c.no_time,
+                c.malformed,
+                c.latency,
             ])?;
-            if last_topic != Some(k.topic.as_str()) {
-                topic.execute(params![k.topic])?;
-                last_topic = Some(&k.topic);
+            let name = row.key.topic.as_str();
+            if last_topic != Some(name) {
+                topic.execute(params![name])?;
+                last_topic = Some(name);
             }
         }
         let mut offset = tx.prepare_cached(UPSERT_OFFSET)?;
@@ -153,19 +156,26 @@ fn write_batch(conn: &mut Connection, batch: &FlushBatch) -> rusqlite::Result<()
     tx.commit()
 }
 
-fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TallyRow, Vec<u8>)> {
-    let key = TallyKey { topic: r.get(0)?, bucket_start_ms: r.get(1)?, tier: r.get(2)?, agent_id: r.get(3)? };
-    let tally = Tally {
-        count: r.get::<_, i64>(6)? as u64,
-        bytes: r.get::<_, i64>(7)? as u64,
-        fp_xor: r.get::<_, i64>(8)? as u64,
-        fp_sum: r.get::<_, i64>(9)? as u64,
-        no_time: r.get::<_, i64>(10)? as u64,
-        malformed: r.get::<_, i64>(11)? as u64,
-        latency: LatencySketch::default(),
+/// A `SELECT` of [`tally_columns!`], in order, decoded.
+fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TallyRow, StoreError>> {
+    let text =
+        |i| r.get_ref(i)?.as_str().map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, e.into()));
+    let columns = TallyColumns {
+        topic: text(0)?,
+        bucket_start_ms: r.get(1)?,
+        tier: text(2)?,
+        agent_id: text(3)?,
+        bucket_width_ms: r.get(4)?,
+        version: r.get(5)?,
+        count: r.get(6)?,
+        bytes: r.get(7)?,
+        fp_xor: r.get(8)?,
+        fp_sum: r.get(9)?,
+        no_time: r.get(10)?,
+        malformed: r.get(11)?,
+        latency: r.get(12)?,
     };
-    let row = TallyRow { key, bucket_width_ms: r.get(4)?, version: r.get::<_, i64>(5)? as u64, tally };
-    Ok((row, r.get(12)?))
+    Ok(columns.decode())
 }
 
 fn read_range(
@@ -174,23 +184,17 @@ fn read_range(
     from_ms: EpochMillis,
     to_ms: EpochMillis,
 ) -> Result<Vec<TallyRow>, StoreError> {
-    let read_err = |e| StoreError::Read { what: "tallies", source: boxed(e) };
+    let read_err = |e| StoreError::ReadTallies { topic: topic.into(), source: boxed(e) };
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT topic, bucket_start_ms, tier, agent_id, bucket_width_ms, version, count, bytes, \
-             fp_xor, fp_sum, no_time, malformed, latency FROM tallies \
-             WHERE topic = ?1 AND bucket_start_ms >= ?2 AND bucket_start_ms < ?3 \
-             ORDER BY bucket_start_ms, tier, agent_id",
-        )
+        .prepare_cached(concat!(
+            "SELECT ",
+            tally_columns!(),
+            " FROM tallies WHERE topic = ?1 AND bucket_start_ms >= ?2 AND bucket_start_ms < ?3 \
+             ORDER BY bucket_start_ms, tier, agent_id"
+        ))
         .map_err(read_err)?;
     let rows = stmt.query_map(params![topic, from_ms, to_ms], row_from_sql).map_err(read_err)?;
-    rows.map(|r| {
-        let (mut row, sketch) = r.map_err(read_err)?;
-        row.tally.latency = LatencySketch::from_bytes(&sketch)
-            .map_err(|e| StoreError::Corrupt { topic: row.key.topic.clone(), reason: e.to_string() })?;
-        Ok(row)
-    })
-    .collect()
+    rows.map(|r| r.map_err(read_err)?).collect()
 }
 
 #[async_trait]
@@ -198,7 +202,7 @@ impl Store for SqliteStore {
     async fn write(&self, batch: &FlushBatch) -> Result<(), StoreError> {
         let batch = batch.clone();
         self.blocking(move |conn| {
-            write_batch(conn, &batch).map_err(|e| StoreError::Write { rows: batch.rows.len(), source: boxed(e) })
+            write_batch(conn, &batch).map_err(|e| StoreError::WriteTallies { rows: batch.rows.len(), source: boxed(e) })
         })
         .await
     }
@@ -215,7 +219,7 @@ impl Store for SqliteStore {
 
     async fn list_topics(&self) -> Result<Vec<String>, StoreError> {
         self.blocking(|conn| {
-            let read_err = |e| StoreError::Read { what: "topics", source: boxed(e) };
+            let read_err = |e| StoreError::ReadTopics { source: boxed(e) };
             let mut stmt = conn.prepare_cached("SELECT topic FROM topics ORDER BY topic").map_err(read_err)?;
             let topics = stmt.query_map([], |r| r.get(0)).map_err(read_err)?;
             topics.collect::<Result<Vec<String>, _>>().map_err(read_err)
@@ -226,7 +230,7 @@ impl Store for SqliteStore {
     async fn load_offsets(&self, agent_id: &str) -> Result<Vec<OffsetRow>, StoreError> {
         let agent_id = agent_id.to_string();
         self.blocking(move |conn| {
-            let read_err = |e| StoreError::Read { what: "tap offsets", source: boxed(e) };
+            let read_err = |e| StoreError::ReadOffsets { agent_id: agent_id.clone(), source: boxed(e) };
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT agent_id, topic, partition, next_offset, version FROM tap_offsets \
@@ -251,7 +255,10 @@ impl Store for SqliteStore {
 
     async fn write_verdicts(&self, rows: &[VerdictRow]) -> Result<(), StoreError> {
         let rows = rows.to_vec();
-        self.blocking(move |conn| write_verdicts(conn, &rows).map_err(write_err(rows.len()))).await
+        self.blocking(move |conn| {
+            write_verdicts(conn, &rows).map_err(|e| StoreError::WriteVerdicts { rows: rows.len(), source: boxed(e) })
+        })
+        .await
     }
 
     async fn read_verdicts(
@@ -261,19 +268,31 @@ impl Store for SqliteStore {
         to_ms: EpochMillis,
     ) -> Result<Vec<VerdictRow>, StoreError> {
         let topic = topic.to_string();
-        self.blocking(move |conn| read_verdicts(conn, &topic, from_ms, to_ms).map_err(read_err("verdicts"))).await
+        self.blocking(move |conn| {
+            read_verdicts(conn, &topic, from_ms, to_ms)
+                .map_err(|e| StoreError::ReadVerdicts { topic: topic.clone(), source: boxed(e) })
+        })
+        .await
     }
 
     async fn record_alert(&self, alert: &AlertRecord, notifications: &[OutboxEntry]) -> Result<(), StoreError> {
         let (alert, notifications) = (alert.clone(), notifications.to_vec());
-        self.blocking(move |conn| record_alert(conn, &alert, &notifications).map_err(write_err(1))).await
+        self.blocking(move |conn| {
+            record_alert(conn, &alert, &notifications).map_err(|e| StoreError::WriteAlert {
+                dedup_key: alert.dedup_key.clone(),
+                notifications: notifications.len(),
+                source: boxed(e),
+            })
+        })
+        .await
     }
 
     async fn list_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
         self.blocking(|conn| {
+            let read_err = |e| StoreError::ReadAlerts { source: boxed(e) };
             let mut stmt = conn
                 .prepare_cached("SELECT dedup_key, state, body, updated_at_ms FROM alerts ORDER BY dedup_key")
-                .map_err(read_err("alerts"))?;
+                .map_err(read_err)?;
             let rows = stmt
                 .query_map([], |r| {
                     Ok(AlertRecord {
@@ -283,15 +302,18 @@ impl Store for SqliteStore {
                         updated_at_ms: r.get(3)?,
                     })
                 })
-                .map_err(read_err("alerts"))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(read_err("alerts"))
+                .map_err(read_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(read_err)
         })
         .await
     }
 
     async fn outbox(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         let sink = sink.to_string();
-        self.blocking(move |conn| outbox(conn, &sink, limit).map_err(read_err("alert outbox"))).await
+        self.blocking(move |conn| {
+            outbox(conn, &sink, limit).map_err(|e| StoreError::ReadOutbox { sink: sink.clone(), source: boxed(e) })
+        })
+        .await
     }
 
     async fn ack_notification(&self, sink: &str, seq: i64) -> Result<(), StoreError> {
@@ -299,7 +321,7 @@ impl Store for SqliteStore {
         self.blocking(move |conn| {
             conn.execute("DELETE FROM alert_outbox WHERE sink = ?1 AND seq = ?2", params![sink, seq])
                 .map(|_| ())
-                .map_err(write_err(1))
+                .map_err(|e| StoreError::AckNotification { sink: sink.clone(), seq, source: boxed(e) })
         })
         .await
     }
@@ -312,18 +334,14 @@ impl Store for SqliteStore {
                 params![entry.sink, entry.seq, entry.attempts],
             )
             .map(|_| ())
-            .map_err(write_err(1))
+            .map_err(|e| StoreError::RecordAttempt {
+                sink: entry.sink.clone(),
+                seq: entry.seq,
+                source: boxed(e),
+            })
         })
         .await
     }
-}
-
-fn write_err(rows: usize) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| StoreError::Write { rows, source: boxed(e) }
-}
-
-fn read_err(what: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
-    move |e| StoreError::Read { what, source: boxed(e) }
 }
 
 fn write_verdicts(conn: &mut Connection, rows: &[VerdictRow]) -> rusqlite::Result<()> {
@@ -339,7 +357,7 @@ fn write_verdicts(conn: &mut Connection, rows: &[VerdictRow]) -> rusqlite::Resul
                 v.bucket_start_ms,
                 v.tier,
                 v.upstream_tier,
-                v.kind,
+                v.kind.to_string(),
                 v.upstream_count as i64,
                 v.count as i64,
                 v.lost_fingerprint.map(|f| f as i64),
@@ -368,7 +386,10 @@ fn read_verdicts(
             bucket_start_ms: r.get(1)?,
             tier: r.get(2)?,
             upstream_tier: r.get(3)?,
-            kind: r.get(4)?,
+            kind: r
+                .get::<_, String>(4)?
+                .parse()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?,
             upstream_count: r.get::<_, i64>(5)? as u64,
             count: r.get::<_, i64>(6)? as u64,
             lost_fingerprint: r.get::<_, Option<i64>>(7)?.map(|f| f as u64),
@@ -408,17 +429,6 @@ fn outbox(conn: &Connection, sink: &str, limit: usize) -> rusqlite::Result<Vec<O
         })
     })?;
     rows.collect()
-}
-
-impl SqliteStore {
-    /// Whether the migration table records `version` (used by tests and `kaudit migrate`).
-    pub fn has_migration(&self, version: u32) -> Result<bool, StoreError> {
-        let conn = self.conn.lock().expect("sqlite mutex poisoned");
-        conn.query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", params![version], |_| Ok(()))
-            .optional()
-            .map(|o| o.is_some())
-            .map_err(|e| StoreError::Read { what: "schema version", source: boxed(e) })
-    }
 }
 
 #[cfg(test)]

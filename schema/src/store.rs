@@ -53,7 +53,11 @@ impl FlushBatch {
     }
 }
 
-/// A store operation failed.
+/// A boxed cause, kept as the `source` of a [`StoreError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A store operation failed. One variant per operation, so the message names what failed; the
+/// backend's own error is the `source`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store could not be opened or reached.
@@ -61,32 +65,112 @@ pub enum StoreError {
     Open {
         target: String,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: BoxError,
     },
-    /// A write was refused or did not complete; the caller should keep the batch and retry.
-    #[error("write of {rows} tally rows failed")]
-    Write {
-        rows: usize,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// A read failed.
-    #[error("read of {what} failed")]
-    Read {
-        what: &'static str,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// A stored row could not be decoded.
-    #[error("stored row for topic {topic} is corrupt: {reason}")]
-    Corrupt { topic: String, reason: String },
     /// Migrating the schema failed.
     #[error("schema migration {version} failed")]
     Migrate {
         version: u32,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: BoxError,
     },
+    /// Reading which migrations are applied failed.
+    #[error("read of the schema version failed")]
+    ReadSchemaVersion {
+        #[source]
+        source: BoxError,
+    },
+    /// A flush's tallies and offsets were refused or did not complete; keep the batch and retry.
+    #[error("write of {rows} tally rows failed")]
+    WriteTallies {
+        rows: usize,
+        #[source]
+        source: BoxError,
+    },
+    /// Reading the tallies of a topic failed.
+    #[error("read of tallies of topic {topic} failed")]
+    ReadTallies {
+        topic: String,
+        #[source]
+        source: BoxError,
+    },
+    /// Reading the bucket width a topic was registered with failed.
+    #[error("read of the bucket width of topic {topic} failed")]
+    ReadBucketWidth {
+        topic: String,
+        #[source]
+        source: BoxError,
+    },
+    /// A read would walk more buckets than a backend reads at once.
+    #[error("read of {buckets} buckets of topic {topic} refused: at most {max} at once")]
+    RangeTooLarge { topic: String, buckets: i64, max: i64 },
+    /// Listing the topics that have tallies failed.
+    #[error("read of the topic list failed")]
+    ReadTopics {
+        #[source]
+        source: BoxError,
+    },
+    /// Reading a tap agent's stored offsets failed.
+    #[error("read of the offsets of agent {agent_id} failed")]
+    ReadOffsets {
+        agent_id: String,
+        #[source]
+        source: BoxError,
+    },
+    /// Writing verdicts failed.
+    #[error("write of {rows} verdicts failed")]
+    WriteVerdicts {
+        rows: usize,
+        #[source]
+        source: BoxError,
+    },
+    /// Reading the verdicts of a topic failed.
+    #[error("read of verdicts of topic {topic} failed")]
+    ReadVerdicts {
+        topic: String,
+        #[source]
+        source: BoxError,
+    },
+    /// Writing an alert's state with its notifications failed; neither was stored.
+    #[error("write of alert {dedup_key} with {notifications} notifications failed")]
+    WriteAlert {
+        dedup_key: String,
+        notifications: usize,
+        #[source]
+        source: BoxError,
+    },
+    /// Listing the alerts failed.
+    #[error("read of alerts failed")]
+    ReadAlerts {
+        #[source]
+        source: BoxError,
+    },
+    /// Reading the notifications waiting for a sink failed.
+    #[error("read of the outbox of sink {sink} failed")]
+    ReadOutbox {
+        sink: String,
+        #[source]
+        source: BoxError,
+    },
+    /// Removing a delivered notification from the outbox failed; it will be delivered again.
+    #[error("outbox ack of notification {seq} of sink {sink} failed")]
+    AckNotification {
+        sink: String,
+        seq: i64,
+        #[source]
+        source: BoxError,
+    },
+    /// Counting a failed delivery attempt failed.
+    #[error("write of the attempt count of notification {seq} of sink {sink} failed")]
+    RecordAttempt {
+        sink: String,
+        seq: i64,
+        #[source]
+        source: BoxError,
+    },
+    /// A stored row could not be decoded.
+    #[error("stored row for topic {topic} is corrupt: {reason}")]
+    Corrupt { topic: String, reason: String },
 }
 
 /// Where tallies live. Writes are idempotent upserts; implementations must keep, per key, the row
@@ -140,6 +224,6 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Box any error for a [`StoreError`] source.
-pub(crate) fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> Box<dyn std::error::Error + Send + Sync> {
+pub(crate) fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
     Box::new(e)
 }

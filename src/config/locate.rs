@@ -3,7 +3,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use kaudit_agent::ConfigIssue;
+use kaudit_schema::ConfigIssue;
 use serde::de::DeserializeOwned;
 use toml_edit::{Document, DocumentMut, Item, Table, Value};
 
@@ -115,7 +115,8 @@ fn find_in_value(v: &Value, at: usize, path: &mut Vec<Segment>) -> bool {
     }
 }
 
-/// Byte span of the key at `path` (or of its value, or table header), in a spanned document.
+/// Byte span of the key at `path` (or of its value, or table header), in a spanned document. A key
+/// that is not in the file (a required key left out) is located at the nearest table that is.
 fn span_of(doc: &Table, path: &KeyPath) -> Option<Range<usize>> {
     let mut item: Option<&Item> = None;
     let mut table = Some(doc);
@@ -124,25 +125,30 @@ fn span_of(doc: &Table, path: &KeyPath) -> Option<Range<usize>> {
         match (seg, item) {
             (Segment::Key(k), _) if table.is_some() => {
                 let t = table.expect("checked");
-                let (key, it) = t.get_key_value(k)?;
+                let Some((key, it)) = t.get_key_value(k) else {
+                    return span;
+                };
                 span = key.span().or_else(|| it.span()).or(span);
                 item = Some(it);
             }
             (Segment::Key(k), Some(Item::Value(Value::InlineTable(t)))) => {
-                let (key, it) = t.get_key_value(k)?;
+                let Some((key, it)) = t.get_key_value(k) else {
+                    return span;
+                };
                 span = key.span().or_else(|| it.span()).or(span);
                 item = Some(it);
             }
             (Segment::Index(i), Some(Item::ArrayOfTables(a))) => {
-                let t = a.get(*i)?;
+                let Some(t) = a.get(*i) else {
+                    return span;
+                };
                 span = t.span().or(span);
                 table = Some(t);
                 item = None;
                 continue;
             }
             (Segment::Index(i), Some(Item::Value(Value::Array(a)))) => {
-                span = a.get(*i)?.span().or(span);
-                return span;
+                return a.get(*i).and_then(Value::span).or(span);
             }
             _ => return span,
         }

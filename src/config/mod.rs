@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use kaudit_agent::{AgentConfig, ConfigIssue};
+use kaudit_agent::AgentConfig;
 use kaudit_alerting::SinkConfig;
-use kaudit_schema::{ScyllaOptions, StoreUrl};
+use kaudit_schema::{ConfigIssue, ScyllaOptions, StoreUrl};
 use kaudit_verifier::VerifierConfig;
 use serde::{Deserialize, Serialize};
 
@@ -146,13 +146,13 @@ impl KauditConfig {
         if let Err(e) = self.store_url() {
             issues.push(ConfigIssue::new("store", e.reason));
         }
-        issues.extend(self.scylla.validate("scylla").into_iter().map(|(k, m)| ConfigIssue::new(k, m)));
-        issues.extend(self.verifier.validate("verifier").into_iter().map(|(k, m)| ConfigIssue::new(k, m)));
+        issues.extend(self.scylla.validate("scylla"));
+        issues.extend(self.verifier.validate("verifier"));
         for (i, sink) in self.alerting.sinks.iter().enumerate() {
-            issues.extend(sink.validate().into_iter().map(|m| ConfigIssue::new(format!("alerting.sinks[{i}].url"), m)));
+            issues.extend(sink.validate(&format!("alerting.sinks[{i}]")));
         }
         if let Some(tap) = &self.tap {
-            issues.extend(tap.validate("tap").into_iter().map(|(k, m)| ConfigIssue::new(k, m)));
+            issues.extend(tap.validate("tap"));
             if self.kafka.bootstrap_servers.is_none() {
                 issues.push(ConfigIssue::new("kafka.bootstrap_servers", "the tap needs a cluster to consume from"));
             }

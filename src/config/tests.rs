@@ -119,3 +119,29 @@ fn key_paths_round_trip() {
         assert_eq!(KeyPath::parse(p).to_string(), p);
     }
 }
+
+#[test]
+fn sink_problems_are_reported_at_their_own_key() {
+    let text = "[agent]\nname = \"x\"\n\n[[alerting.sinks]]\ntype = \"slack\"\nurl = \"https://hooks.example/a\"\n\n\
+                [[alerting.sinks]]\ntype = \"pagerduty\"\nurl = \"events.pagerduty.com\"\n";
+    let err = KauditConfig::from_toml(text, Path::new("s.toml")).unwrap_err();
+    let found: Vec<_> = err.problems.iter().map(|p| (p.key.as_str(), p.line, p.message.as_str())).collect();
+    assert_eq!(
+        found,
+        vec![
+            // Absent, so at the sink's own table.
+            ("alerting.sinks[1].routing_key", Some(8), "set routing_key or routing_key_env"),
+            ("alerting.sinks[1].url", Some(10), "url \"events.pagerduty.com\" must start with http:// or https://"),
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn a_pagerduty_sink_without_a_routing_key_is_reported_at_routing_key() {
+    let text = "[[alerting.sinks]]\ntype = \"pagerduty\"\nurl = \"https://events.pagerduty.com\"\n";
+    let err = KauditConfig::from_toml(text, Path::new("pd.toml")).unwrap_err();
+    let found: Vec<_> = err.problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(found, vec![("alerting.sinks[0].routing_key", Some(1))], "{err}");
+    assert!(err.to_string().contains("pd.toml:1:1: key `alerting.sinks[0].routing_key`: set routing_key"), "{err}");
+}

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use kaudit_schema::{EpochMillis, VerdictRow};
+use kaudit_schema::{EpochMillis, Outcome, VerdictRow};
 
 pub const TOPIC: &str = "orders";
 pub const PRODUCER: &str = "producer";
@@ -114,22 +114,13 @@ pub struct EdgeCheck {
     pub matches: bool,
 }
 
-/// The base kind of a stored verdict (`loss+delay` → `loss`) and whether it is flagged late.
-fn split_kind(kind: &str) -> (&str, bool) {
-    match kind.strip_suffix("+delay") {
-        Some(base) => (base, true),
-        None => (kind, false),
-    }
-}
-
 fn describe(row: &VerdictRow) -> String {
-    let (base, late) = split_kind(&row.kind);
-    let mut text = match base {
-        "loss" => format!("lost {}", row.upstream_count.saturating_sub(row.count)),
-        "duplicates" => format!("dup {}", row.count.saturating_sub(row.upstream_count)),
-        other => other.replace('_', " "),
+    let mut text = match row.kind.outcome {
+        Outcome::Loss => format!("lost {}", row.upstream_count.saturating_sub(row.count)),
+        Outcome::Duplicates => format!("dup {}", row.count.saturating_sub(row.upstream_count)),
+        other => other.as_str().replace('_', " "),
     };
-    if late {
+    if row.kind.delayed {
         let _ = write!(text, ", p99 {} ms", row.p99_ms.unwrap_or(0));
     }
     text
@@ -182,19 +173,19 @@ fn edge_matches(
 ) -> bool {
     let lost = faults.lost.len() as u64;
     let at_broker = faults.produced - lost;
-    match (tier, split_kind(&row.kind)) {
-        (BROKER, _) if row.upstream_count != faults.produced => false,
-        (_, _) if tier != BROKER && row.upstream_count != at_broker => false,
-        (BROKER, ("complete", false)) => lost == 0,
-        (BROKER, ("loss", false)) => {
+    match (tier, row.kind.outcome, row.kind.delayed) {
+        (BROKER, _, _) if row.upstream_count != faults.produced => false,
+        _ if tier != BROKER && row.upstream_count != at_broker => false,
+        (BROKER, Outcome::Complete, false) => lost == 0,
+        (BROKER, Outcome::Loss, false) => {
             let named = lost != 1 || row.lost_fingerprint == Some(faults.lost[0]);
             lost > 0 && row.upstream_count - row.count == lost && named
         }
-        (BILLING, ("complete", false)) => faults.duplicated == 0,
-        (BILLING, ("duplicates", false)) => {
+        (BILLING, Outcome::Complete, false) => faults.duplicated == 0,
+        (BILLING, Outcome::Duplicates, false) => {
             faults.duplicated > 0 && row.count - row.upstream_count == faults.duplicated
         }
-        (ANALYTICS, ("complete", late)) => late == (faults.delayed > 0 && plan.delay_ms > delay_threshold_ms),
+        (ANALYTICS, Outcome::Complete, late) => late == (faults.delayed > 0 && plan.delay_ms > delay_threshold_ms),
         _ => false,
     }
 }
@@ -231,7 +222,7 @@ mod tests {
             bucket_start_ms: bucket,
             tier: tier.into(),
             upstream_tier: if tier == BROKER { PRODUCER.into() } else { BROKER.into() },
-            kind: kind.into(),
+            kind: kind.parse().unwrap(),
             upstream_count: upstream,
             count,
             lost_fingerprint: None,

@@ -18,7 +18,10 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use tokio::sync::watch;
+use kaudit_agent::tap::TapShared;
+use kaudit_schema::{Shutdown, ShutdownSignal};
+use rdkafka::consumer::Consumer;
+use tokio::task::JoinHandle;
 
 use super::faults::{ANALYTICS, BILLING, FaultPlan, Ledger, PRODUCER, TOPIC};
 
@@ -144,8 +147,7 @@ pub fn produce(
 }
 
 /// A consumer in group `group`, subscribed to the demo topic.
-pub fn consumer(bootstrap: &str, group: &str) -> anyhow::Result<StreamConsumer> {
-    use rdkafka::consumer::Consumer;
+fn consumer(bootstrap: &str, group: &str) -> anyhow::Result<StreamConsumer> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -165,13 +167,15 @@ pub async fn billing(
     auditor: Auditor,
     shared: Arc<Shared>,
     seed: u64,
-    mut stop: watch::Receiver<bool>,
+    stopped: ShutdownSignal,
 ) {
+    let stop = stopped.wait();
+    tokio::pin!(stop);
     let mut rng = StdRng::seed_from_u64(seed ^ 0xb111_1d09);
     loop {
         tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break,
+            _ = &mut stop => break,
             msg = consumer.recv() => match msg {
                 Ok(msg) => {
                     shared.counters.billing.fetch_add(1, Relaxed);
@@ -197,8 +201,10 @@ pub async fn analytics(
     consumer: Arc<StreamConsumer>,
     auditor: Auditor,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stopped: ShutdownSignal,
 ) {
+    let stop = stopped.wait();
+    tokio::pin!(stop);
     let mut held: VecDeque<(EpochMillis, Observation)> = VecDeque::new();
     let process_due = |held: &mut VecDeque<(EpochMillis, Observation)>| {
         let now = SystemClock.now_ms();
@@ -216,7 +222,7 @@ pub async fn analytics(
     loop {
         tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break,
+            _ = &mut stop => break,
             _ = wait_for_front(&held) => process_due(&mut held),
             msg = consumer.recv() => match msg {
                 Ok(msg) => {
@@ -239,5 +245,87 @@ pub async fn analytics(
     while !held.is_empty() {
         wait_for_front(&held).await;
         process_due(&mut held);
+    }
+}
+
+/// The two consumer groups, billing and analytics, each read by one task until stopped.
+pub struct Consumers {
+    billing: Arc<AuditedStreamConsumer>,
+    analytics: Arc<StreamConsumer>,
+    shutdown: Shutdown,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Consumers {
+    /// Join both groups and start reading; `billing` and `analytics` are their agents' auditors.
+    pub fn start(
+        bootstrap: &str,
+        billing: &Auditor,
+        analytics: &Auditor,
+        shared: &Arc<Shared>,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
+        let billing_consumer =
+            Arc::new(AuditedStreamConsumer::new(consumer(bootstrap, "billing")?, billing.clone(), BILLING));
+        let analytics_consumer = Arc::new(consumer(bootstrap, "analytics")?);
+        let shutdown = Shutdown::new();
+        let tasks = [
+            tokio::spawn(self::billing(
+                billing_consumer.clone(),
+                billing.clone(),
+                shared.clone(),
+                seed,
+                shutdown.signal(),
+            )),
+            tokio::spawn(self::analytics(analytics_consumer.clone(), analytics.clone(), shared.clone(), shutdown.signal())),
+        ];
+        Ok(Self { billing: billing_consumer, analytics: analytics_consumer, shutdown, tasks })
+    }
+
+    /// Wait until the tap and both groups have partitions: the clock of the run starts after
+    /// that, or the seconds a group join takes would show up as delay.
+    pub async fn joined(&self, tap: &TapShared) -> anyhow::Result<()> {
+        let assigned = |c: &StreamConsumer| c.assignment().map(|a| a.count() > 0).unwrap_or(false);
+        let started = Instant::now();
+        super::wait::until(Duration::from_secs(60), || {
+            !tap.assigned().is_empty() && assigned(&self.billing) && assigned(&self.analytics)
+        })
+        .await
+        .context("the tap and consumer groups did not join within 60 s")?;
+        eprintln!("tap and consumer groups joined in {:.1?}", started.elapsed());
+        Ok(())
+    }
+
+    /// Wait until the tap and both groups have received the `sent` messages, or fail after 30 s
+    /// without progress.
+    pub async fn drain(&self, shared: &Shared, tap: &TapShared) -> anyhow::Result<()> {
+        let sent = shared.counters.sent();
+        let c = &shared.counters;
+        let received = || (tap.seen(), c.billing.load(Relaxed), c.analytics.load(Relaxed));
+        let (mut last, mut last_change) = (received(), Instant::now());
+        super::wait::until(Duration::from_secs(24 * 3600), || {
+            let now = received();
+            if now != last {
+                (last, last_change) = (now, Instant::now());
+            }
+            (now.0 >= sent && now.1 >= sent && now.2 >= sent) || last_change.elapsed() > Duration::from_secs(30)
+        })
+        .await?;
+        let (t, b, a) = received();
+        anyhow::ensure!(
+            t >= sent && b >= sent && a >= sent,
+            "the consumers stopped receiving before every message arrived (30 s without progress): sent {sent}, \
+             broker {t}, billing {b}, analytics {a}"
+        );
+        Ok(())
+    }
+
+    /// Stop reading; analytics first processes the messages it holds.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        for task in self.tasks {
+            task.await?;
+        }
+        Ok(())
     }
 }

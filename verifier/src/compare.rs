@@ -1,6 +1,6 @@
 //! Comparing a tier's merged tally for one bucket with its upstream tier's.
 
-use kaudit_schema::Tally;
+use kaudit_schema::{Outcome, Tally};
 use serde::{Deserialize, Serialize};
 
 /// What a downstream tier's bucket says about its upstream's.
@@ -17,6 +17,19 @@ pub enum Verdict {
     ContentMismatch,
     /// A tier expected to report has no rows for the bucket (agent down or misconfigured).
     MissingTier { side: Side },
+}
+
+impl Verdict {
+    /// The verdict without its numbers, as stored in a [`kaudit_schema::VerdictKind`].
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Verdict::Complete => Outcome::Complete,
+            Verdict::Loss { .. } => Outcome::Loss,
+            Verdict::Duplicates { .. } => Outcome::Duplicates,
+            Verdict::ContentMismatch => Outcome::ContentMismatch,
+            Verdict::MissingTier { .. } => Outcome::MissingTier,
+        }
+    }
 }
 
 /// Which side of a comparison.

@@ -1,5 +1,6 @@
 //! The `[verifier]` section of the configuration file.
 
+use kaudit_schema::ConfigIssue;
 use serde::{Deserialize, Serialize};
 
 use crate::cusum::CusumParams;
@@ -63,13 +64,13 @@ impl VerifierConfig {
         self.grace_ms.unwrap_or(2 * flush_interval_ms + 30_000)
     }
 
-    /// Problems, as (key under `prefix`, message).
-    pub fn validate(&self, prefix: &str) -> Vec<(String, String)> {
-        let mut issues: Vec<(String, String)> = Vec::new();
+    /// Every problem, each at its key under `prefix` (e.g. `verifier`).
+    pub fn validate(&self, prefix: &str) -> Vec<ConfigIssue> {
+        let mut issues: Vec<ConfigIssue> = Vec::new();
         for (i, p) in self.pipelines.iter().enumerate() {
             issues.extend(p.validate(&format!("{prefix}.pipelines[{i}]")));
         }
-        let mut bad = |k: &str, m: &str| issues.push((format!("{prefix}.{k}"), m.to_string()));
+        let mut bad = |k: &str, m: &str| issues.push(ConfigIssue::at(prefix, k, m));
         if self.evaluate_interval_ms == 0 {
             bad("evaluate_interval_ms", "must be positive");
         }

@@ -149,10 +149,6 @@ impl Detector {
         }
         self.window.push_back(x);
     }
-
-    pub fn statistic(&self) -> f64 {
-        self.cusum.statistic()
-    }
 }
 
 fn median(v: &mut [f64]) -> f64 {

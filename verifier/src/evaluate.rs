@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use kaudit_schema::{EpochMillis, Tally, TallyRow};
+use kaudit_schema::{EpochMillis, Tally, TallyRow, VerdictKind, VerdictRow};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{Verdict, compare_tiers};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Edge, Pipeline};
 
 /// Each tier's tally for one bucket, merged across agents.
 pub type BucketTiers = BTreeMap<String, Tally>;
@@ -51,12 +51,28 @@ pub struct EdgeVerdict {
 }
 
 impl EdgeVerdict {
-    /// Whether this bucket should raise an alert by the absolute thresholds.
-    pub fn breaches(&self, t: &Thresholds) -> bool {
-        self.delayed
-            || self.loss_ratio > t.loss_ratio
-            || self.duplicate_ratio > t.duplicate_ratio
-            || matches!(self.verdict, Verdict::ContentMismatch | Verdict::MissingTier { .. })
+    /// The verdict's kind: its outcome, flagged when delayed.
+    pub fn kind(&self) -> VerdictKind {
+        VerdictKind::new(self.verdict.outcome(), self.delayed)
+    }
+
+    /// The stored form of this verdict, reached at `evaluated_at_ms`.
+    pub fn to_row(&self, evaluated_at_ms: EpochMillis) -> VerdictRow {
+        VerdictRow {
+            topic: self.topic.clone(),
+            bucket_start_ms: self.bucket_start_ms,
+            tier: self.tier.clone(),
+            upstream_tier: self.upstream.clone(),
+            kind: self.kind(),
+            upstream_count: self.upstream_count,
+            count: self.count,
+            lost_fingerprint: match self.verdict {
+                Verdict::Loss { fingerprint, .. } => fingerprint,
+                _ => None,
+            },
+            p99_ms: self.p99_ms,
+            evaluated_at_ms,
+        }
     }
 }
 
@@ -84,34 +100,51 @@ pub fn evaluate_bucket(
     pipeline: &Pipeline,
     thresholds: &Thresholds,
 ) -> Vec<EdgeVerdict> {
-    let mut out = Vec::with_capacity(pipeline.edges().len());
-    for edge in pipeline.edges() {
-        let (up, down) = (tiers.get(&edge.upstream), tiers.get(&edge.downstream));
-        if up.is_none() && down.is_none() {
-            continue;
-        }
-        let verdict = compare_tiers(up, down);
-        let upstream_count = up.map_or(0, |t| t.count);
-        let count = down.map_or(0, |t| t.count);
-        let ratio = |n: u64| {
-            if upstream_count == 0 { if n == 0 { 0.0 } else { 1.0 } } else { n as f64 / upstream_count as f64 }
-        };
-        let p99_ms = down.and_then(|t| t.latency.quantile(0.99));
-        out.push(EdgeVerdict {
-            topic: topic.to_string(),
-            bucket_start_ms,
-            upstream: edge.upstream.clone(),
-            tier: edge.downstream.clone(),
-            verdict,
-            upstream_count,
-            count,
-            loss_ratio: ratio(upstream_count.saturating_sub(count)),
-            duplicate_ratio: ratio(count.saturating_sub(upstream_count)),
-            p99_ms,
-            delayed: p99_ms.is_some_and(|p| p > thresholds.p99_delay_ms),
-        });
+    evaluate_edges(topic, bucket_start_ms, tiers, pipeline.edges(), thresholds)
+}
+
+/// Verdicts for each of `edges` in one bucket, in order, for any shape of pipeline (the report's
+/// guessed chain included). An edge with no rows on either side gets no verdict.
+pub fn evaluate_edges(
+    topic: &str,
+    bucket_start_ms: EpochMillis,
+    tiers: &BucketTiers,
+    edges: &[Edge],
+    thresholds: &Thresholds,
+) -> Vec<EdgeVerdict> {
+    edges.iter().filter_map(|edge| evaluate_edge(topic, bucket_start_ms, tiers, edge, thresholds)).collect()
+}
+
+fn evaluate_edge(
+    topic: &str,
+    bucket_start_ms: EpochMillis,
+    tiers: &BucketTiers,
+    edge: &Edge,
+    thresholds: &Thresholds,
+) -> Option<EdgeVerdict> {
+    let (up, down) = (tiers.get(&edge.upstream), tiers.get(&edge.downstream));
+    if up.is_none() && down.is_none() {
+        return None;
     }
-    out
+    let upstream_count = up.map_or(0, |t| t.count);
+    let count = down.map_or(0, |t| t.count);
+    let ratio = |n: u64| {
+        if upstream_count == 0 { if n == 0 { 0.0 } else { 1.0 } } else { n as f64 / upstream_count as f64 }
+    };
+    let p99_ms = down.and_then(|t| t.latency.quantile(0.99));
+    Some(EdgeVerdict {
+        topic: topic.to_string(),
+        bucket_start_ms,
+        upstream: edge.upstream.clone(),
+        tier: edge.downstream.clone(),
+        verdict: compare_tiers(up, down),
+        upstream_count,
+        count,
+        loss_ratio: ratio(upstream_count.saturating_sub(count)),
+        duplicate_ratio: ratio(count.saturating_sub(upstream_count)),
+        p99_ms,
+        delayed: p99_ms.is_some_and(|p| p > thresholds.p99_delay_ms),
+    })
 }
 
 #[cfg(test)]
@@ -159,11 +192,17 @@ mod tests {
         let broker = &verdicts[0];
         assert_eq!(broker.verdict, Verdict::Loss { missing: 1, fingerprint: Some(9999 * 7919) });
         assert!((broker.loss_ratio - 1e-4).abs() < 1e-12);
-        assert!(!broker.breaches(&Thresholds::default()), "exactly at the threshold is not above it");
+        assert!(!broker.delayed && broker.duplicate_ratio == 0.0);
+        assert_eq!(broker.kind().to_string(), "loss");
         let billing = &verdicts[1];
         assert_eq!(billing.verdict, Verdict::Duplicates { extra: 2 });
-        assert!(billing.delayed && billing.breaches(&Thresholds::default()));
+        assert!((billing.duplicate_ratio - 2.0 / 9999.0).abs() < 1e-12);
+        assert!(billing.delayed, "p99 over the 1000 ms threshold");
         assert!((1485..=1515).contains(&billing.p99_ms.unwrap()));
+        let row = billing.to_row(7);
+        assert_eq!((row.kind.to_string().as_str(), row.upstream_count, row.count), ("duplicates+delay", 9999, 10001));
+        assert_eq!((row.upstream_tier.as_str(), row.evaluated_at_ms, row.lost_fingerprint), ("broker", 7, None));
+        assert_eq!(broker.to_row(7).lost_fingerprint, Some(9999 * 7919));
     }
 
     #[test]
@@ -172,6 +211,7 @@ mod tests {
         let verdicts = evaluate_bucket("t", 0, &merged[&0], &pipeline(), &Thresholds::default());
         assert_eq!(verdicts.len(), 1, "broker→consumer had no traffic on either side");
         assert_eq!(verdicts[0].verdict, Verdict::MissingTier { side: Side::Downstream });
-        assert!(verdicts[0].breaches(&Thresholds::default()));
+        assert_eq!((verdicts[0].upstream_count, verdicts[0].count, verdicts[0].loss_ratio), (10, 0, 1.0));
+        assert_eq!(verdicts[0].kind().to_string(), "missing_tier");
     }
 }

@@ -1,7 +1,8 @@
 //! kaudit's verifier: compares each tier's bucket tallies with its upstream tier's, turns the
 //! differences into verdicts, and detects loss, duplicates, content mismatch and delay with
-//! thresholds and a CUSUM. `compare`, `evaluate`, `cusum`, `alerts` and `pipeline` are pure (no
-//! I/O); `engine` drives them against a store and the alert dispatcher.
+//! thresholds and a CUSUM. `compare`, `evaluate`, `cusum`, `alerts`, `pipeline` and the engine's
+//! core (`EngineCore`) are pure (no I/O); `Engine` drives the core against a store and the alert
+//! dispatcher.
 
 pub mod alerts;
 pub mod api;
@@ -17,7 +18,7 @@ pub mod service;
 pub use compare::{Side, Verdict, compare, compare_tiers};
 pub use config::VerifierConfig;
 pub use cusum::{Cusum, CusumParams, Detector, Shift};
-pub use engine::{Engine, TickReport};
-pub use evaluate::{BucketTiers, EdgeVerdict, Thresholds, evaluate_bucket};
+pub use engine::{Engine, EngineCore, TickReport, Watermark};
+pub use evaluate::{BucketTiers, EdgeVerdict, Thresholds, evaluate_bucket, evaluate_edges, merge_rows};
 pub use metrics::VerifierMetrics;
 pub use pipeline::{Edge, Pipeline, PipelineConfig, pipeline_for};

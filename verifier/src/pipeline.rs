@@ -5,6 +5,7 @@
 //! first is compared with its upstream tier.
 
 use globset::{Glob, GlobMatcher};
+use kaudit_schema::ConfigIssue;
 use serde::{Deserialize, Serialize};
 
 /// One pipeline as configured.
@@ -36,24 +37,24 @@ pub struct Pipeline {
 }
 
 impl PipelineConfig {
-    /// Problems, as (key under `prefix`, message).
-    pub fn validate(&self, prefix: &str) -> Vec<(String, String)> {
+    /// Every problem, each at its key under `prefix` (e.g. `verifier.pipelines[0]`).
+    pub fn validate(&self, prefix: &str) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         if self.topics.is_empty() {
-            issues.push((format!("{prefix}.topics"), "name at least one topic glob".into()));
+            issues.push(ConfigIssue::at(prefix, "topics", "name at least one topic glob"));
         }
         for (i, t) in self.topics.iter().enumerate() {
             if let Err(e) = Glob::new(t) {
-                issues.push((format!("{prefix}.topics[{i}]"), format!("invalid glob: {}", e.kind())));
+                issues.push(ConfigIssue::at(prefix, &format!("topics[{i}]"), format!("invalid glob: {}", e.kind())));
             }
         }
         if self.tiers.is_empty() {
-            issues.push((format!("{prefix}.tiers"), "name at least one tier, e.g. [\"producer\", \"broker\"]".into()));
+            issues.push(ConfigIssue::at(prefix, "tiers", "name at least one tier, e.g. [\"producer\", \"broker\"]"));
         }
         let mut seen = std::collections::HashSet::new();
         for t in self.tiers.iter().chain(&self.consumers) {
             if t.is_empty() || !seen.insert(t) {
-                issues.push((format!("{prefix}.tiers"), format!("tier {t:?} is empty or named twice")));
+                issues.push(ConfigIssue::at(prefix, "tiers", format!("tier {t:?} is empty or named twice")));
             }
         }
         issues
@@ -121,7 +122,7 @@ mod tests {
     #[test]
     fn validation_names_the_problems() {
         let keys: Vec<String> =
-            config(&["["], &[], &["c", "c"]).validate("pipelines[0]").into_iter().map(|(k, _)| k).collect();
+            config(&["["], &[], &["c", "c"]).validate("pipelines[0]").into_iter().map(|i| i.path).collect();
         assert_eq!(keys, ["pipelines[0].topics[0]", "pipelines[0].tiers", "pipelines[0].tiers"]);
     }
 }

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use kaudit_alerting::dispatch::Backoff;
 use kaudit_alerting::{AlertMetrics, Dispatcher, Sink};
-use kaudit_schema::{Clock, Store};
+use kaudit_schema::{Clock, Shutdown, Store};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::api::{ApiState, router};
 use crate::config::VerifierConfig;
@@ -40,16 +39,13 @@ pub async fn serve(
     let engine = Engine::new(store.clone(), Some(dispatcher.clone()), config, flush_interval_ms, clock, metrics);
     let state = ApiState { store, registry, pipelines, ready: engine.ready_flag() };
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let engine_task = tokio::spawn(engine.run(stopped(stop_rx.clone())));
-    let dispatch_task = tokio::spawn(dispatcher.run(stopped(stop_rx.clone())));
-    let api = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx));
+    let stop = Shutdown::new();
+    let engine_task = tokio::spawn(engine.run(stop.signal().wait()));
+    let dispatch_task = tokio::spawn(dispatcher.run(stop.signal().wait()));
+    let api = axum::serve(listener, router(state)).with_graceful_shutdown(stop.signal().wait());
     let api_task = tokio::spawn(async move { api.await });
     shutdown.await;
-    let _ = stop_tx.send(true);
+    stop.trigger();
     engine_task.await?;
     dispatch_task.await?;
     api_task.await??;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kaudit_schema::sqlite::SqliteOptions;
-use kaudit_schema::{FlushBatch, ManualClock, SqliteStore, Store, Tally, TallyKey, TallyRow};
+use kaudit_schema::{FlushBatch, ManualClock, Outcome, SqliteStore, Store, Tally, TallyKey, TallyRow};
 use kaudit_verifier::{Engine, PipelineConfig, VerifierConfig, VerifierMetrics};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -109,7 +109,7 @@ async fn every_faulty_bucket_is_flagged_with_the_exact_count() {
             "broker" => {
                 let lost = injected.lost[&v.bucket_start_ms];
                 assert_eq!(diff_lost, lost, "bucket {} broker", v.bucket_start_ms);
-                assert_eq!(v.kind, if lost == 0 { "complete" } else { "loss" });
+                assert_eq!(v.kind, if lost == 0 { Outcome::Complete } else { Outcome::Loss }.into());
                 if lost == 1 {
                     assert!(v.lost_fingerprint.is_some(), "a single loss names its fingerprint");
                 }
@@ -118,7 +118,7 @@ async fn every_faulty_bucket_is_flagged_with_the_exact_count() {
             "consumer/billing" => {
                 let dup = injected.duplicated[&v.bucket_start_ms];
                 assert_eq!(diff_extra, dup, "bucket {} billing", v.bucket_start_ms);
-                assert_eq!(v.kind, if dup == 0 { "complete" } else { "duplicates" });
+                assert_eq!(v.kind, if dup == 0 { Outcome::Complete } else { Outcome::Duplicates }.into());
                 flagged.1 += usize::from(dup > 0);
             }
             other => panic!("unexpected tier {other}"),
@@ -143,6 +143,6 @@ async fn every_faulty_bucket_is_flagged_with_the_exact_count() {
 async fn the_clean_run_raises_no_alert() {
     let (_, verdicts, alerts) = run(0.0, 0.0).await;
     assert_eq!(verdicts.len(), 2 * BUCKETS as usize);
-    assert!(verdicts.iter().all(|v| v.kind == "complete"), "{verdicts:?}");
+    assert!(verdicts.iter().all(|v| v.kind == Outcome::Complete.into()), "{verdicts:?}");
     assert!(alerts.is_empty(), "false alerts: {alerts:?}");
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use kaudit_schema::error_chain;
+
 use super::HttpRequest;
 
 /// How a delivery attempt ended.
@@ -33,17 +35,8 @@ impl HttpService {
             builder = builder.header(k, v);
         }
         match builder.send().await {
-            Err(e) => {
-                // reqwest's own message is generic ("error sending request"); the cause is below it.
-                let mut reason = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    reason.push_str(": ");
-                    reason.push_str(&cause.to_string());
-                    source = cause.source();
-                }
-                Outcome::Retry(reason)
-            }
+            // reqwest's own message is generic ("error sending request"); the cause is below it.
+            Err(e) => Outcome::Retry(error_chain(&e)),
             Ok(resp) => {
                 let status = resp.status();
                 if status.is_success() {

@@ -104,14 +104,19 @@ fn slack_text_carries_state_and_numbers() {
 #[test]
 fn config_problems_and_missing_secrets_are_reported() {
     let bad = SinkConfig::Slack(SlackConfig { name: None, url: "hooks.slack.com/x".into() });
-    assert!(bad.validate()[0].contains("must start with http"));
+    let issues = bad.validate("alerting.sinks[0]");
+    assert_eq!(issues[0].path, "alerting.sinks[0].url");
+    assert!(issues[0].message.contains("must start with http"));
     let pd = SinkConfig::Pagerduty(PagerDutyConfig {
         name: None,
         url: "https://x".into(),
         routing_key: None,
         routing_key_env: None,
     });
-    assert!(pd.validate()[0].contains("routing_key"));
+    let issues = pd.validate("alerting.sinks[3]");
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].path, "alerting.sinks[3].routing_key");
+    assert_eq!(issues[0].message, "set routing_key or routing_key_env");
     let env = SinkConfig::Webhook(WebhookConfig {
         name: None,
         url: "https://x".into(),

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config_issue::ConfigIssue;
+
 /// How to reach and use the cluster. Contact points come from the store URL.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -151,10 +153,10 @@ fn valid_identifier(name: &str) -> bool {
 }
 
 impl ScyllaOptions {
-    /// Every problem, as (key under `prefix`, message).
-    pub fn validate(&self, prefix: &str) -> Vec<(String, String)> {
+    /// Every problem, each at its key under `prefix` (e.g. `scylla`).
+    pub fn validate(&self, prefix: &str) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
-        let mut bad = |key: &str, msg: String| issues.push((format!("{prefix}.{key}"), msg));
+        let mut bad = |key: &str, msg: String| issues.push(ConfigIssue::at(prefix, key, msg));
         if !valid_identifier(&self.keyspace) {
             bad("keyspace", format!("{:?} must be a letter then letters, digits or '_' (at most 48)", self.keyspace));
         }
@@ -238,7 +240,7 @@ mod tests {
             password: Some("x".into()),
             ..ScyllaOptions::default()
         };
-        let keys: Vec<String> = opts.validate("scylla").into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = opts.validate("scylla").into_iter().map(|i| i.path).collect();
         assert_eq!(
             keys,
             [

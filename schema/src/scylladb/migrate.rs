@@ -58,7 +58,7 @@ pub async fn migrate(session: &Session, options: &ScyllaOptions) -> Result<Vec<u
 
 /// Versions recorded in `schema_migrations` of the session's keyspace.
 pub async fn applied_versions(session: &Session) -> Result<Vec<u32>, StoreError> {
-    let read = |e| StoreError::Read { what: "schema migrations", source: e };
+    let read = |source| StoreError::ReadSchemaVersion { source };
     let result =
         session.query_unpaged("SELECT version FROM schema_migrations", ()).await.map_err(|e| read(boxed(e)))?;
     let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;

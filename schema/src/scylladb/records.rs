@@ -4,18 +4,76 @@ use scylla::client::session::Session;
 use scylla::errors::PrepareError;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
+use scylla::{DeserializeRow, SerializeRow};
 
 use super::ScyllaStore;
 use crate::bucket::EpochMillis;
 use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
-use crate::store::{StoreError, boxed};
+use crate::store::{BoxError, StoreError, boxed};
 
 /// Rows one outbox read returns at most; callers ask for fewer and the rest is cut client-side.
 const OUTBOX_PAGE: usize = 1000;
 
-/// Absent values are stored as `''` and -1, not null: a null column in an upsert must overwrite
-/// the old value, and not every CQL server treats a bound null that way.
-type VerdictColumns = (String, i64, String, String, String, i64, i64, String, i64, i64);
+/// A `verdicts` row as bound and read. Absent values are stored as `''` and -1, not null: a null
+/// column in an upsert must overwrite the old value, and not every CQL server treats a bound null
+/// that way.
+#[derive(SerializeRow, DeserializeRow)]
+struct VerdictColumns<'a> {
+    topic: &'a str,
+    bucket_start_ms: i64,
+    tier: &'a str,
+    upstream_tier: &'a str,
+    kind: String,
+    upstream_count: i64,
+    count: i64,
+    /// Hex, or `''`.
+    lost_fingerprint: String,
+    /// Or -1.
+    p99_ms: i64,
+    evaluated_at_ms: i64,
+}
+
+/// An `alerts` row as bound and read.
+#[derive(SerializeRow, DeserializeRow)]
+struct AlertColumns<'a> {
+    dedup_key: &'a str,
+    state: &'a str,
+    body: &'a str,
+    updated_at_ms: i64,
+}
+
+/// An `alert_outbox` row as bound and read.
+#[derive(SerializeRow, DeserializeRow)]
+struct OutboxColumns<'a> {
+    sink: &'a str,
+    seq: i64,
+    dedup_key: &'a str,
+    payload: &'a str,
+    /// Null in rows written before attempts were counted.
+    attempts: Option<i32>,
+}
+
+impl<'a> OutboxColumns<'a> {
+    fn encode(n: &'a OutboxEntry) -> Self {
+        Self {
+            sink: &n.sink,
+            seq: n.seq,
+            dedup_key: &n.dedup_key,
+            payload: &n.payload,
+            attempts: Some(n.attempts as i32),
+        }
+    }
+
+    fn decode(self) -> OutboxEntry {
+        OutboxEntry {
+            sink: self.sink.into(),
+            seq: self.seq,
+            dedup_key: self.dedup_key.into(),
+            payload: self.payload.into(),
+            attempts: self.attempts.unwrap_or(0) as u32,
+        }
+    }
+}
 
 pub(super) struct Statements {
     insert_verdict: PreparedStatement,
@@ -61,27 +119,19 @@ impl Statements {
     }
 }
 
-fn write_err(rows: usize) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> StoreError {
-    move |source| StoreError::Write { rows, source }
-}
-
-fn read_err(what: &'static str) -> impl Fn(Box<dyn std::error::Error + Send + Sync>) -> StoreError {
-    move |source| StoreError::Read { what, source }
-}
-
-fn verdict_values(v: &VerdictRow) -> VerdictColumns {
-    (
-        v.topic.clone(),
-        v.bucket_start_ms,
-        v.tier.clone(),
-        v.upstream_tier.clone(),
-        v.kind.clone(),
-        v.upstream_count as i64,
-        v.count as i64,
-        v.lost_fingerprint.map_or(String::new(), |f| format!("{f:016x}")),
-        v.p99_ms.map_or(-1, |p| p as i64),
-        v.evaluated_at_ms,
-    )
+fn verdict_values(v: &VerdictRow) -> VerdictColumns<'_> {
+    VerdictColumns {
+        topic: &v.topic,
+        bucket_start_ms: v.bucket_start_ms,
+        tier: &v.tier,
+        upstream_tier: &v.upstream_tier,
+        kind: v.kind.to_string(),
+        upstream_count: v.upstream_count as i64,
+        count: v.count as i64,
+        lost_fingerprint: v.lost_fingerprint.map_or(String::new(), |f| format!("{f:016x}")),
+        p99_ms: v.p99_ms.map_or(-1, |p| p as i64),
+        evaluated_at_ms: v.evaluated_at_ms,
+    }
 }
 
 impl ScyllaStore {
@@ -94,7 +144,7 @@ impl ScyllaStore {
             self.session
                 .execute_unpaged(&self.st().insert_verdict, verdict_values(v))
                 .await
-                .map_err(|e| write_err(rows.len())(boxed(e)))?;
+                .map_err(|e| StoreError::WriteVerdicts { rows: rows.len(), source: boxed(e) })?;
         }
         Ok(())
     }
@@ -104,7 +154,7 @@ impl ScyllaStore {
         topic: &str,
         bucket: EpochMillis,
     ) -> Result<Vec<VerdictRow>, StoreError> {
-        let read = read_err("verdicts");
+        let read = |source: BoxError| StoreError::ReadVerdicts { topic: topic.into(), source };
         let result = self
             .session
             .execute_unpaged(&self.st().select_verdicts, (topic, bucket))
@@ -112,19 +162,19 @@ impl ScyllaStore {
             .map_err(|e| read(boxed(e)))?;
         let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
         let mut out = Vec::new();
-        for row in rows.rows::<VerdictColumns>().map_err(|e| read(boxed(e)))? {
+        for row in rows.rows::<VerdictColumns<'_>>().map_err(|e| read(boxed(e)))? {
             let c = row.map_err(|e| read(boxed(e)))?;
             out.push(VerdictRow {
-                topic: c.0,
-                bucket_start_ms: c.1,
-                tier: c.2,
-                upstream_tier: c.3,
-                kind: c.4,
-                upstream_count: c.5 as u64,
-                count: c.6 as u64,
-                lost_fingerprint: u64::from_str_radix(&c.7, 16).ok(),
-                p99_ms: u64::try_from(c.8).ok(),
-                evaluated_at_ms: c.9,
+                topic: c.topic.into(),
+                bucket_start_ms: c.bucket_start_ms,
+                tier: c.tier.into(),
+                upstream_tier: c.upstream_tier.into(),
+                kind: c.kind.parse().map_err(|e| read(boxed(e)))?,
+                upstream_count: c.upstream_count as u64,
+                count: c.count as u64,
+                lost_fingerprint: u64::from_str_radix(&c.lost_fingerprint, 16).ok(),
+                p99_ms: u64::try_from(c.p99_ms).ok(),
+                evaluated_at_ms: c.evaluated_at_ms,
             });
         }
         Ok(out)
@@ -136,42 +186,55 @@ impl ScyllaStore {
         notifications: &[OutboxEntry],
     ) -> Result<(), StoreError> {
         // A logged batch: the alert's state and its notifications land together or not at all.
-        type Row = Box<dyn scylla::serialize::row::SerializeRow + Send + Sync>;
+        type Row<'a> = Box<dyn scylla::serialize::row::SerializeRow + Send + Sync + 'a>;
         let mut batch = Batch::new(BatchType::Logged);
         batch.set_is_idempotent(true);
         batch.append_statement(self.st().insert_alert.clone());
-        let mut values: Vec<Row> =
-            vec![Box::new((alert.dedup_key.clone(), alert.state.clone(), alert.body.clone(), alert.updated_at_ms))];
+        let alert_row = AlertColumns {
+            dedup_key: &alert.dedup_key,
+            state: &alert.state,
+            body: &alert.body,
+            updated_at_ms: alert.updated_at_ms,
+        };
+        let mut values: Vec<Row<'_>> = vec![Box::new(alert_row)];
         for n in notifications {
             batch.append_statement(self.st().insert_outbox.clone());
-            values.push(Box::new((n.sink.clone(), n.seq, n.dedup_key.clone(), n.payload.clone(), n.attempts as i32)));
+            values.push(Box::new(OutboxColumns::encode(n)));
         }
-        self.session.batch(&batch, values).await.map_err(|e| write_err(1 + notifications.len())(boxed(e)))?;
+        self.session.batch(&batch, values).await.map_err(|e| StoreError::WriteAlert {
+            dedup_key: alert.dedup_key.clone(),
+            notifications: notifications.len(),
+            source: boxed(e),
+        })?;
         Ok(())
     }
 
     pub(super) async fn all_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
-        let read = read_err("alerts");
+        let read = |source| StoreError::ReadAlerts { source };
         let result = self.session.execute_unpaged(&self.st().select_alerts, ()).await.map_err(|e| read(boxed(e)))?;
         let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
         let mut out = Vec::new();
-        for row in rows.rows::<(String, String, String, i64)>().map_err(|e| read(boxed(e)))? {
-            let (dedup_key, state, body, updated_at_ms) = row.map_err(|e| read(boxed(e)))?;
-            out.push(AlertRecord { dedup_key, state, body, updated_at_ms });
+        for row in rows.rows::<AlertColumns<'_>>().map_err(|e| read(boxed(e)))? {
+            let c = row.map_err(|e| read(boxed(e)))?;
+            out.push(AlertRecord {
+                dedup_key: c.dedup_key.into(),
+                state: c.state.into(),
+                body: c.body.into(),
+                updated_at_ms: c.updated_at_ms,
+            });
         }
         out.sort_by(|a, b| a.dedup_key.cmp(&b.dedup_key));
         Ok(out)
     }
 
     pub(super) async fn outbox_entries(&self, sink: &str, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
-        let read = read_err("alert outbox");
+        let read = |source| StoreError::ReadOutbox { sink: sink.into(), source };
         let result =
             self.session.execute_unpaged(&self.st().select_outbox, (sink,)).await.map_err(|e| read(boxed(e)))?;
         let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
         let mut out = Vec::new();
-        for row in rows.rows::<(String, i64, String, String, Option<i32>)>().map_err(|e| read(boxed(e)))? {
-            let (sink, seq, dedup_key, payload, attempts) = row.map_err(|e| read(boxed(e)))?;
-            out.push(OutboxEntry { sink, seq, dedup_key, payload, attempts: attempts.unwrap_or(0) as u32 });
+        for row in rows.rows::<OutboxColumns<'_>>().map_err(|e| read(boxed(e)))? {
+            out.push(row.map_err(|e| read(boxed(e)))?.decode());
         }
         out.sort_by_key(|e| e.seq);
         out.truncate(limit);
@@ -182,13 +245,15 @@ impl ScyllaStore {
         self.session
             .execute_unpaged(&self.st().delete_outbox, (sink, seq))
             .await
-            .map_err(|e| write_err(1)(boxed(e)))?;
+            .map_err(|e| StoreError::AckNotification { sink: sink.into(), seq, source: boxed(e) })?;
         Ok(())
     }
 
     pub(super) async fn put_notification(&self, n: &OutboxEntry) -> Result<(), StoreError> {
-        let values = (n.sink.as_str(), n.seq, n.dedup_key.as_str(), n.payload.as_str(), n.attempts as i32);
-        self.session.execute_unpaged(&self.st().insert_outbox, values).await.map_err(|e| write_err(1)(boxed(e)))?;
+        self.session
+            .execute_unpaged(&self.st().insert_outbox, OutboxColumns::encode(n))
+            .await
+            .map_err(|e| StoreError::RecordAttempt { sink: n.sink.clone(), seq: n.seq, source: boxed(e) })?;
         Ok(())
     }
 }

@@ -1,4 +1,6 @@
 use super::*;
+use crate::store::TallyKey;
+use crate::tally::Tally;
 
 fn row(topic: &str, bucket: i64, tier: &str, agent: &str, version: u64, count: u64) -> TallyRow {
     let mut tally = Tally::default();
@@ -78,7 +80,7 @@ fn migrations_are_recorded_and_idempotent() {
     assert_eq!(first.schema_version().unwrap(), MIGRATIONS.last().unwrap().0);
     drop(first);
     let again = SqliteStore::open(&path, &SqliteOptions::default()).unwrap();
-    assert!(again.has_migration(1).unwrap());
+    assert_eq!(again.schema_version().unwrap(), MIGRATIONS.last().unwrap().0, "reopening applies nothing");
     let conn = again.conn.lock().unwrap();
     let n: i64 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
     assert_eq!(n as usize, MIGRATIONS.len());
@@ -96,7 +98,18 @@ async fn a_locked_database_fails_the_write_and_loses_nothing_stored() {
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let err =
         store.write(&FlushBatch { rows: vec![row("t", 0, "producer", "a", 2, 3)], offsets: vec![] }).await.unwrap_err();
-    assert!(matches!(err, StoreError::Write { rows: 1, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::WriteTallies { rows: 1, .. }), "{err:?}");
     locker.execute_batch("ROLLBACK").unwrap();
     assert_eq!(store.read_range("t", 0, 1).await.unwrap()[0].tally.count, 2);
+}
+
+#[tokio::test]
+async fn a_verdict_write_error_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let store = SqliteStore::open(&path, &SqliteOptions::default()).unwrap();
+    store.conn.lock().unwrap().execute_batch("DROP TABLE verdicts").unwrap();
+    let err = store.write_verdicts(&[]).await.unwrap_err();
+    assert_eq!(err.to_string(), "write of 0 verdicts failed");
+    assert!(crate::error_chain(&err).contains("no such table: verdicts"), "{}", crate::error_chain(&err));
 }

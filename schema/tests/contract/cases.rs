@@ -107,7 +107,7 @@ fn verdict(bucket: i64, tier: &str, kind: &str, count: u64) -> kaudit_schema::Ve
         bucket_start_ms: bucket,
         tier: tier.into(),
         upstream_tier: "producer".into(),
-        kind: kind.into(),
+        kind: kind.parse().unwrap(),
         upstream_count: 10,
         count,
         lost_fingerprint: (count == 9).then_some(0xdead_beef),
@@ -157,4 +157,30 @@ pub async fn alerts_and_outbox(store: &dyn Store) {
     assert_eq!(store.outbox("slack", 10).await.unwrap().iter().map(|n| n.seq).collect::<Vec<_>>(), vec![7]);
     assert_eq!(store.outbox("pagerduty", 10).await.unwrap().len(), 1);
     assert!(store.outbox("webhook", 10).await.unwrap().is_empty());
+}
+
+/// With its store broken (tables dropped, or the cluster gone), every operation fails with an error
+/// that names the operation and what it was for, not a generic one.
+pub async fn errors_name_their_operation(store: &dyn Store) {
+    use kaudit_schema::{AlertRecord, OutboxEntry};
+    let message = |e: kaudit_schema::StoreError| e.to_string();
+    let flush = batch(vec![row("orders", T0, "producer", "a", 1, 1)]);
+    assert_eq!(message(store.write(&flush).await.unwrap_err()), "write of 1 tally rows failed");
+    // SQLite reads the rows, Scylla first the topic's bucket width: both name the topic.
+    let tallies = message(store.read_range("orders", T0, T0 + W).await.unwrap_err());
+    assert!(tallies.starts_with("read of ") && tallies.ends_with("of topic orders failed"), "{tallies}");
+    let verdicts = message(store.read_verdicts("orders", T0, T0 + W).await.unwrap_err());
+    assert!(verdicts.starts_with("read of ") && verdicts.ends_with("of topic orders failed"), "{verdicts}");
+    assert_eq!(message(store.list_topics().await.unwrap_err()), "read of the topic list failed");
+    assert_eq!(message(store.load_offsets("tap-1").await.unwrap_err()), "read of the offsets of agent tap-1 failed");
+    let alert = AlertRecord { dedup_key: "k".into(), state: "firing".into(), body: "{}".into(), updated_at_ms: 1 };
+    let note = OutboxEntry { sink: "slack".into(), seq: 2, dedup_key: "k".into(), payload: "{}".into(), attempts: 1 };
+    let write_alert = message(store.record_alert(&alert, std::slice::from_ref(&note)).await.unwrap_err());
+    assert_eq!(write_alert, "write of alert k with 1 notifications failed");
+    assert_eq!(message(store.list_alerts().await.unwrap_err()), "read of alerts failed");
+    assert_eq!(message(store.outbox("slack", 10).await.unwrap_err()), "read of the outbox of sink slack failed");
+    let ack = message(store.ack_notification("slack", 2).await.unwrap_err());
+    assert_eq!(ack, "outbox ack of notification 2 of sink slack failed");
+    let attempt = message(store.record_attempt(&note).await.unwrap_err());
+    assert_eq!(attempt, "write of the attempt count of notification 2 of sink slack failed");
 }

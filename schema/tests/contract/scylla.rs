@@ -75,3 +75,12 @@ async fn an_unmigrated_keyspace_is_a_clear_error() {
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(chain.contains("run `kaudit migrate`"), "{chain}");
 }
+
+/// kassandra cannot drop a table, so the cluster goes away instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_their_operation() {
+    let mut server = CqlServer::start();
+    let store = store(&server, "t_errors").await;
+    server.stop();
+    cases::errors_name_their_operation(&store).await;
+}

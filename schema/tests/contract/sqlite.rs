@@ -30,3 +30,13 @@ contract!(
     verdicts_are_revised_in_place,
     alerts_and_outbox
 );
+
+#[tokio::test]
+async fn errors_name_their_operation() {
+    let (dir, store) = store();
+    let conn = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    for table in ["tallies", "topics", "tap_offsets", "verdicts", "alerts", "alert_outbox"] {
+        conn.execute_batch(&format!("DROP TABLE {table}")).unwrap();
+    }
+    cases::errors_name_their_operation(&store).await;
+}

@@ -1,10 +1,11 @@
 use std::sync::Arc;
 
+use kaudit_alerting::AlertState;
 use kaudit_alerting::dispatch::Backoff;
 use kaudit_alerting::sinks::WebhookConfig;
 use kaudit_alerting::{AlertMetrics, SinkConfig};
 use kaudit_schema::sqlite::SqliteOptions;
-use kaudit_schema::{FlushBatch, ManualClock, SqliteStore, Tally, TallyKey, TallyRow};
+use kaudit_schema::{FlushBatch, ManualClock, Outcome, SqliteStore, Tally, TallyKey, TallyRow};
 
 use super::*;
 use crate::pipeline::PipelineConfig;
@@ -74,7 +75,7 @@ async fn waits_for_the_watermark_then_stores_verdicts() {
     r.clock.advance(1);
     assert_eq!(e.tick().await.unwrap().first_evaluations, 1);
     let stored = r.store.read_verdicts("orders", T0, T0 + W).await.unwrap();
-    assert_eq!((stored[0].kind.as_str(), stored[0].count), ("complete", 1000));
+    assert_eq!((stored[0].kind, stored[0].count), (Outcome::Complete.into(), 1000));
     assert_eq!(e.tick().await.unwrap(), TickReport::default(), "nothing new on the next pass");
 }
 
@@ -103,7 +104,7 @@ async fn loss_fires_a_late_tally_revises_and_resolves_and_a_restart_repeats_noth
     let outbox = r.store.outbox("webhook", 10).await.unwrap();
     let resolved: Alert = serde_json::from_str(&outbox[1].payload).unwrap();
     assert_eq!(resolved.state, AlertState::Resolved);
-    assert_eq!(r.store.read_verdicts("orders", T0, T0 + W).await.unwrap()[0].kind, "complete");
+    assert_eq!(r.store.read_verdicts("orders", T0, T0 + W).await.unwrap()[0].kind, Outcome::Complete.into());
 
     // A restarted verifier reloads alert state and stored verdicts: no notification, no recount.
     let mut again = Engine::new(

@@ -1,15 +1,14 @@
 //! `kaudit migrate`: create or upgrade the store's schema. Safe to run any number of times.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Args;
 use kaudit_schema::scylladb::{Replication, connect_session, migrate};
 use kaudit_schema::sqlite::SqliteOptions;
 use kaudit_schema::{SqliteStore, StoreUrl};
 
-use crate::cli::EXIT_CONFIG;
 use crate::config::KauditConfig;
+use crate::exit::{BoxError, Exit};
 
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
@@ -45,11 +44,26 @@ fn parse_dc(s: &str) -> Result<(String, u32), String> {
     Ok((dc.to_string(), n))
 }
 
-pub fn main(args: MigrateArgs) -> ExitCode {
-    let mut config = match crate::cli::load_config(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+pub async fn run(args: MigrateArgs) -> Result<(), Exit> {
+    let mut config = crate::support::load::config(args.config.as_deref())?;
+    apply_overrides(&args, &mut config);
+    let problems = config.scylla.validate("scylla");
+    if !problems.is_empty() {
+        // One line per problem, each after the command's name as `main` prints the first.
+        let lines: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.path, p.message)).collect();
+        return Err(Exit::config(lines.join("\nkaudit migrate: ")));
+    }
+    let url = match args.store.as_deref() {
+        Some(s) => s.parse::<StoreUrl>(),
+        None => config.store_url(),
+    }
+    .map_err(Exit::config)?;
+    println!("{}", migrate_store(&url, &config).await?);
+    Ok(())
+}
+
+/// The command line's settings over the configuration file's.
+fn apply_overrides(args: &MigrateArgs, config: &mut KauditConfig) {
     if let Some(k) = &args.keyspace {
         config.scylla.keyspace = k.clone();
     }
@@ -65,34 +79,9 @@ pub fn main(args: MigrateArgs) -> ExitCode {
     if args.no_schema_agreement {
         config.scylla.await_schema_agreement = false;
     }
-    let problems = config.scylla.validate("scylla");
-    if !problems.is_empty() {
-        for (key, message) in problems {
-            eprintln!("kaudit migrate: {key}: {message}");
-        }
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let url = match args.store.as_deref().map(str::parse::<StoreUrl>).unwrap_or_else(|| config.store_url()) {
-        Ok(url) => url,
-        Err(e) => {
-            eprintln!("kaudit migrate: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match runtime.block_on(run(&url, &config)) {
-        Ok(message) => {
-            println!("{message}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("kaudit migrate: {}", kaudit_agent::flusher::error_chain(e.as_ref()));
-            ExitCode::FAILURE
-        }
-    }
 }
 
-async fn run(url: &StoreUrl, config: &KauditConfig) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+async fn migrate_store(url: &StoreUrl, config: &KauditConfig) -> Result<String, BoxError> {
     match url {
         StoreUrl::Sqlite(path) => {
             let store = SqliteStore::open(path, &SqliteOptions::default())?;

@@ -1,0 +1,89 @@
+//! `[tap]` and the librdkafka settings the tap owns.
+
+use kaudit_schema::ConfigIssue;
+use rdkafka::config::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+/// `[tap]`: what to consume and as which tier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TapConfig {
+    /// The tier these messages are counted as, e.g. `broker` or `mirror`.
+    pub tier: String,
+    /// Topic names, or regular expressions starting with `^` (librdkafka subscription patterns).
+    pub topics: Vec<String>,
+    /// The tap's consumer group. Default `kaudit-tap-<tier>`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Where a partition without a stored offset starts: `earliest` (default) or `latest`.
+    #[serde(default)]
+    pub start_from: StartFrom,
+}
+
+/// Where a partition without a stored offset starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The oldest message the cluster still holds.
+    #[default]
+    Earliest,
+    /// The next message produced after the partition is assigned.
+    Latest,
+}
+
+impl TapConfig {
+    pub fn group_id(&self) -> String {
+        self.group_id.clone().unwrap_or_else(|| format!("kaudit-tap-{}", self.tier))
+    }
+
+    /// Every problem, each at its key under `prefix` (e.g. `tap`).
+    pub fn validate(&self, prefix: &str) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if self.tier.is_empty() {
+            issues.push(ConfigIssue::at(prefix, "tier", "name the tier, e.g. \"broker\""));
+        }
+        if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
+            issues.push(ConfigIssue::at(prefix, "topics", "name at least one topic or ^regex"));
+        }
+        issues
+    }
+
+    /// Set the options in [`TAP_OWNED_OPTIONS`]: this tap's group, no commits to Kafka (the
+    /// offsets live in the store, beside the tallies), and where a partition without one starts.
+    pub(super) fn set_owned_options(&self, client: &mut ClientConfig) {
+        client
+            .set("group.id", self.group_id())
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", if self.start_from == StartFrom::Latest { "latest" } else { "earliest" });
+    }
+}
+
+/// The librdkafka settings the tap owns; a `kafka.options` entry for one of them is rejected.
+pub const TAP_OWNED_OPTIONS: &[&str] =
+    &["group.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The list the configuration check rejects is exactly the list the tap sets.
+    #[test]
+    fn owned_options_are_the_options_the_tap_sets() {
+        let config = TapConfig {
+            tier: "broker".into(),
+            topics: vec!["t".into()],
+            group_id: None,
+            start_from: StartFrom::Latest,
+        };
+        let mut client = ClientConfig::new();
+        config.set_owned_options(&mut client);
+        let mut set: Vec<&str> = client.config_map().keys().copied().collect();
+        let mut owned = TAP_OWNED_OPTIONS.to_vec();
+        set.sort_unstable();
+        owned.sort_unstable();
+        assert_eq!(set, owned);
+        assert_eq!(client.get("group.id"), Some("kaudit-tap-broker"));
+        assert_eq!(client.get("auto.offset.reset"), Some("latest"));
+    }
+}

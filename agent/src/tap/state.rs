@@ -1,0 +1,260 @@
+//! The tap's state: per partition, a tally table and the next offset, shared by the poll thread,
+//! the rebalance callback and the flusher behind one mutex.
+
+use hashbrown::HashMap as FastMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kaudit_schema::{BucketWidth, Clock, FlushBatch, OffsetRow, Store, StoreError, TallyRow};
+use rdkafka::message::{BorrowedMessage, Message};
+
+use super::config::{StartFrom, TapConfig};
+use crate::auditor::observe;
+use crate::flusher::BatchSource;
+use crate::kafka::KafkaMessage;
+use crate::metrics::AgentMetrics;
+use crate::rules::TopicRules;
+use crate::table::{PerStream, StreamCounters, TallyTable};
+
+/// The stable agent id of one partition's rows.
+pub fn partition_agent_id(name: &str, topic: &str, partition: i32) -> String {
+    format!("{name}:{topic}:{partition}")
+}
+
+struct PartitionState {
+    table: TallyTable,
+    next_offset: i64,
+    offset_dirty: bool,
+}
+
+/// State shared by the poll thread, the rebalance callback and the flusher.
+pub struct TapShared {
+    partitions: Mutex<FastMap<String, FastMap<i32, PartitionState>>>,
+    store: Arc<dyn Store>,
+    runtime: tokio::runtime::Handle,
+    rules: TopicRules,
+    name: String,
+    tier: String,
+    width: BucketWidth,
+    close_after_ms: i64,
+    pub(super) start_from: StartFrom,
+    pub(super) clock: Arc<dyn Clock>,
+    /// How long a revocation keeps trying to write before releasing anyway (logged).
+    revoke_timeout: Duration,
+    /// Messages counted since start (this process).
+    seen: AtomicU64,
+}
+
+/// Everything a tap needs.
+pub struct TapOptions {
+    pub name: String,
+    pub config: TapConfig,
+    pub rules: TopicRules,
+    pub width: BucketWidth,
+    pub close_after_ms: i64,
+    pub clock: Arc<dyn Clock>,
+    pub store: Arc<dyn Store>,
+    pub runtime: tokio::runtime::Handle,
+    pub revoke_timeout: Duration,
+}
+
+impl TapOptions {
+    /// Options from the `[agent]` settings (rules, bucket width, closing, shutdown timeout), with
+    /// the wall clock and the current tokio runtime.
+    pub fn from_agent(agent: &crate::AgentConfig, name: String, config: TapConfig, store: Arc<dyn Store>) -> Self {
+        Self {
+            name,
+            config,
+            rules: agent.topic_rules(),
+            width: BucketWidth::from_millis(agent.bucket_width_ms).expect("validated"),
+            close_after_ms: agent.close_after_ms as i64,
+            clock: Arc::new(crate::SystemClock),
+            store,
+            runtime: tokio::runtime::Handle::current(),
+            revoke_timeout: Duration::from_millis(agent.shutdown_timeout_ms),
+        }
+    }
+}
+
+impl TapShared {
+    pub fn new(o: TapOptions) -> Arc<Self> {
+        Arc::new(Self {
+            partitions: Mutex::default(),
+            store: o.store,
+            runtime: o.runtime,
+            rules: o.rules,
+            name: o.name,
+            tier: o.config.tier,
+            width: o.width,
+            close_after_ms: o.close_after_ms,
+            start_from: o.config.start_from,
+            clock: o.clock,
+            revoke_timeout: o.revoke_timeout,
+            seen: AtomicU64::new(0),
+        })
+    }
+
+    /// Count one consumed message seen at `now` (ms) and advance its partition's next offset.
+    pub(super) fn record(&self, msg: &BorrowedMessage<'_>, now: i64) {
+        let topic = msg.topic();
+        let obs = observe(&self.rules, topic, &KafkaMessage(msg));
+        let mut parts = self.partitions.lock().expect("tap state poisoned");
+        let Some(state) = parts.get_mut(topic).and_then(|p| p.get_mut(&msg.partition())) else {
+            // librdkafka only hands out messages of assigned partitions, which were loaded.
+            tracing::error!(
+                topic,
+                partition = msg.partition(),
+                "message for a partition the tap did not load; not counted"
+            );
+            return;
+        };
+        state.table.record(topic, &self.tier, obs, now);
+        state.next_offset = msg.offset() + 1;
+        state.offset_dirty = true;
+        self.seen.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages counted by this process since it started.
+    pub fn seen(&self) -> u64 {
+        self.seen.load(Ordering::Relaxed)
+    }
+
+    /// Assigned partitions, for readiness and tests.
+    pub fn assigned(&self) -> Vec<(String, i32)> {
+        let parts = self.partitions.lock().expect("tap state poisoned");
+        let mut out: Vec<(String, i32)> =
+            parts.iter().flat_map(|(t, p)| p.keys().map(move |k| (t.clone(), *k))).collect();
+        out.sort();
+        out
+    }
+
+    /// Load a partition's stored tallies and next offset; returns the offset, if one was stored.
+    pub(super) fn load(&self, topic: &str, partition: i32) -> Option<i64> {
+        let agent_id = partition_agent_id(&self.name, topic, partition);
+        let now = self.clock.now_ms();
+        let (offsets, rows) = self.read_stored(&agent_id, topic, partition, now);
+        let mut table = TallyTable::resuming(agent_id.clone(), self.width, self.close_after_ms, now);
+        let mut seeded = 0;
+        for row in rows.into_iter().filter(|r| r.key.agent_id == agent_id) {
+            table.seed(&row.key.topic, &row.key.tier, row.key.bucket_start_ms, row.tally);
+            seeded += 1;
+        }
+        let next = offsets.iter().find(|o| o.topic == topic && o.partition == partition).map(|o| o.next_offset);
+        tracing::info!(topic, partition, next_offset = ?next, seeded_rows = seeded, "tap partition assigned");
+        let state = PartitionState { table, next_offset: next.unwrap_or(-1), offset_dirty: false };
+        self.partitions
+            .lock()
+            .expect("tap state poisoned")
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, state);
+        next
+    }
+
+    /// The stored offsets of `agent_id` and the rows of `topic` its table may still hold open at
+    /// `now`, retrying until the store answers.
+    fn read_stored(&self, agent_id: &str, topic: &str, partition: i32, now: i64) -> (Vec<OffsetRow>, Vec<TallyRow>) {
+        let from = self.width.start_of(now - self.close_after_ms) - self.width.as_millis();
+        let to = now + 3_600_000; // event times a little in the future (clock skew)
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let attempt = self.runtime.block_on(async {
+                let offsets = self.store.load_offsets(agent_id).await?;
+                let rows = self.store.read_range(topic, from, to).await?;
+                Ok::<_, StoreError>((offsets, rows))
+            });
+            match attempt {
+                Ok(found) => return found,
+                Err(error) => {
+                    tracing::warn!(topic, partition, %error, "cannot load the tap's state; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Changed rows and offsets of every partition (or of `only`), in one batch.
+    fn snapshot(&self, only: Option<&[(String, i32)]>) -> FlushBatch {
+        let now = self.clock.now_ms();
+        let mut batch = FlushBatch::default();
+        let mut parts = self.partitions.lock().expect("tap state poisoned");
+        for (topic, by_partition) in parts.iter_mut() {
+            for (partition, state) in by_partition.iter_mut() {
+                if only.is_some_and(|o| !o.iter().any(|(t, p)| t == topic && p == partition)) {
+                    continue;
+                }
+                let rows = state.table.snapshot(now);
+                if rows.rows.is_empty() && !state.offset_dirty {
+                    continue;
+                }
+                let version = rows.rows.first().map_or_else(|| state.table.last_version(), |r| r.version);
+                batch.rows.extend(rows.rows);
+                if state.next_offset >= 0 {
+                    batch.offsets.push(OffsetRow {
+                        agent_id: state.table.agent_id().to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                        next_offset: state.next_offset,
+                        version,
+                    });
+                }
+                state.offset_dirty = false;
+            }
+        }
+        batch
+    }
+
+    /// Write the state of revoked partitions, then forget them.
+    pub(super) fn release(&self, revoked: &[(String, i32)]) {
+        let batch = self.snapshot(Some(revoked));
+        if !batch.is_empty()
+            && let Err(error) = self.write_within(&batch, self.revoke_timeout)
+        {
+            tracing::error!(%error, partitions = ?revoked, "releasing partitions whose last tallies are not stored: their next owner will recount them");
+        }
+        let mut parts = self.partitions.lock().expect("tap state poisoned");
+        for (topic, partition) in revoked {
+            if let Some(p) = parts.get_mut(topic) {
+                p.remove(partition);
+            }
+        }
+    }
+
+    /// Write `batch`, retrying for up to `timeout`; the last error if the store never took it.
+    fn write_within(&self, batch: &FlushBatch, timeout: Duration) -> Result<(), StoreError> {
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.runtime.block_on(self.store.write(batch)) {
+                Ok(()) => return Ok(()),
+                Err(error) if Instant::now() < deadline => {
+                    tracing::warn!(%error, "cannot write revoked partitions' state; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Per-stream counters of every partition since the last call.
+    fn take_counters(&self) -> PerStream<StreamCounters> {
+        let mut parts = self.partitions.lock().expect("tap state poisoned");
+        parts.values_mut().flat_map(|p| p.values_mut()).flat_map(|state| state.table.take_counters()).collect()
+    }
+}
+
+/// The flusher's view of the tap: all partitions' rows and offsets.
+pub struct TapSource(pub Arc<TapShared>);
+
+impl BatchSource for TapSource {
+    fn take_batch(&mut self) -> FlushBatch {
+        self.0.snapshot(None)
+    }
+
+    fn report(&mut self, metrics: &AgentMetrics) {
+        metrics.record_streams(&self.0.take_counters());
+    }
+}

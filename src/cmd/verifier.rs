@@ -1,0 +1,67 @@
+//! `kaudit verifier`: evaluate, alert and serve the API until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use kaudit_alerting::dispatch::Backoff;
+use kaudit_schema::SystemClock;
+use kaudit_verifier::service::{ServiceParts, serve};
+
+use crate::config::KauditConfig;
+use crate::exit::Exit;
+use crate::support::signal::shutdown_signal;
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifierArgs {
+    /// Configuration file (`store`, `[verifier]` pipelines, `[alerting]` sinks).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override `verifier.listen`.
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+pub async fn run(args: VerifierArgs) -> Result<(), Exit> {
+    let config = crate::support::load::config(Some(&args.config))?;
+    let sinks = config
+        .alerting
+        .sinks
+        .iter()
+        .map(|s| s.build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Exit::config(format!("alerting: {e}")))?;
+    if config.verifier.pipelines.is_empty() {
+        let file = args.config.display();
+        return Err(Exit::config(format!("{file}: no [[verifier.pipelines]]: nothing to verify")));
+    }
+    let listen = args.listen.clone().unwrap_or_else(|| config.verifier.listen.clone());
+    let url = config.store_url()?;
+    let store = kaudit_schema::open_store(&url, &config.scylla).await?;
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(%listen, store = %url, "verifier started");
+    eprintln!("kaudit verifier: store {url}; API and /metrics on http://{}", listener.local_addr()?);
+    let parts = ServiceParts {
+        store,
+        config: config.verifier.clone(),
+        sinks,
+        backoff: backoff(&config),
+        flush_interval_ms: config.agent.flush_interval_ms,
+        registry: prometheus::Registry::new(),
+        clock: Arc::new(SystemClock),
+    };
+    let result = serve(listener, parts, shutdown_signal()).await;
+    tracing::info!("verifier stopped");
+    Ok(result?)
+}
+
+/// The alert dispatcher's retry schedule from `[alerting]`.
+fn backoff(config: &KauditConfig) -> Backoff {
+    Backoff {
+        base: Duration::from_millis(config.alerting.retry_base_ms),
+        max: Duration::from_millis(config.alerting.retry_max_ms),
+        poll: Duration::from_secs(1),
+    }
+}

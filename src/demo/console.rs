@@ -1,0 +1,137 @@
+//! What the demo tells the person running it: the opening lines, a progress line while it runs,
+//! and at the end the injected-vs-detected table, the alerts with their timing and the verdict.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use kaudit_agent::tap::TapShared;
+use kaudit_schema::EpochMillis;
+use tokio::task::JoinHandle;
+
+use super::args::DemoArgs;
+use super::faults::TOPIC;
+use super::workload::Shared;
+use super::{Conclusion, DemoOutcome};
+use crate::report::utc;
+
+/// The opening lines: rate, buckets, when faults start, where the API is and where alerts go.
+pub fn print_banner(args: &DemoArgs, run_start: EpochMillis, faults_from: EpochMillis, api: &str, sinks: &[String]) {
+    let fault_text = if !args.any_fault() {
+        "no faults injected".to_string()
+    } else if faults_from >= run_start + args.duration.as_millis() as i64 {
+        format!("no faults will be injected: they would start at {}, after the run ends", utc(faults_from))
+    } else {
+        format!(
+            "faults from {} (loss {} before the broker, duplicates {} at billing, delay {} ms at analytics)",
+            utc(faults_from),
+            args.loss,
+            args.duplicates,
+            args.delay_ms
+        )
+    };
+    let alerts_to = if sinks.is_empty() { "printed here".to_string() } else { format!("sent to {}", sinks.join(", ")) };
+    eprintln!(
+        "producing {} msg/s for {:?}; {}-s buckets; {fault_text}\nverifier API and /metrics on {api} (e.g. \
+         {api}/api/v1/alerts); alerts {alerts_to}",
+        args.rate,
+        args.duration,
+        args.bucket.as_millis() / 1000,
+    );
+}
+
+/// A progress line every second: on a terminal rewritten in place, else every 5 s.
+pub fn spawn_progress(shared: Arc<Shared>, tap: Arc<TapShared>, duration: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let tty = std::io::stderr().is_terminal();
+        let started = Instant::now();
+        let mut last_produced = 0;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let c = &shared.counters;
+            let produced = c.produced.load(Relaxed);
+            let line = format!(
+                "{:>4}s/{}s  produced {produced} ({}/s)  broker {}  billing {}  analytics {}  | lost {}  duplicated {}  delayed {}",
+                started.elapsed().as_secs(),
+                duration.as_secs(),
+                produced - last_produced,
+                tap.seen(),
+                c.billing.load(Relaxed),
+                c.analytics.load(Relaxed),
+                c.lost.load(Relaxed),
+                c.duplicated.load(Relaxed),
+                c.delayed.load(Relaxed),
+            );
+            last_produced = produced;
+            if tty {
+                eprint!("\r{line}\x1b[K");
+            } else if started.elapsed().as_secs().is_multiple_of(5) {
+                eprintln!("{line}");
+            }
+        }
+    })
+}
+
+/// The table, the totals, the alerts against their bound, where the data is, and the verdict.
+/// `kept` is empty when the data is kept, else a note that it is not.
+pub fn print_outcome(o: &DemoOutcome, kept: &str) {
+    println!("\n{}", o.table);
+    let (lost, duplicated, delayed) = o.ledger.totals();
+    let produced: u64 = o.ledger.buckets().values().map(|b| b.produced).sum();
+    println!("produced {produced}; injected: {lost} lost, {duplicated} duplicated, {delayed} delayed");
+    print_alerts(o);
+    println!("\ntallies and verdicts in {}{kept}", o.store);
+    if kept.is_empty() {
+        println!("read them back with: kaudit report --store {} --topic {TOPIC} --since 1h", o.store);
+    }
+    print_conclusion(o);
+}
+
+fn print_alerts(o: &DemoOutcome) {
+    if o.alerts.is_empty() && o.expected_alerts.is_empty() {
+        println!("\nalerts: none (none expected)");
+    } else {
+        println!("\nalerts (time from the first faulty message; bound = bucket + grace + evaluation interval):");
+    }
+    for a in &o.alerts {
+        let mark = if !o.expected_alerts.contains(&a.alert.dedup_key) {
+            "  ✗ not expected"
+        } else if a.after_fault_ms > o.alert_bound_ms {
+            "  (later than the bound: the verifier fell behind)"
+        } else {
+            ""
+        };
+        println!(
+            "  {:<36} fired after {:>5.1} s (bound {:.1} s){mark}",
+            a.alert.dedup_key,
+            a.after_fault_ms as f64 / 1000.0,
+            o.alert_bound_ms as f64 / 1000.0
+        );
+    }
+    for missing in o.expected_alerts.iter().filter(|k| !o.alerts.iter().any(|a| &a.alert.dedup_key == *k)) {
+        println!("  {missing:<36} ✗ expected but never fired");
+    }
+    if o.undelivered > 0 {
+        println!("  {} notifications not accepted by the alert sinks", o.undelivered);
+    }
+}
+
+fn print_conclusion(o: &DemoOutcome) {
+    let (lost, duplicated, delayed) = o.ledger.totals();
+    match o.conclusion() {
+        Conclusion::Mismatch => println!("detection does NOT match injection (see ✗ above)"),
+        _ if lost + duplicated + delayed == 0 => {
+            println!("detection matches injection: nothing injected, every bucket complete on every edge, no alert")
+        }
+        _ => println!("detection matches injection: every faulty bucket found with its exact count, no false alarm"),
+    }
+    if o.conclusion() == Conclusion::Undelivered {
+        println!(
+            "but {} alert notifications were not accepted by the alert sinks (see the warnings above)",
+            o.undelivered
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! What several commands share, each in a room of its own: loading the configuration file,
+//! parsing durations, waiting for a stop signal. No command imports another command; they all
+//! import from here.
+
+pub mod duration;
+pub mod load;
+pub mod signal;

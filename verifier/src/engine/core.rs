@@ -1,0 +1,382 @@
+//! The engine's decisions, pure: no store, no clock, no tokio. Given a topic's tally rows, the
+//! verdicts already stored, `now` and its own state, the core says which buckets are due, which
+//! verdicts are new or revised (the rows to write), what the metrics and detectors see, and which
+//! alert transitions follow. The driver in `engine.rs` does the reading and writing around it.
+//!
+//! A pass over one topic has two halves, so that nothing is remembered that was not stored:
+//! [`EngineCore::plan`] (`&self`) decides, the driver writes the verdicts it asks for, and only then
+//! [`EngineCore::commit`] (`&mut self`) remembers them, feeds the detectors and yields the metric
+//! deltas. A pass whose write fails leaves the core as it was, and the next pass decides the same.
+//!
+//! Invariants (property-tested in `core/tests.rs`):
+//! * a bucket is judged only while `end + grace < now <= end + grace + lateness` ([`Watermark`]);
+//! * an edge's verdict is written once when first reached and again only when late rows change
+//!   it (a revision); the same rows, in any order, any number of times, write nothing more;
+//! * a bucket feeds the detectors and the message counters once, at its first evaluation;
+//! * verdicts loaded from the store (an earlier run's) count as reached: no recount after a restart.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kaudit_alerting::{Alert, AlertKind, AlertState};
+use kaudit_schema::{EpochMillis, Outcome, TallyRow, VerdictRow};
+
+use crate::alerts::{ALL_KINDS, EdgeState, desired_alert};
+use crate::config::VerifierConfig;
+use crate::cusum::{Detector, Shift};
+use crate::evaluate::{EdgeVerdict, evaluate_bucket, merge_rows};
+use crate::pipeline::Pipeline;
+
+/// The signals a CUSUM watches per edge, and the alert kind an upward shift raises.
+const SIGNALS: [(&str, AlertKind); 3] =
+    [("loss_ratio", AlertKind::Loss), ("duplicate_ratio", AlertKind::Duplicates), ("p99_delay_ms", AlertKind::Delay)];
+
+/// The time watermark: when a bucket may be judged, and until when late rows revise it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark {
+    /// A bucket is judged once `now > end + grace_ms`.
+    pub grace_ms: i64,
+    /// ... and re-judged on late rows while `now <= end + grace_ms + lateness_ms`.
+    pub lateness_ms: i64,
+}
+
+/// Where a bucket stands against the watermark at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Its agents may still be flushing it: not judged yet.
+    Open,
+    /// Judged now, and revised if late rows change it.
+    Due,
+    /// Past the lateness horizon: left as it was last judged.
+    Closed,
+}
+
+impl Watermark {
+    /// The earliest bucket *end* still judged at `now`.
+    pub fn horizon(&self, now: EpochMillis) -> EpochMillis {
+        now - self.lateness_ms - self.grace_ms
+    }
+
+    /// The phase at `now` of the bucket `[start, start + width)`.
+    pub fn phase(&self, start: EpochMillis, width_ms: i64, now: EpochMillis) -> Phase {
+        let end = start + width_ms;
+        if end + self.grace_ms >= now {
+            Phase::Open
+        } else if end < self.horizon(now) {
+            Phase::Closed
+        } else {
+            Phase::Due
+        }
+    }
+
+    /// The first bucket start a pass at `now` needs rows from, for buckets `width_ms` wide.
+    pub fn first_bucket(&self, width_ms: i64, now: EpochMillis) -> EpochMillis {
+        self.horizon(now) - width_ms
+    }
+}
+
+/// What a pass decided about one edge of one due bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Reached for the first time: store it, count it, feed the detectors.
+    First { verdict: EdgeVerdict, row: VerdictRow },
+    /// Reached before and changed by late rows: store the revision.
+    Revised { verdict: EdgeVerdict, row: VerdictRow },
+    /// Stored already with this outcome (by an earlier run): remember it; nothing to write or count.
+    Known { verdict: EdgeVerdict },
+}
+
+impl Decision {
+    pub fn verdict(&self) -> &EdgeVerdict {
+        match self {
+            Decision::First { verdict, .. } | Decision::Revised { verdict, .. } | Decision::Known { verdict } => {
+                verdict
+            }
+        }
+    }
+
+    /// The row to write, if any.
+    pub fn row(&self) -> Option<&VerdictRow> {
+        match self {
+            Decision::First { row, .. } | Decision::Revised { row, .. } => Some(row),
+            Decision::Known { .. } => None,
+        }
+    }
+}
+
+/// The decisions of one pass over one topic, to be written and then committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicPass {
+    pub topic: String,
+    pub now: EpochMillis,
+    /// The topic's bucket width per its rows (`None`: no rows seen yet, so nothing to evaluate).
+    pub width_ms: Option<i64>,
+    /// In bucket order, then pipeline edge order.
+    pub decisions: Vec<Decision>,
+}
+
+impl TopicPass {
+    /// The verdict rows to write before [`EngineCore::commit`].
+    pub fn writes(&self) -> Vec<VerdictRow> {
+        self.decisions.iter().filter_map(Decision::row).cloned().collect()
+    }
+}
+
+/// What the metrics should add after a committed pass over one topic.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricDeltas {
+    /// Edges of buckets judged for the first time.
+    pub buckets_evaluated: u64,
+    pub revisions: u64,
+    /// Verdicts reached or revised, by outcome (the `kind` label).
+    pub verdicts: BTreeMap<Outcome, u64>,
+    /// (missing, extra) messages at first evaluation, by downstream tier; zeros included.
+    pub messages: BTreeMap<String, (u64, u64)>,
+    /// Each detector observation, in the order made.
+    pub cusum: Vec<CusumReading>,
+}
+
+/// One CUSUM observation of one edge's signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CusumReading {
+    pub tier: String,
+    pub signal: &'static str,
+    pub bucket_start_ms: EpochMillis,
+    pub z: f64,
+    pub statistic: f64,
+    /// An upward shift alarmed on this observation.
+    pub alarm: bool,
+}
+
+/// An alert as it should be now, and whether its state changed (a notification to send).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertUpdate {
+    pub alert: Alert,
+    pub transition: bool,
+}
+
+/// What the core remembers about one topic between passes, bounded by the lateness horizon.
+#[derive(Debug, Default)]
+struct TopicState {
+    width_ms: Option<i64>,
+    /// Verdicts reached, by this run or (loaded) an earlier one, by (bucket, tier).
+    stored: HashMap<(EpochMillis, String), VerdictRow>,
+    /// The earliest bucket start from which stored verdicts were loaded.
+    loaded_from: Option<EpochMillis>,
+    /// Each edge's verdicts by bucket, by downstream tier: what the alerts are decided from.
+    history: HashMap<String, BTreeMap<EpochMillis, EdgeVerdict>>,
+    detectors: HashMap<(String, &'static str), Detector>,
+    /// Buckets where a CUSUM alarmed, with the decision interval, by (tier, alert kind).
+    cusum_hits: HashMap<(String, AlertKind), BTreeMap<EpochMillis, f64>>,
+}
+
+/// The verifier's state and decisions for every topic.
+pub struct EngineCore {
+    config: VerifierConfig,
+    watermark: Watermark,
+    topics: HashMap<String, TopicState>,
+    alerts: HashMap<String, Alert>,
+}
+
+impl EngineCore {
+    /// A core with nothing known; `grace_ms` as resolved from the agents' flush interval.
+    pub fn new(config: VerifierConfig, grace_ms: u64) -> Self {
+        let watermark = Watermark { grace_ms: grace_ms as i64, lateness_ms: config.lateness_ms as i64 };
+        Self { config, watermark, topics: HashMap::new(), alerts: HashMap::new() }
+    }
+
+    pub fn watermark(&self) -> Watermark {
+        self.watermark
+    }
+
+    /// The topic's bucket width, once rows have shown it.
+    pub fn width_ms(&self, topic: &str) -> Option<i64> {
+        self.topics.get(topic)?.width_ms
+    }
+
+    /// Current alerts by dedup key.
+    pub fn alerts(&self) -> &HashMap<String, Alert> {
+        &self.alerts
+    }
+
+    /// Take up alerts as stored by an earlier run (their state decides what is a transition).
+    pub fn restore_alerts(&mut self, alerts: impl IntoIterator<Item = (String, Alert)>) {
+        self.alerts.extend(alerts);
+    }
+
+    /// Bucket starts `[from, to)` whose stored verdicts must be loaded before a pass over `topic`
+    /// that reads rows from `from`; `None` when the core knows them already.
+    pub fn verdicts_to_load(
+        &self,
+        topic: &str,
+        from: EpochMillis,
+        now: EpochMillis,
+    ) -> Option<(EpochMillis, EpochMillis)> {
+        match self.topics.get(topic).and_then(|t| t.loaded_from) {
+            None => Some((from, now)),
+            Some(loaded) if from < loaded => Some((from, loaded)),
+            Some(_) => None,
+        }
+    }
+
+    /// Take up verdicts stored for `topic` from bucket `from` on, as reached.
+    pub fn load_verdicts(&mut self, topic: &str, from: EpochMillis, rows: Vec<VerdictRow>) {
+        let state = self.topics.entry(topic.to_string()).or_default();
+        state.loaded_from = Some(state.loaded_from.map_or(from, |l| l.min(from)));
+        for row in rows {
+            state.stored.entry((row.bucket_start_ms, row.tier.clone())).or_insert(row);
+        }
+    }
+
+    /// Decide a pass over `topic`'s `rows` (in any order) at `now`. Changes nothing.
+    pub fn plan(&self, topic: &str, pipeline: &Pipeline, rows: &[TallyRow], now: EpochMillis) -> TopicPass {
+        let state = self.topics.get(topic);
+        let widths = bucket_widths(rows);
+        let width_ms = widths.last_key_value().map(|(_, w)| *w).or(state.and_then(|s| s.width_ms));
+        let mut decisions = Vec::new();
+        for (bucket, tiers) in merge_rows(rows) {
+            if self.watermark.phase(bucket, widths[&bucket], now) != Phase::Due {
+                continue;
+            }
+            let verdicts = evaluate_bucket(topic, bucket, &tiers, pipeline, &self.config.thresholds);
+            decisions.extend(verdicts.into_iter().filter_map(|v| decide(state, v, now)));
+        }
+        TopicPass { topic: topic.to_string(), now, width_ms, decisions }
+    }
+
+    /// Remember a pass whose writes are stored: history, reached verdicts, detectors; forget what
+    /// fell past the horizon. Returns what the metrics should add.
+    pub fn commit(&mut self, pass: TopicPass) -> MetricDeltas {
+        let mut deltas = MetricDeltas::default();
+        let state = self.topics.entry(pass.topic).or_default();
+        state.width_ms = pass.width_ms;
+        for decision in pass.decisions {
+            let verdict = match decision {
+                Decision::Known { verdict } => verdict,
+                Decision::First { verdict, row } => {
+                    count_first(&mut deltas, &verdict);
+                    deltas.cusum.extend(feed_detectors(state, &self.config, &verdict));
+                    state.stored.insert((verdict.bucket_start_ms, verdict.tier.clone()), row);
+                    verdict
+                }
+                Decision::Revised { verdict, row } => {
+                    deltas.revisions += 1;
+                    *deltas.verdicts.entry(verdict.verdict.outcome()).or_default() += 1;
+                    state.stored.insert((verdict.bucket_start_ms, verdict.tier.clone()), row);
+                    verdict
+                }
+            };
+            state.history.entry(verdict.tier.clone()).or_default().insert(verdict.bucket_start_ms, verdict);
+        }
+        if let Some(width) = state.width_ms {
+            state.forget_before(self.watermark.first_bucket(width, pass.now));
+        }
+        deltas
+    }
+
+    /// The alert of every kind on every edge of `topic` as it should be at `now`.
+    pub fn alert_updates(&self, topic: &str, pipeline: &Pipeline, now: EpochMillis) -> Vec<AlertUpdate> {
+        let Some(state) = self.topics.get(topic) else { return Vec::new() };
+        let Some(width_ms) = state.width_ms else { return Vec::new() };
+        let empty = BTreeMap::new();
+        let mut out = Vec::new();
+        for edge in pipeline.edges() {
+            let Some(history) = state.history.get(&edge.downstream) else { continue };
+            for kind in ALL_KINDS {
+                let cusum = state.cusum_hits.get(&(edge.downstream.clone(), kind)).unwrap_or(&empty);
+                let edge_state =
+                    EdgeState { topic, upstream: &edge.upstream, tier: &edge.downstream, history, cusum, width_ms };
+                let previous = self.alerts.get(&Alert::dedup_key(kind, topic, &edge.downstream));
+                let c = &self.config;
+                let Some(alert) =
+                    desired_alert(kind, &edge_state, &c.thresholds, c.resolve_after_buckets, previous, now)
+                else {
+                    continue;
+                };
+                let transition = previous.is_none_or(|p| p.state != alert.state);
+                out.push(AlertUpdate { alert, transition });
+            }
+        }
+        out
+    }
+
+    /// Keep `alert` as current (after its transition, if any, is recorded).
+    pub fn apply_alert(&mut self, alert: Alert) {
+        self.alerts.insert(alert.dedup_key.clone(), alert);
+    }
+
+    pub fn firing(&self) -> usize {
+        self.alerts.values().filter(|a| a.state == AlertState::Firing).count()
+    }
+}
+
+impl TopicState {
+    /// Drop everything about buckets starting before `first`: they are past the horizon for good.
+    fn forget_before(&mut self, first: EpochMillis) {
+        self.stored.retain(|(b, _), _| *b >= first);
+        self.history.values_mut().for_each(|h| h.retain(|b, _| *b >= first));
+        self.cusum_hits.values_mut().for_each(|h| h.retain(|b, _| *b >= first));
+    }
+}
+
+/// Each bucket's width per its rows; where rows disagree, the widest, so row order never matters.
+fn bucket_widths(rows: &[TallyRow]) -> BTreeMap<EpochMillis, i64> {
+    let mut widths: BTreeMap<EpochMillis, i64> = BTreeMap::new();
+    for r in rows {
+        let w = widths.entry(r.key.bucket_start_ms).or_insert(r.bucket_width_ms);
+        *w = (*w).max(r.bucket_width_ms);
+    }
+    widths
+}
+
+/// What to do with one fresh verdict, given what the topic's state already holds.
+fn decide(state: Option<&TopicState>, verdict: EdgeVerdict, now: EpochMillis) -> Option<Decision> {
+    let key = (verdict.bucket_start_ms, verdict.tier.clone());
+    let remembered = state.and_then(|s| s.history.get(&verdict.tier)?.get(&verdict.bucket_start_ms));
+    if remembered == Some(&verdict) {
+        return None;
+    }
+    let row = verdict.to_row(now);
+    match state.and_then(|s| s.stored.get(&key)) {
+        Some(stored) if same_outcome(stored, &row) => Some(Decision::Known { verdict }),
+        Some(_) => Some(Decision::Revised { verdict, row }),
+        None => Some(Decision::First { verdict, row }),
+    }
+}
+
+/// Whether two stored verdicts say the same, whenever they were reached.
+fn same_outcome(a: &VerdictRow, b: &VerdictRow) -> bool {
+    VerdictRow { evaluated_at_ms: 0, ..a.clone() } == VerdictRow { evaluated_at_ms: 0, ..b.clone() }
+}
+
+fn count_first(deltas: &mut MetricDeltas, v: &EdgeVerdict) {
+    deltas.buckets_evaluated += 1;
+    *deltas.verdicts.entry(v.verdict.outcome()).or_default() += 1;
+    let (missing, extra) = deltas.messages.entry(v.tier.clone()).or_default();
+    *missing += v.upstream_count.saturating_sub(v.count);
+    *extra += v.count.saturating_sub(v.upstream_count);
+}
+
+/// Observe a first-evaluated bucket's signals; an upward alarm marks the bucket for its alert kind.
+fn feed_detectors(state: &mut TopicState, c: &VerifierConfig, v: &EdgeVerdict) -> Vec<CusumReading> {
+    let values = [Some(v.loss_ratio), Some(v.duplicate_ratio), v.p99_ms.map(|p| p as f64)];
+    let mut readings = Vec::new();
+    for ((signal, kind), value) in SIGNALS.into_iter().zip(values) {
+        let Some(x) = value else { continue };
+        let floor = if signal == "p99_delay_ms" { c.sigma_floor_delay_ms } else { c.sigma_floor_ratio };
+        let detector = state
+            .detectors
+            .entry((v.tier.clone(), signal))
+            .or_insert_with(|| Detector::new(c.baseline_window, c.baseline_min_samples, floor));
+        let step = detector.observe(x, c.cusum);
+        let alarm = step.alarm == Some(Shift::Up);
+        if alarm {
+            state.cusum_hits.entry((v.tier.clone(), kind)).or_default().insert(v.bucket_start_ms, c.cusum.h);
+        }
+        let (tier, bucket_start_ms) = (v.tier.clone(), v.bucket_start_ms);
+        readings.push(CusumReading { tier, signal, bucket_start_ms, z: step.z, statistic: step.statistic, alarm });
+    }
+    readings
+}
+
+#[cfg(test)]
+mod tests;
