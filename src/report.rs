@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use kaudit_schema::{EpochMillis, TallyRow};
+use kaudit_schema::{EpochMillis, Tally, TallyRow};
 use kaudit_verifier::evaluate::{BucketTiers, EdgeVerdict, Thresholds, evaluate_edges};
 use kaudit_verifier::{Edge, Side, Verdict};
 
@@ -30,6 +30,27 @@ pub fn tiers_in_order(rows: &[TallyRow]) -> (Vec<String>, Vec<(String, String)>)
 /// `YYYY-MM-DD HH:MM:SS` in UTC.
 pub fn utc(ms: EpochMillis) -> String {
     kaudit_alerting::time::rfc3339(ms)[..19].replace('T', " ")
+}
+
+/// One (bucket, tier) line of the table.
+fn line(out: &mut String, bucket: EpochMillis, tier: &str, tally: Option<&Tally>, verdict: &str) {
+    let Some(t) = tally else {
+        let _ = writeln!(out, "{:<19}  {:<18} {:>9} {:>61}  {verdict}", utc(bucket), tier, "no rows", "");
+        return;
+    };
+    let q = t.latency.quantiles();
+    let _ = writeln!(
+        out,
+        "{:<19}  {:<18} {:>9} {:>11} {:>7} {:>9} {:>7} {:>7}  {verdict}",
+        utc(bucket),
+        tier,
+        t.count,
+        t.bytes,
+        t.no_time,
+        t.malformed,
+        q.map_or("-".into(), |q| q.p50.to_string()),
+        q.map_or("-".into(), |q| q.p99.to_string()),
+    );
 }
 
 /// The verdict as the table shows it: the numbers behind it, and `+delay` as in its stored kind.
@@ -71,24 +92,7 @@ pub fn render_edges(
             .collect();
         for tier in tiers {
             let verdict = verdicts.get(tier).map_or("-".to_string(), verdict_text);
-            let Some(t) = by_tier.get(tier) else {
-                let _ = writeln!(out, "{:<19}  {:<18} {:>9} {:>61}  {verdict}", utc(*bucket), tier, "no rows", "");
-                continue;
-            };
-            let q = t.latency.quantiles();
-            let _ = writeln!(
-                out,
-                "{:<19}  {:<18} {:>9} {:>11} {:>7} {:>9} {:>7} {:>7}  {}",
-                utc(*bucket),
-                tier,
-                t.count,
-                t.bytes,
-                t.no_time,
-                t.malformed,
-                q.map_or("-".into(), |q| q.p50.to_string()),
-                q.map_or("-".into(), |q| q.p99.to_string()),
-                verdict
-            );
+            line(&mut out, *bucket, tier, by_tier.get(tier), &verdict);
         }
     }
     out
@@ -97,7 +101,7 @@ pub fn render_edges(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kaudit_schema::{Tally, TallyKey};
+    use kaudit_schema::TallyKey;
 
     /// The table for a chain of `tiers`, no delay threshold.
     fn render(merged: &BTreeMap<EpochMillis, BucketTiers>, tiers: &[&str]) -> String {

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use kaudit_schema::Store;
-use tokio::sync::oneshot;
+use kaudit_schema::{Shutdown, Store};
 use tokio::task::JoinHandle;
 
 use crate::auditor::Auditor;
@@ -11,10 +10,11 @@ use crate::flusher::{FlushReport, Flusher, FlusherOptions};
 use crate::metrics::AgentMetrics;
 use crate::spool::Spool;
 
-/// A running agent. Dropping it without [`AgentHandle::shutdown`] skips the final flush.
+/// A running agent. Stop it with [`AgentHandle::shutdown`]: dropping it instead still ends the
+/// flusher with a final flush, but in the background, with nothing waiting for it to finish.
 pub struct AgentHandle {
     auditor: Auditor,
-    stop: oneshot::Sender<()>,
+    shutdown: Shutdown,
     task: JoinHandle<FlushReport>,
 }
 
@@ -27,12 +27,10 @@ impl AgentHandle {
         options: FlusherOptions,
         metrics: AgentMetrics,
     ) -> Self {
-        let (stop, stopped) = oneshot::channel();
+        let shutdown = Shutdown::new();
         let flusher = Flusher::new(auditor.clone(), store, spool, options, metrics);
-        let task = tokio::spawn(flusher.run(async move {
-            let _ = stopped.await;
-        }));
-        Self { auditor, stop, task }
+        let task = tokio::spawn(flusher.run(shutdown.signal().wait()));
+        Self { auditor, shutdown, task }
     }
 
     /// The auditor to count messages through.
@@ -42,7 +40,7 @@ impl AgentHandle {
 
     /// Flush everything and stop; returns what the last flushes achieved.
     pub async fn shutdown(self) -> FlushReport {
-        let _ = self.stop.send(());
+        self.shutdown.trigger();
         self.task.await.expect("flusher task panicked")
     }
 }

@@ -19,9 +19,9 @@
 //! write. The parts, by job:
 //!
 //! * `config`: [`TapConfig`] and the librdkafka settings the tap owns.
-//! * `state`: [`TapShared`], per-partition tallies and offsets, and [`TapSource`], the flusher's view.
-//! * `context`: [`TapContext`], the rebalance callback that loads and releases partitions.
-//! * `runner`: [`TapRunner`], the poll thread.
+//! * `state`: [`TapShared`], per-partition tallies and offsets, and `TapSource`, the flusher's view.
+//! * `context`: `TapContext`, the rebalance callback that loads and releases partitions.
+//! * `runner`: `TapRunner`, the poll thread.
 //! * `handle`: [`TapHandle`], the two started and stopped in order.
 
 mod config;
@@ -31,7 +31,5 @@ mod runner;
 mod state;
 
 pub use config::{StartFrom, TAP_OWNED_OPTIONS, TapConfig};
-pub use context::TapContext;
 pub use handle::{TapHandle, TapHandleOptions, TapStartError};
-pub use runner::TapRunner;
-pub use state::{TapOptions, TapShared, TapSource, partition_agent_id};
+pub use state::{TapOptions, TapShared, partition_agent_id};

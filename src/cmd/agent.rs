@@ -61,7 +61,14 @@ async fn serve(config: &KauditConfig) -> Result<(), BoxError> {
     let tap = match &config.tap {
         Some(tap) => {
             let client = config.kafka_client();
-            let options = TapHandleOptions::from_agent(agent, &config.data_dir, tap.clone(), store.clone(), metrics.clone(), client);
+            let options = TapHandleOptions::from_agent(
+                agent,
+                &config.data_dir,
+                tap.clone(),
+                store.clone(),
+                metrics.clone(),
+                client,
+            );
             let handle = TapHandle::start(options).await?;
             eprintln!("kaudit agent: tap {:?} as tier {:?}", tap.topics, tap.tier);
             Some(handle)

@@ -29,8 +29,9 @@ pub struct FingerprintArgs {
 pub async fn run(args: FingerprintArgs) -> Result<(), Exit> {
     let payload = match (args.payload.payload, &args.payload.payload_file) {
         (Some(text), _) => text.into_bytes(),
-        (None, Some(path)) => std::fs::read(path)
-            .map_err(|e| Exit::usage(format!("cannot read payload file {}: {e}", path.display())))?,
+        (None, Some(path)) => {
+            std::fs::read(path).map_err(|e| Exit::usage(format!("cannot read payload file {}: {e}", path.display())))?
+        }
         (None, None) => unreachable!("clap requires one payload source"),
     };
     println!("{:016x}", kaudit_agent::fingerprint(args.business_id.as_bytes(), &payload));

@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 
 use super::args::DemoArgs;
 use super::faults::TOPIC;
+use super::outcome::{Conclusion, DemoOutcome};
 use super::workload::Shared;
-use super::{Conclusion, DemoOutcome};
 use crate::report::utc;
 
 /// The opening lines: rate, buckets, when faults start, where the API is and where alerts go.

@@ -15,14 +15,15 @@
 
 pub mod alerts;
 pub mod args;
+pub mod check;
 pub mod console;
 pub mod faults;
+mod outcome;
 mod settings;
 mod stack;
 mod wait;
 mod workload;
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -31,57 +32,13 @@ use kaudit_agent::{Clock, SystemClock};
 use kaudit_schema::{BucketWidth, EpochMillis};
 
 pub use self::alerts::AlertTiming;
-pub use self::args::DemoArgs;
 use self::alerts::AlertWatcher;
-use self::faults::{EdgeCheck, FaultPlan, Ledger, TOPIC};
+pub use self::args::DemoArgs;
+use self::faults::{FaultPlan, TOPIC};
+pub use self::outcome::{Conclusion, DemoOutcome};
 use self::stack::Stack;
 use self::workload::{Consumers, Shared};
 use crate::config::KauditConfig;
-
-/// What the demo found.
-#[derive(Debug)]
-pub struct DemoOutcome {
-    pub ledger: Ledger,
-    pub checks: Vec<EdgeCheck>,
-    pub table: String,
-    pub expected_alerts: BTreeSet<String>,
-    pub alerts: Vec<AlertTiming>,
-    /// Bucket width + grace + evaluation interval: the most an alert should take, ms.
-    pub alert_bound_ms: i64,
-    /// Notifications the sinks had not accepted by the end.
-    pub undelivered: usize,
-    pub store: String,
-}
-
-/// How a run ended, as the exit code says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Conclusion {
-    /// Every verdict carries the injected count and exactly the expected alerts fired.
-    Matches,
-    /// Detection matched, but an alert sink did not accept every notification.
-    Undelivered,
-    /// Some verdict or alert disagrees with what was injected.
-    Mismatch,
-}
-
-impl DemoOutcome {
-    fn fired(&self) -> BTreeSet<String> {
-        self.alerts.iter().map(|a| a.alert.dedup_key.clone()).collect()
-    }
-
-    /// Every bucket's verdicts match the injected faults and exactly the expected alerts fired.
-    pub fn matches(&self) -> bool {
-        !self.checks.is_empty() && self.checks.iter().all(|c| c.matches) && self.fired() == self.expected_alerts
-    }
-
-    pub fn conclusion(&self) -> Conclusion {
-        match (self.matches(), self.undelivered) {
-            (false, _) => Conclusion::Mismatch,
-            (true, 0) => Conclusion::Matches,
-            (true, _) => Conclusion::Undelivered,
-        }
-    }
-}
 
 /// Run the demo with `data_dir` for its state: start the stack, let the consumers join, produce
 /// with faults, drain, stop the agents, let the verifier judge the last bucket, then check.
@@ -115,9 +72,9 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
     drop(cluster);
     let (first, last) = (ledger.buckets().keys().next().copied(), ledger.buckets().keys().last().copied());
     let verdicts = store.read_verdicts(TOPIC, first.unwrap_or(0), last.unwrap_or(0) + 1).await?;
-    let checks = faults::check(&ledger, &verdicts, &plan, delay_threshold_ms);
+    let checks = check::check(&ledger, &verdicts, &plan, delay_threshold_ms);
     Ok(DemoOutcome {
-        table: faults::render(&ledger, &checks, crate::report::utc),
+        table: check::render(&ledger, &checks, crate::report::utc),
         expected_alerts: ledger.expected_alerts(delay_threshold_ms, args.delay_ms),
         ledger,
         checks,
@@ -138,7 +95,8 @@ fn fault_plan(args: &DemoArgs, width: BucketWidth, run_start: EpochMillis) -> Fa
 
 /// Produce on a thread of its own (the audited `ThreadedProducer` blocks).
 async fn produce(args: &DemoArgs, stack: &Stack, shared: &Arc<Shared>) -> anyhow::Result<()> {
-    let (bootstrap, auditor, shared) = (stack.bootstrap.clone(), stack.agents.producer.auditor().clone(), shared.clone());
+    let (bootstrap, auditor, shared) =
+        (stack.bootstrap.clone(), stack.agents.producer.auditor().clone(), shared.clone());
     let (rate, duration, seed) = (args.rate, args.duration, args.seed);
     tokio::task::spawn_blocking(move || workload::produce(&bootstrap, auditor, &shared, rate, duration, seed)).await?
 }

@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kaudit_agent::kafka::{AuditedStreamConsumer, AuditingProducerContext, KafkaMessage};
 use kaudit_agent::table::Observation;
+use kaudit_agent::tap::TapShared;
 use kaudit_agent::{Auditor, Clock, EventTime, OwnedMessage, SystemClock};
 use kaudit_schema::{BucketWidth, EpochMillis};
+use kaudit_schema::{Shutdown, ShutdownSignal};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::ClientConfig;
+use rdkafka::consumer::Consumer;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use kaudit_agent::tap::TapShared;
-use kaudit_schema::{Shutdown, ShutdownSignal};
-use rdkafka::consumer::Consumer;
 use tokio::task::JoinHandle;
 
 use super::faults::{ANALYTICS, BILLING, FaultPlan, Ledger, PRODUCER, TOPIC};
@@ -197,12 +197,7 @@ pub async fn billing(
 
 /// Analytics: processes (and counts) each message `delay_ms` after its creation once faults apply.
 /// On stop it finishes the messages it holds, each at its time.
-pub async fn analytics(
-    consumer: Arc<StreamConsumer>,
-    auditor: Auditor,
-    shared: Arc<Shared>,
-    stopped: ShutdownSignal,
-) {
+pub async fn analytics(consumer: Arc<StreamConsumer>, auditor: Auditor, shared: Arc<Shared>, stopped: ShutdownSignal) {
     let stop = stopped.wait();
     tokio::pin!(stop);
     let mut held: VecDeque<(EpochMillis, Observation)> = VecDeque::new();
@@ -277,7 +272,12 @@ impl Consumers {
                 seed,
                 shutdown.signal(),
             )),
-            tokio::spawn(self::analytics(analytics_consumer.clone(), analytics.clone(), shared.clone(), shutdown.signal())),
+            tokio::spawn(self::analytics(
+                analytics_consumer.clone(),
+                analytics.clone(),
+                shared.clone(),
+                shutdown.signal(),
+            )),
         ];
         Ok(Self { billing: billing_consumer, analytics: analytics_consumer, shutdown, tasks })
     }

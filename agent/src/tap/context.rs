@@ -14,7 +14,7 @@ use super::config::StartFrom;
 use super::state::TapShared;
 
 /// The consumer context: loads state on assignment, writes it on revocation.
-pub struct TapContext(pub Arc<TapShared>);
+pub(super) struct TapContext(pub(super) Arc<TapShared>);
 
 impl TapContext {
     /// Where a newly assigned partition starts: its stored next offset, else `start_from`.

@@ -14,16 +14,16 @@ use super::config::TapConfig;
 use super::context::TapContext;
 use super::state::TapShared;
 
-/// A running tap: the poll thread. The flusher runs apart (see [`super::TapSource`]); a
+/// A running tap: the poll thread. The flusher runs apart (see `TapSource`); a
 /// [`super::TapHandle`] owns both and stops them in order.
-pub struct TapRunner {
+pub(super) struct TapRunner {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl TapRunner {
     /// Subscribe and start polling on a new thread.
-    pub fn start(shared: Arc<TapShared>, config: &TapConfig, mut client: ClientConfig) -> KafkaResult<Self> {
+    pub(super) fn start(shared: Arc<TapShared>, config: &TapConfig, mut client: ClientConfig) -> KafkaResult<Self> {
         config.set_owned_options(&mut client);
         let consumer: BaseConsumer<TapContext> = client.create_with_context(TapContext(shared.clone()))?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -44,7 +44,7 @@ impl TapRunner {
     }
 
     /// Stop polling, write every partition's state, leave the group. Blocks until done.
-    pub fn stop(mut self) {
+    pub(super) fn stop(mut self) {
         self.halt();
     }
 

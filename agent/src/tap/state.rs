@@ -78,7 +78,7 @@ impl TapOptions {
 }
 
 impl TapShared {
-    pub fn new(o: TapOptions) -> Arc<Self> {
+    pub(super) fn new(o: TapOptions) -> Arc<Self> {
         Arc::new(Self {
             partitions: Mutex::default(),
             store: o.store,
@@ -247,7 +247,7 @@ impl TapShared {
 }
 
 /// The flusher's view of the tap: all partitions' rows and offsets.
-pub struct TapSource(pub Arc<TapShared>);
+pub(super) struct TapSource(pub(super) Arc<TapShared>);
 
 impl BatchSource for TapSource {
     fn take_batch(&mut self) -> FlushBatch {
