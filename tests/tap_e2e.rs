@@ -128,3 +128,52 @@ async fn a_tap_killed_mid_stream_resumes_with_exact_tallies() {
     assert!(at_kill > 0 && at_kill < total, "killed mid-stream ({at_kill} of {total} stored)");
     assert_eq!(settled, truth, "per-bucket count, xor and sum equal what was produced");
 }
+
+/// A tap's config file named `name`, in tap group `kaudit-tap-broker` (the default for its tier).
+fn tap_config(dir: &Path, name: &str, db: &Path, bootstrap: &str) -> (std::path::PathBuf, u16) {
+    let port = common::free_port();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"sqlite://{db}\"\ndata_dir = \"{data}\"\nagent_listen = \"127.0.0.1:{port}\"\n\
+             [agent]\nname = \"{name}\"\nflush_interval_ms = 100\n\
+             [[agent.topics]]\npattern = \"*\"\nevent_time = \"header:event-time\"\n\
+             [kafka]\nbootstrap_servers = \"{bootstrap}\"\n\
+             [kafka.options]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n\
+             [tap]\ntier = \"broker\"\ntopics = [\"orders\"]\n",
+            db = db.display(),
+            data = dir.join(name).display()
+        ),
+    )
+    .unwrap();
+    (config, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taps_of_different_names_in_one_group_hand_over_without_recounting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_cluster, _stdin, bootstrap) = mock_cluster("orders:4");
+    let db = dir.path().join("audit.db");
+    let (config_a, port_a) = tap_config(dir.path(), "tap-a", &db, &bootstrap);
+    let (config_b, port_b) = tap_config(dir.path(), "tap-b", &db, &bootstrap);
+    let mut truth = BTreeMap::new();
+    let base = base_ms();
+
+    let mut tap_a = kaudit("agent", &config_a, None);
+    let _tap_b = kaudit("agent", &config_b, None);
+    wait_ok(port_a, "/readyz", "tap-a", Duration::from_secs(60));
+    wait_ok(port_b, "/readyz", "tap-b", Duration::from_secs(60));
+    produce(&bootstrap, base, 0..20_000, &mut truth);
+    let partial = wait_for_count(&db, base, 4_000, Duration::from_secs(60)).await;
+    tap_a.0.kill().unwrap(); // SIGKILL: tap-b takes its partitions once the session times out
+    tap_a.0.wait().unwrap();
+    let at_kill: u64 = partial.values().map(|v| v.0).sum();
+    produce(&bootstrap, base, 20_000..24_000, &mut truth);
+    let total: u64 = truth.values().map(|v| v.0).sum();
+    let settled = wait_for_count(&db, base, total, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // more flushes: nothing may be added
+    assert_eq!(stored(&db, base).await, settled, "tallies still changing after reaching the total");
+    assert!(at_kill > 0 && at_kill < total, "killed mid-stream ({at_kill} of {total} stored)");
+    assert_eq!(settled, truth, "the broker tier holds exactly what was produced, however the taps are named");
+}

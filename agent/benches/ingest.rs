@@ -38,7 +38,7 @@ fn throughput(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
     let mut group = c.benchmark_group("ingest/1000_records");
     group.throughput(Throughput::Elements(1000));
     group.measurement_time(Duration::from_secs(4));
-    group.bench_function("parse_only", |b| b.iter(|| parse_body(payload.as_bytes()).unwrap().len()));
+    group.bench_function("parse_only", |b| b.iter(|| parse_body(payload.as_bytes()).unwrap().records.len()));
     group.bench_function("http_post", |b| {
         b.to_async(rt).iter(|| async {
             let resp = client.post(url).body(payload.clone()).send().await.unwrap();

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kaudit_agent::kafka::{AuditedStreamConsumer, AuditingProducerContext};
+use kaudit_agent::kafka::{AuditedStreamConsumer, AuditedThreadedProducer, AuditingProducerContext};
 use kaudit_agent::{AgentConfig, AgentHandle, AgentMetrics, Spool, SystemClock};
 use kaudit_schema::sqlite::SqliteOptions;
 use kaudit_schema::{SqliteStore, Store};
@@ -14,7 +14,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -39,10 +39,12 @@ async fn main() -> anyhow::Result<()> {
     let metrics = AgentMetrics::register(&prometheus::Registry::new())?;
     let agent = AgentHandle::start(auditor.clone(), store.clone(), Some(spool), config.flusher_options(), metrics);
 
-    // Tallied when the broker acknowledges; failed deliveries are counted apart.
-    let producer: ThreadedProducer<AuditingProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create_with_context(AuditingProducerContext::new(auditor.clone(), "producer"))?;
+    // Tallied when the broker acknowledges; failed deliveries are counted apart. Each send is in
+    // flight until its delivery report: the producer's progress in the store.
+    let mut producer_config = ClientConfig::new();
+    producer_config.set("bootstrap.servers", &bootstrap);
+    let producer =
+        AuditedThreadedProducer::create(&producer_config, AuditingProducerContext::new(auditor.clone(), "producer"))?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis().to_string();
     for i in 0..100 {
         let headers = OwnedHeaders::new().insert(Header { key: "event-time", value: Some(now.as_bytes()) });
@@ -64,12 +66,15 @@ async fn main() -> anyhow::Result<()> {
         consumer.recv().await?;
     }
 
-    agent.shutdown().await; // the last flush
+    agent.shutdown().await; // the last flush, marking the agent stopped
     for row in store.read_range("orders", i64::MIN, i64::MAX).await? {
         println!(
             "{} bucket {} tier {}: {} messages",
             row.key.topic, row.key.bucket_start_ms, row.key.tier, row.tally.count
         );
+    }
+    for p in store.read_progress("orders").await? {
+        println!("{} {} {}: at {} ms, caught up {}", p.topic, p.tier, p.stream, p.watermark_ms, p.caught_up);
     }
     Ok(())
 }

@@ -1,4 +1,11 @@
 //! The [`Auditor`]: the handle producers, consumers and sidecars count messages through.
+//!
+//! Besides tallies, every [`Auditor::snapshot`] carries one heartbeat per (topic, tier) stream and
+//! its progress (see [`crate::table`]). What progress rests on is kept with the tallies, under the
+//! table's one lock: producer wrappers count hand-offs ([`Auditor::hand_off`]) and delivery reports
+//! settle them; consumer wrappers note the partition of each message read and register a
+//! [`PartitionProbe`], asked at each snapshot (on the flusher's task, before the table's lock is
+//! taken) where the consumer stands in its assigned partitions.
 
 use std::sync::{Arc, Mutex};
 
@@ -8,7 +15,16 @@ use crate::clock::{Clock, SystemClock};
 use crate::extract::{AuditMessage, EventTime};
 use crate::fingerprint::fingerprint;
 use crate::rules::TopicRules;
-use crate::table::{Observation, PerStream, StreamCounters, TallyTable};
+use crate::table::{
+    Observation, PartitionPosition, PerStream, ProgressBasis, StreamCounters, TallyTable, TierPositions,
+};
+
+/// Where a consumer stands in the partitions assigned to it. Asked once per flush, from the
+/// flusher's task: it must answer from local state, never wait on the network.
+pub trait PartitionProbe: Send + Sync + 'static {
+    /// Every partition assigned now; `None` once the consumer is gone (the probe is then dropped).
+    fn positions(&self) -> Option<Vec<PartitionPosition>>;
+}
 
 /// Counts messages into event-time tallies. Cheap to clone; clones share one table, and every
 /// method may be called from any thread (librdkafka's delivery callbacks included).
@@ -28,9 +44,13 @@ pub struct Auditor {
     inner: Arc<Inner>,
 }
 
+/// A consumer probe and the tier its consumer counts as.
+type TierProbe = (Arc<str>, Box<dyn PartitionProbe>);
+
 struct Inner {
     table: Mutex<TallyTable>,
     failures: Mutex<PerStream<u64>>,
+    probes: Mutex<Vec<TierProbe>>,
     rules: TopicRules,
     clock: Arc<dyn Clock>,
     agent_id: String,
@@ -85,11 +105,13 @@ impl Auditor {
     pub fn new(options: AuditorOptions) -> Self {
         let instance = options.instance_id.unwrap_or_else(new_instance_id);
         let agent_id = format!("{}-{instance}", options.name);
-        let table = TallyTable::new(agent_id.clone(), options.bucket_width, options.close_after_ms);
+        let mut table = TallyTable::new(agent_id.clone(), options.bucket_width, options.close_after_ms);
+        table.set_started_at(options.clock.now_ms());
         Self {
             inner: Arc::new(Inner {
                 table: Mutex::new(table),
                 failures: Mutex::default(),
+                probes: Mutex::default(),
                 rules: options.rules,
                 clock: options.clock,
                 agent_id,
@@ -141,6 +163,97 @@ impl Auditor {
         self.inner.table.lock().expect("tally table poisoned").record(topic, tier, obs, now);
     }
 
+    /// Count a message read from `partition` by a consumer, noting how far that partition is read.
+    #[inline]
+    pub fn record_read<M: AuditMessage + ?Sized>(&self, topic: &str, tier: &str, partition: i32, msg: &M) {
+        let obs = self.observation(topic, msg);
+        let now = self.inner.clock.now_ms();
+        self.table().record_read(topic, tier, partition, obs, now);
+    }
+
+    /// The time `msg` is bucketed by (its event time, else now), reading only the event time.
+    #[inline]
+    pub fn bucket_time<M: AuditMessage + ?Sized>(&self, topic: &str, msg: &M) -> EpochMillis {
+        self.bucket_time_of(self.inner.rules.rule_for(topic).event_time(msg))
+    }
+
+    /// The time a message with `event_time` is bucketed by if counted now.
+    #[inline]
+    pub fn bucket_time_of(&self, event_time: EventTime) -> EpochMillis {
+        match event_time {
+            EventTime::Valid(t) => t,
+            EventTime::Missing | EventTime::Malformed => self.inner.clock.now_ms(),
+        }
+    }
+
+    /// A message bucketed at `bucket_time` was handed to a producer: it is in flight, holding this
+    /// stream's progress back, until [`Auditor::settle`] or [`Auditor::observe_delivered`].
+    #[inline]
+    pub fn hand_off(&self, topic: &str, tier: &str, bucket_time: EpochMillis) {
+        self.table().hand_off(topic, tier, bucket_time);
+    }
+
+    /// A message handed off at `bucket_time` will not be delivered (or its fate is unknown).
+    pub fn settle(&self, topic: &str, tier: &str, bucket_time: EpochMillis) {
+        self.table().settle(topic, tier, bucket_time);
+    }
+
+    /// Count a delivered message and settle its hand-off, under one lock. `sent_bucket_time` is
+    /// the bucket time of the hand-off when known (a future producer), else the delivered
+    /// message's own is used (see [`TallyTable::settle`] for when they differ).
+    #[inline]
+    pub fn observe_delivered(&self, topic: &str, tier: &str, obs: Observation, sent_bucket_time: Option<EpochMillis>) {
+        let now = self.inner.clock.now_ms();
+        let sent = sent_bucket_time.unwrap_or(match obs.event_time {
+            EventTime::Valid(t) => t,
+            EventTime::Missing | EventTime::Malformed => now,
+        });
+        let mut table = self.table();
+        table.record(topic, tier, obs, now);
+        table.settle(topic, tier, sent);
+    }
+
+    /// The app says it has reported everything of (topic, tier) with an event time before
+    /// `event_time_ms` (an ingest progress record).
+    pub fn declare_progress(&self, topic: &str, tier: &str, event_time_ms: EpochMillis) {
+        self.table().declare_progress(topic, tier, event_time_ms);
+    }
+
+    /// What progress means for streams without partition positions: [`ProgressBasis::Delivery`]
+    /// unless set (ingest sets [`ProgressBasis::LargestSeen`]).
+    pub fn set_progress_basis(&self, basis: ProgressBasis) {
+        self.table().set_progress_basis(basis);
+    }
+
+    /// Report the partitions of tier `tier` through `probe` at every snapshot, until it answers
+    /// `None`.
+    pub fn add_probe(&self, tier: &str, probe: Box<dyn PartitionProbe>) {
+        self.inner.probes.lock().expect("probe list poisoned").push((tier.into(), probe));
+    }
+
+    /// Messages handed to a producer and not settled yet.
+    pub fn in_flight(&self) -> u64 {
+        self.table().in_flight()
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, TallyTable> {
+        self.inner.table.lock().expect("tally table poisoned")
+    }
+
+    /// Ask every probe; drop those whose consumer is gone.
+    fn positions(&self) -> Vec<TierPositions> {
+        let mut probes = self.inner.probes.lock().expect("probe list poisoned");
+        let mut out = Vec::with_capacity(probes.len());
+        probes.retain(|(tier, probe)| match probe.positions() {
+            Some(p) => {
+                out.push((tier.clone(), p));
+                true
+            }
+            None => false,
+        });
+        out
+    }
+
     /// Note a message that was *not* delivered (a producer's failed delivery report): it is not
     /// counted as sent, only reported in metrics.
     pub fn record_failure(&self, topic: &str, tier: &str) {
@@ -151,10 +264,15 @@ impl Auditor {
         }
     }
 
-    /// Cumulative rows of every tally changed since the last snapshot; closes old buckets.
+    /// Cumulative rows of every tally changed since the last snapshot, with a heartbeat and the
+    /// progress of every stream; closes old buckets.
     pub fn snapshot(&self) -> FlushBatch {
+        let positions = self.positions();
         let now = self.inner.clock.now_ms();
-        self.inner.table.lock().expect("tally table poisoned").snapshot(now)
+        let mut table = self.table();
+        let mut batch = table.snapshot(now);
+        table.add_progress(now, &positions, &mut batch);
+        batch
     }
 
     /// Per-stream counters since the last call, and delivery failures, for metrics.
@@ -216,6 +334,33 @@ mod tests {
         let (counters, failures) = auditor.take_counters();
         assert_eq!(counters[0].2.messages, 1);
         assert_eq!(failures, vec![("t".to_string(), "producer".to_string(), 2)]);
+    }
+
+    struct Probe(Arc<Mutex<Option<Vec<PartitionPosition>>>>);
+
+    impl PartitionProbe for Probe {
+        fn positions(&self) -> Option<Vec<PartitionPosition>> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    #[test]
+    fn probes_report_partitions_until_their_consumer_is_gone() {
+        let auditor =
+            Auditor::new(AuditorOptions { clock: Arc::new(ManualClock::new(90_000)), ..AuditorOptions::named("c") });
+        let answer =
+            Arc::new(Mutex::new(Some(vec![PartitionPosition { topic: "t".into(), partition: 3, caught_up: true }])));
+        auditor.add_probe("consumer", Box::new(Probe(answer.clone())));
+        let msg = OwnedMessage { key: None, payload: vec![], timestamp_ms: Some(80_000), headers: vec![] };
+        auditor.record_read("t", "consumer", 3, &msg);
+        let batch = auditor.snapshot();
+        let got: Vec<_> = batch.progress.iter().map(|p| (p.stream.to_string(), p.watermark_ms, p.caught_up)).collect();
+        assert_eq!(got, vec![("p:3".to_string(), 80_000, true)]);
+        assert_eq!(batch.heartbeats[0].started_at_ms, 90_000);
+
+        *answer.lock().unwrap() = None; // the consumer was dropped
+        assert!(auditor.snapshot().progress.is_empty(), "its partitions' last reports stand");
+        assert!(auditor.inner.probes.lock().unwrap().is_empty(), "the probe was dropped");
     }
 
     #[test]

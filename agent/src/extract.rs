@@ -103,15 +103,28 @@ impl ExtractRule {
                 },
             },
         };
-        let event_time = match &self.event_time {
-            EventTimeSource::KafkaTimestamp => msg
-                .timestamp_ms()
-                .map_or(EventTime::Missing, |t| if t > 0 { EventTime::Valid(t) } else { EventTime::Malformed }),
+        let event_time = self.event_time_from(msg, json.as_ref());
+        Extracted { business_id, event_time, malformed_id }
+    }
+
+    /// Only the event time of `msg` (a producer's hand-off needs its bucket, not its fingerprint).
+    #[inline]
+    pub fn event_time<M: AuditMessage + ?Sized>(&self, msg: &M) -> EventTime {
+        let json: Option<serde_json::Value> = match self.event_time {
+            EventTimeSource::JsonPointer(_) => serde_json::from_slice(msg.payload()).ok(),
+            _ => None,
+        };
+        self.event_time_from(msg, json.as_ref())
+    }
+
+    fn event_time_from<M: AuditMessage + ?Sized>(&self, msg: &M, json: Option<&serde_json::Value>) -> EventTime {
+        match &self.event_time {
+            EventTimeSource::KafkaTimestamp => kafka_time(msg),
             EventTimeSource::Header(name) => match msg.header(name) {
                 None => EventTime::Missing,
                 Some(raw) => parse_time_text(raw),
             },
-            EventTimeSource::JsonPointer(ptr) => match &json {
+            EventTimeSource::JsonPointer(ptr) => match json {
                 None => EventTime::Malformed,
                 Some(doc) => match doc.pointer(ptr) {
                     None | Some(serde_json::Value::Null) => EventTime::Missing,
@@ -124,8 +137,7 @@ impl ExtractRule {
                     Some(_) => EventTime::Malformed,
                 },
             },
-        };
-        Extracted { business_id, event_time, malformed_id }
+        }
     }
 }
 

@@ -1,5 +1,10 @@
 //! The flusher: every `flush_interval` it snapshots the auditor's changed tallies and upserts
-//! them; on shutdown it flushes once more.
+//! them, with the agent's heartbeats and progress; on shutdown it flushes once more.
+//!
+//! Every batch carries a heartbeat per (topic, tier) stream, so a flush always writes something.
+//! From shutdown on, the batches are *final* ([`BatchSource::take_final_batch`]): their heartbeats
+//! say `stopped`, and they come with or after the last tallies, so a store that has the stop
+//! marker has everything; a crash leaves the last heartbeat without it.
 //!
 //! A batch the store refuses joins the *backlog*: in memory up to `max_queued_batches`, then in the
 //! on-disk [`Spool`]. The backlog drains oldest first whenever the store answers again, and new
@@ -21,8 +26,16 @@ use crate::spool::{Spool, SpoolError, compact_batches};
 
 /// Something that yields flush batches: the auditor, or a tap that adds its offsets.
 pub trait BatchSource: Send + 'static {
-    /// Cumulative rows (and offsets) changed since the previous call.
+    /// Cumulative rows (and offsets) changed since the previous call, with heartbeats and progress.
     fn take_batch(&mut self) -> FlushBatch;
+    /// The same, taken once shutdown has begun: every heartbeat marks a clean stop.
+    fn take_final_batch(&mut self) -> FlushBatch {
+        let mut batch = self.take_batch();
+        for heartbeat in &mut batch.heartbeats {
+            heartbeat.stopped = true;
+        }
+        batch
+    }
     /// Report per-stream counters into metrics.
     fn report(&mut self, metrics: &AgentMetrics);
 }
@@ -79,6 +92,8 @@ pub struct Flusher<S: BatchSource> {
     spool: Option<Spool>,
     options: FlusherOptions,
     metrics: AgentMetrics,
+    /// Shutdown has begun: batches are final.
+    stopping: bool,
 }
 
 impl<S: BatchSource> Flusher<S> {
@@ -90,7 +105,7 @@ impl<S: BatchSource> Flusher<S> {
         options: FlusherOptions,
         metrics: AgentMetrics,
     ) -> Self {
-        Self { source, store, memory: VecDeque::new(), spool, options, metrics }
+        Self { source, store, memory: VecDeque::new(), spool, options, metrics, stopping: false }
     }
 
     /// Batches waiting for the store.
@@ -100,7 +115,7 @@ impl<S: BatchSource> Flusher<S> {
 
     /// Snapshot, queue, and drain as much of the backlog as the store takes.
     pub async fn flush_once(&mut self) -> FlushReport {
-        let batch = self.source.take_batch();
+        let batch = if self.stopping { self.source.take_final_batch() } else { self.source.take_batch() };
         self.source.report(&self.metrics);
         if !batch.is_empty() {
             self.enqueue(batch);
@@ -216,9 +231,11 @@ impl<S: BatchSource> Flusher<S> {
         self.shutdown().await
     }
 
-    /// Final flush; retries until the backlog drains or `shutdown_timeout` passes.
+    /// Final flush (its heartbeats mark a clean stop); retries until the backlog drains or
+    /// `shutdown_timeout` passes.
     pub async fn shutdown(mut self) -> FlushReport {
         let deadline = tokio::time::Instant::now() + self.options.shutdown_timeout;
+        self.stopping = true;
         let mut report = self.flush_once().await;
         let mut written = report.written;
         while report.pending > 0 && tokio::time::Instant::now() < deadline {

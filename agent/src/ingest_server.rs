@@ -1,4 +1,7 @@
 //! Ingest servers: `POST /v1/records` (axum) and the UDP line protocol, counting into an auditor.
+//!
+//! Both set the auditor's progress basis to [`ProgressBasis::LargestSeen`]: an ingest stream has
+//! got as far as the largest event time it was sent or declared (see [`crate::ingest`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +18,8 @@ use serde_json::json;
 use tokio::net::UdpSocket;
 
 use crate::auditor::Auditor;
-use crate::ingest::{parse_body, parse_line};
+use crate::ingest::{IngestLine, parse_body, parse_line};
+use crate::table::ProgressBasis;
 
 /// `[ingest]`: accept records from apps in other languages.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -38,7 +42,7 @@ impl IngestMetrics {
         let records = IntCounterVec::new(
             Opts::new(
                 "kaudit_agent_ingest_records_total",
-                "Ingested records, by protocol and outcome (accepted, rejected).",
+                "Ingested records and progress records, by protocol and outcome (accepted, rejected).",
             ),
             &["protocol", "outcome"],
         )?;
@@ -58,6 +62,7 @@ pub const MAX_BODY_BYTES: usize = 16 << 20;
 
 /// `POST /v1/records`.
 pub fn router(auditor: Auditor, metrics: IngestMetrics) -> Router {
+    auditor.set_progress_basis(ProgressBasis::LargestSeen);
     Router::new()
         .route("/v1/records", post(records))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -77,12 +82,15 @@ async fn records(
         }
     };
     match parse_body(&body) {
-        Ok(records) => {
-            for r in &records {
+        Ok(batch) => {
+            for r in &batch.records {
                 s.auditor.observe(&r.topic, &r.tier, r.observation);
             }
-            s.metrics.records.with_label_values(&["http", "accepted"]).inc_by(records.len() as u64);
-            (StatusCode::OK, Json(json!({ "accepted": records.len() })))
+            for p in &batch.progress {
+                s.auditor.declare_progress(&p.topic, &p.tier, p.event_time_ms);
+            }
+            s.metrics.records.with_label_values(&["http", "accepted"]).inc_by(batch.len() as u64);
+            (StatusCode::OK, Json(json!({ "accepted": batch.len(), "progress": batch.progress.len() })))
         }
         Err(problems) => {
             s.metrics.records.with_label_values(&["http", "rejected"]).inc();
@@ -103,6 +111,7 @@ pub async fn serve_udp(
     metrics: IngestMetrics,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    auditor.set_progress_basis(ProgressBasis::LargestSeen);
     let mut buf = vec![0u8; 65_536];
     let mut last_log: Option<Instant> = None;
     tokio::pin!(shutdown);
@@ -121,8 +130,12 @@ pub async fn serve_udp(
         let (mut ok, mut bad) = (0u64, 0u64);
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             match parse_line(line.trim_end_matches('\r')) {
-                Ok(r) => {
+                Ok(IngestLine::Record(r)) => {
                     auditor.observe(&r.topic, &r.tier, r.observation);
+                    ok += 1;
+                }
+                Ok(IngestLine::Progress(p)) => {
+                    auditor.declare_progress(&p.topic, &p.tier, p.event_time_ms);
                     ok += 1;
                 }
                 Err(error) => {

@@ -6,6 +6,9 @@
 //! * [`table`]: open tallies per (topic, tier, bucket), closing old buckets and handling late
 //!   messages without ever lowering a stored row.
 //! * [`Auditor`]: the cheap, shareable handle; [`kafka`] wraps rdkafka producers and consumers.
+//!   With every flush an agent also writes one heartbeat per (topic, tier) it feeds and how far
+//!   each of its streams has got in event time (its progress), and a clean stop marks its last
+//!   heartbeat `stopped`: the verifier tells lag from loss and a crash from a clean stop by them.
 //! * [`flusher`] and [`spool`]: periodic cumulative upserts, with an in-memory queue and a
 //!   bounded on-disk spool while the store is down.
 //!
@@ -43,7 +46,7 @@ pub mod spool;
 pub mod table;
 pub mod tap;
 
-pub use auditor::{Auditor, AuditorOptions};
+pub use auditor::{Auditor, AuditorOptions, PartitionProbe};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{AgentConfig, TopicRuleConfig};
 pub use extract::{AuditMessage, EventTime, OwnedMessage};
@@ -52,3 +55,4 @@ pub use flusher::{FlushReport, Flusher, FlusherOptions};
 pub use metrics::AgentMetrics;
 pub use runtime::AgentHandle;
 pub use spool::Spool;
+pub use table::{PartitionPosition, ProgressBasis};

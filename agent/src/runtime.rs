@@ -38,7 +38,8 @@ impl AgentHandle {
         &self.auditor
     }
 
-    /// Flush everything and stop; returns what the last flushes achieved.
+    /// Flush everything and stop; the last flush marks this agent's heartbeats `stopped`, so the
+    /// verifier knows nothing was left unwritten. Returns what the last flushes achieved.
     pub async fn shutdown(self) -> FlushReport {
         self.shutdown.trigger();
         self.task.await.expect("flusher task panicked")

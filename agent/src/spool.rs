@@ -14,6 +14,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use kaudit_schema::progress::{HeartbeatRow, ProgressRow, StreamId};
 use kaudit_schema::{FlushBatch, OffsetRow, TallyKey, TallyRow};
 
 /// A spool operation failed.
@@ -172,34 +173,46 @@ impl Spool {
     }
 }
 
-/// Newest version of every row and offset across `batches`: the same store state, fewer writes.
+/// Newest version of every row, offset, progress report and heartbeat across `batches`: the same
+/// store state, fewer writes.
 pub fn compact_batches(batches: impl IntoIterator<Item = FlushBatch>) -> FlushBatch {
     let mut rows: HashMap<TallyKey, TallyRow> = HashMap::new();
     let mut offsets: HashMap<(String, String, i32), OffsetRow> = HashMap::new();
+    let mut progress: HashMap<(String, String, StreamId), ProgressRow> = HashMap::new();
+    let mut heartbeats: HashMap<(String, String, String), HeartbeatRow> = HashMap::new();
     for batch in batches {
         for row in batch.rows {
-            match rows.get(&row.key) {
-                Some(old) if old.version > row.version => {}
-                _ => {
-                    rows.insert(row.key.clone(), row);
-                }
-            }
+            keep_newest(&mut rows, row.key.clone(), row, |r| r.version);
         }
         for o in batch.offsets {
-            let key = (o.agent_id.clone(), o.topic.clone(), o.partition);
-            match offsets.get(&key) {
-                Some(old) if old.version > o.version => {}
-                _ => {
-                    offsets.insert(key, o);
-                }
-            }
+            keep_newest(&mut offsets, (o.agent_id.clone(), o.topic.clone(), o.partition), o, |o| o.version);
+        }
+        for p in batch.progress {
+            keep_newest(&mut progress, (p.topic.clone(), p.tier.clone(), p.stream.clone()), p, |p| p.version);
+        }
+        for h in batch.heartbeats {
+            keep_newest(&mut heartbeats, (h.topic.clone(), h.tier.clone(), h.agent_id.clone()), h, |h| h.version);
         }
     }
     let mut rows: Vec<TallyRow> = rows.into_values().collect();
     rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     let mut offsets: Vec<OffsetRow> = offsets.into_values().collect();
     offsets.sort_unstable_by(|a, b| (&a.agent_id, &a.topic, a.partition).cmp(&(&b.agent_id, &b.topic, b.partition)));
-    FlushBatch { rows, offsets }
+    let mut progress: Vec<ProgressRow> = progress.into_values().collect();
+    progress.sort_unstable_by(|a, b| (&a.topic, &a.tier, &a.stream).cmp(&(&b.topic, &b.tier, &b.stream)));
+    let mut heartbeats: Vec<HeartbeatRow> = heartbeats.into_values().collect();
+    heartbeats.sort_unstable_by(|a, b| (&a.topic, &a.tier, &a.agent_id).cmp(&(&b.topic, &b.tier, &b.agent_id)));
+    FlushBatch { rows, offsets, progress, heartbeats }
+}
+
+/// Insert `value` under `key` unless a newer version is there; equal versions: the later wins.
+fn keep_newest<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V, version: impl Fn(&V) -> u64) {
+    match map.get(&key) {
+        Some(old) if version(old) > version(&value) => {}
+        _ => {
+            map.insert(key, value);
+        }
+    }
 }
 
 #[cfg(test)]

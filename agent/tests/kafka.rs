@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kaudit_agent::kafka::{AuditedBaseConsumer, AuditedFutureProducer, AuditedStreamConsumer, AuditingProducerContext};
+use kaudit_agent::kafka::{
+    AuditedBaseConsumer, AuditedFutureProducer, AuditedStreamConsumer, AuditedThreadedProducer, AuditingProducerContext,
+};
 use kaudit_agent::{AgentConfig, Auditor, SystemClock, TopicRuleConfig, fingerprint};
 use kaudit_schema::Tally;
+use kaudit_schema::progress::{ProgressRow, StreamId};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -166,4 +169,112 @@ async fn future_producer_tallies_on_delivery() {
         producer.send(record, Duration::from_secs(5)).await.map_err(|(e, _)| e).unwrap();
     }
     assert_eq!(by_bucket(&audit, "producer"), truth(&msgs));
+}
+
+/// The progress rows of one tier in a fresh snapshot.
+fn progress(auditor: &Auditor, tier: &str) -> Vec<ProgressRow> {
+    auditor.snapshot().progress.into_iter().filter(|p| p.tier == tier).collect()
+}
+
+#[tokio::test]
+async fn a_consumer_reports_each_partition_until_it_has_read_everything() {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = "audited-consumer-progress";
+    cluster.create_topic(topic, 2, 1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let msgs = messages(200);
+    let producer: ThreadedProducer<_> = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let mut newest = [0i64; 2];
+    for (i, m) in msgs.iter().enumerate() {
+        let partition = (i % 2) as i32;
+        newest[i % 2] = newest[i % 2].max(m.event_ms);
+        let record = BaseRecord::to(topic).partition(partition).key(&m.key).payload(&m.payload).headers(headers(m));
+        producer.send(record).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let audit = auditor("fraud");
+    let base: BaseConsumer = consumer_config(&bootstrap, "progress").create().unwrap();
+    base.subscribe(&[topic]).unwrap();
+    let base = AuditedBaseConsumer::new(base, audit.clone(), "consumer/fraud");
+    let poll_until = |n: usize| {
+        let (mut got, started) = (0, Instant::now());
+        while got < n && started.elapsed() < Duration::from_secs(30) {
+            if let Some(r) = base.poll(Duration::from_millis(100)) {
+                r.unwrap();
+                got += 1;
+            }
+        }
+        assert_eq!(got, n);
+    };
+    poll_until(50);
+    let halfway = progress(&audit, "consumer/fraud");
+    assert!(!halfway.is_empty(), "a partition read from is reported");
+    assert!(halfway.iter().all(|p| !p.caught_up), "100 messages a partition, 50 read: {halfway:?}");
+
+    poll_until(150);
+    // The position is the consumer's own; the high watermark is librdkafka's cached one.
+    let started = Instant::now();
+    let mut rows = progress(&audit, "consumer/fraud");
+    while !(rows.len() == 2 && rows.iter().all(|p| p.caught_up)) && started.elapsed() < Duration::from_secs(10) {
+        base.poll(Duration::from_millis(100)).map(|r| r.unwrap_err());
+        rows = progress(&audit, "consumer/fraud");
+    }
+    rows.sort_by(|a, b| a.stream.cmp(&b.stream));
+    let got: Vec<_> = rows.iter().map(|p| (p.stream.clone(), p.watermark_ms, p.caught_up)).collect();
+    assert_eq!(got, vec![(StreamId::Partition(0), newest[0], true), (StreamId::Partition(1), newest[1], true)]);
+    assert!(rows.iter().all(|p| p.agent_id == audit.agent_id() && p.topic == topic));
+}
+
+#[tokio::test]
+async fn a_threaded_producer_holds_its_progress_at_the_oldest_bucket_in_flight() {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = "audited-threaded-progress";
+    cluster.create_topic(topic, 2, 1).unwrap();
+    let audit = auditor("producer");
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", cluster.bootstrap_servers()).set("linger.ms", "2");
+    let producer =
+        AuditedThreadedProducer::create(&config, AuditingProducerContext::new(audit.clone(), "producer")).unwrap();
+    let msgs = messages(1000); // over two buckets
+    producer.flush(Duration::from_secs(10)).unwrap(); // connected: metadata known
+    cluster.broker_down(1).unwrap();
+    for m in &msgs {
+        producer.send(BaseRecord::to(topic).key(&m.key).payload(&m.payload).headers(headers(m))).unwrap();
+    }
+    let oldest = msgs.iter().map(|m| m.event_ms.div_euclid(W) * W).min().unwrap();
+    assert!(truth(&msgs).len() > 1);
+    let waiting = progress(&audit, "producer");
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0].stream, StreamId::Agent(audit.agent_id().to_string()));
+    assert_eq!((waiting[0].watermark_ms, waiting[0].caught_up), (oldest, false));
+    assert_eq!(audit.in_flight(), msgs.len() as u64);
+
+    cluster.broker_up(1).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(audit.in_flight(), 0);
+    assert_eq!(by_bucket(&audit, "producer"), truth(&msgs));
+    let acknowledged = progress(&audit, "producer");
+    assert!(acknowledged[0].caught_up, "{acknowledged:?}");
+}
+
+#[tokio::test]
+async fn failed_sends_of_a_threaded_producer_are_no_longer_in_flight() {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = "audited-threaded-failures";
+    cluster.create_topic(topic, 1, 1).unwrap();
+    let audit = auditor("producer");
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", cluster.bootstrap_servers()).set("message.timeout.ms", "300");
+    let producer =
+        AuditedThreadedProducer::create(&config, AuditingProducerContext::new(audit.clone(), "producer")).unwrap();
+    cluster.broker_down(1).unwrap();
+    for m in &messages(20) {
+        producer.send(BaseRecord::to(topic).key(&m.key).payload(&m.payload).headers(headers(m))).unwrap();
+    }
+    let _ = producer.flush(Duration::from_secs(5));
+    assert_eq!(audit.in_flight(), 0);
+    assert!(progress(&audit, "producer")[0].caught_up);
+    let (_, failures) = audit.take_counters();
+    assert_eq!(failures, vec![(topic.to_string(), "producer".to_string(), 20)]);
 }

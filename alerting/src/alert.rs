@@ -1,4 +1,10 @@
 //! The alert model.
+//!
+//! Most kinds are about the verdicts of one edge (upstream → tier) over a range of buckets. Two
+//! are about a tier's progress and liveness instead: `lag` (its watermark is too far behind its
+//! upstream's: behind, not losing) and `tier_down` (no instance of it is alive, the last one
+//! vanished without a clean stop). A resolved alert says what resolved it (`resolution`) and
+//! carries the numbers as they stand at resolution, not those of the last faulty pass.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +17,10 @@ pub enum AlertKind {
     ContentMismatch,
     Delay,
     MissingTier,
+    /// A tier's watermark is further behind its upstream's than `max_lag_ms` (warning).
+    Lag,
+    /// No instance of a tier is alive and the last one vanished without a clean stop (critical).
+    TierDown,
 }
 
 impl AlertKind {
@@ -21,6 +31,8 @@ impl AlertKind {
             Self::ContentMismatch => "content_mismatch",
             Self::Delay => "delay",
             Self::MissingTier => "missing_tier",
+            Self::Lag => "lag",
+            Self::TierDown => "tier_down",
         }
     }
 }
@@ -63,6 +75,15 @@ pub struct AlertNumbers {
     pub lost_fingerprints: Vec<String>,
     /// The CUSUM statistic when the CUSUM detector raised it.
     pub cusum_statistic: Option<f64>,
+    /// `lag`: how far the tier's watermark is behind its upstream's (or the clock's), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<i64>,
+    /// `lag`: the tier's watermark, ms since the epoch: it has counted nothing of what came after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_since_ms: Option<i64>,
+    /// `tier_down`: the last heartbeat of the tier's most recent instance, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_ms: Option<i64>,
 }
 
 /// One alert: a kind of fault on one edge (upstream → tier) of one topic.
@@ -76,15 +97,20 @@ pub struct Alert {
     pub topic: String,
     pub upstream_tier: String,
     pub tier: String,
-    /// First and last bucket (start, ms) that showed the fault.
+    /// First and last bucket (start, ms) that showed the fault. `lag`: the tier's watermark and
+    /// its upstream's (the range it has not reached); `tier_down`: the last heartbeat, twice.
     pub first_bucket_ms: i64,
     pub last_bucket_ms: i64,
     pub numbers: AlertNumbers,
-    /// `threshold`, `cusum`, or both.
+    /// `threshold`, `cusum`, or both; `heartbeat` for `tier_down`.
     pub detected_by: Vec<String>,
     pub starts_at_ms: i64,
     /// When it resolved.
     pub ends_at_ms: Option<i64>,
+    /// What resolved it ("revised to complete by late tallies", "3 clean buckets", "caught up (lag
+    /// 0 s)", "an agent is live again"); `None` while firing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
 }
 
 fn plural(n: u64, word: &str) -> String {
@@ -111,14 +137,34 @@ impl Alert {
             }
             AlertKind::Delay => format!("p99 delay {} ms", n.p99_ms.unwrap_or(0)),
             AlertKind::MissingTier => "a tier reported no tallies".into(),
+            AlertKind::Lag => format!(
+                "{} behind (counted up to {})",
+                duration_text(n.lag_ms.unwrap_or(0)),
+                n.behind_since_ms.map_or("-".into(), crate::time::rfc3339)
+            ),
+            AlertKind::TierDown => format!(
+                "no live agent; the last vanished without a clean stop after its heartbeat at {}",
+                n.last_heartbeat_ms.map_or("-".into(), crate::time::rfc3339)
+            ),
         };
-        format!(
-            "[{}] kaudit {} on {} {} → {}: {what}",
-            self.state.as_str().to_uppercase(),
-            self.kind.as_str(),
-            self.topic,
-            self.upstream_tier,
-            self.tier
-        )
+        let edge = match self.kind {
+            AlertKind::TierDown => self.tier.clone(),
+            _ => format!("{} → {}", self.upstream_tier, self.tier),
+        };
+        let (state, kind) = (self.state.as_str().to_uppercase(), self.kind.as_str());
+        match &self.resolution {
+            Some(why) => format!("[{state}] kaudit {kind} on {} {edge}: {what}; resolved: {why}", self.topic),
+            None => format!("[{state}] kaudit {kind} on {} {edge}: {what}", self.topic),
+        }
+    }
+}
+
+/// A duration for humans: `42 s`, `6 min 12 s`, `2 h 5 min`.
+pub fn duration_text(ms: i64) -> String {
+    let s = ms.max(0) / 1_000;
+    match (s / 3_600, s % 3_600 / 60, s % 60) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, m, _) => format!("{h} h {m} min"),
     }
 }

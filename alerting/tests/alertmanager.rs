@@ -79,6 +79,7 @@ async fn alertmanager_receives_and_lists_the_alert() {
         detected_by: vec!["threshold".into()],
         starts_at_ms: now - 1_000,
         ends_at_ms: None,
+        resolution: None,
     };
     d.record(&alert, now).await.unwrap();
     assert_eq!(d.deliver_pending(&sink).await.unwrap(), (1, None));

@@ -57,6 +57,7 @@ fn alert(topic: &str, state: AlertState) -> Alert {
         detected_by: vec!["threshold".into()],
         starts_at_ms: 1,
         ends_at_ms: None,
+        resolution: None,
     }
 }
 

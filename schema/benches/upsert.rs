@@ -42,7 +42,7 @@ fn flush(rows: usize, version: u64) -> FlushBatch {
             tally: tally.clone(),
         })
         .collect();
-    FlushBatch { rows, offsets: Vec::new() }
+    FlushBatch { rows, ..FlushBatch::default() }
 }
 
 fn bench_store(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, store: &dyn Store) {

@@ -18,6 +18,7 @@ pub mod clock;
 mod columns;
 pub mod config_issue;
 pub mod errors;
+pub mod progress;
 pub mod records;
 pub mod scylladb;
 pub mod shutdown;
@@ -31,7 +32,10 @@ pub use bucket::{BucketWidth, EpochMillis};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config_issue::ConfigIssue;
 pub use errors::error_chain;
-pub use records::{AlertRecord, OutboxEntry, Outcome, UnknownVerdictKind, VerdictKind, VerdictRow};
+pub use progress::{HeartbeatRow, ProgressRow, StreamId};
+pub use records::{
+    AlertRecord, OutboxEntry, Outcome, UnknownVerdictKind, VanishedAgent, VerdictDetail, VerdictKind, VerdictRow,
+};
 pub use scylladb::{ScyllaOptions, ScyllaStore};
 pub use shutdown::{Shutdown, ShutdownSignal};
 pub use sketch::LatencySketch;

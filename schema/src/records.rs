@@ -18,14 +18,30 @@ pub enum Outcome {
     Duplicates,
     /// Equal counts, different fingerprint aggregates.
     ContentMismatch,
-    /// A tier expected to report had no rows.
+    /// A tier expected to report had no rows although it reported progress past the bucket.
     MissingTier,
+    /// A tier has not got past the bucket yet (its watermark is before the bucket's end): nothing
+    /// can be said yet. Revised once it has.
+    Pending,
+    /// An agent instance feeding the edge vanished without its final flush while it still had
+    /// the bucket open: its last interval's counts are unknown, so a difference proves nothing.
+    Indeterminate,
+    /// A tier never got past the bucket within the lateness horizon: the final word on it.
+    Unreached,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order.
-    pub const ALL: [Outcome; 5] =
-        [Outcome::Complete, Outcome::Loss, Outcome::Duplicates, Outcome::ContentMismatch, Outcome::MissingTier];
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Complete,
+        Outcome::Loss,
+        Outcome::Duplicates,
+        Outcome::ContentMismatch,
+        Outcome::MissingTier,
+        Outcome::Pending,
+        Outcome::Indeterminate,
+        Outcome::Unreached,
+    ];
 
     /// The stored name, also the `kind` label of `kaudit_verifier_verdicts_total`.
     pub fn as_str(self) -> &'static str {
@@ -35,7 +51,15 @@ impl Outcome {
             Outcome::Duplicates => "duplicates",
             Outcome::ContentMismatch => "content_mismatch",
             Outcome::MissingTier => "missing_tier",
+            Outcome::Pending => "pending",
+            Outcome::Indeterminate => "indeterminate",
+            Outcome::Unreached => "unreached",
         }
+    }
+
+    /// Whether the verdict may still change because a tier has not got past the bucket.
+    pub fn is_pending(self) -> bool {
+        self == Outcome::Pending
     }
 }
 
@@ -118,7 +142,7 @@ pub struct VerdictRow {
     pub tier: String,
     pub upstream_tier: String,
     /// Stored as its string: `complete`, `loss`, `duplicates`, `content_mismatch`, `missing_tier`,
-    /// and `+delay` when the bucket is also late.
+    /// `pending`, `indeterminate`, `unreached`, and `+delay` when the bucket is also late.
     pub kind: VerdictKind,
     pub upstream_count: u64,
     pub count: u64,
@@ -126,6 +150,32 @@ pub struct VerdictRow {
     pub lost_fingerprint: Option<u64>,
     pub p99_ms: Option<u64>,
     pub evaluated_at_ms: EpochMillis,
+    /// Why a verdict is pending, indeterminate or unreached; `None` for the others.
+    pub detail: Option<VerdictDetail>,
+}
+
+/// What a verdict that is not a comparison rests on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VerdictDetail {
+    /// The tier that has not got past the bucket (pending, unreached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behind_tier: Option<String>,
+    /// How far that tier's watermark is before the bucket's end, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<i64>,
+    /// Agent instances that vanished without their final flush while holding the bucket open
+    /// (indeterminate), with their last heartbeat.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vanished: Vec<VanishedAgent>,
+}
+
+/// An agent instance that stopped heartbeating without a clean stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VanishedAgent {
+    pub agent_id: String,
+    pub tier: String,
+    pub last_heartbeat_ms: EpochMillis,
 }
 
 /// An alert's last known state, by dedup key. `body` is the alert as JSON.

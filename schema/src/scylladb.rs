@@ -4,10 +4,13 @@
 //! timeouts and retries from [`ScyllaOptions`]. Every write carries its row's version as the
 //! write timestamp, so the cluster's last-write-wins keeps the newest cumulative value whatever the
 //! order writes arrive in. Batches are used only where they are atomic by design: one partition
-//! (unlogged), or a tap's tallies with its offsets (logged).
+//! (unlogged), or a tap's tallies with its offsets (logged). A flush's progress and heartbeats
+//! follow its tallies (module `progress`), never precede them: a clean stop's heartbeat is stored
+//! only once the tallies of its batch are.
 
 pub mod config;
 pub mod migrate;
+mod progress;
 mod records;
 mod tls;
 
@@ -28,6 +31,7 @@ use scylla::{DeserializeRow, SerializeRow};
 pub use self::config::{Replication, ScyllaOptions, TlsOptions};
 use crate::bucket::{BucketWidth, EpochMillis};
 use crate::columns::{TallyColumns, tally_columns};
+use crate::progress::{HeartbeatRow, ProgressRow};
 use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
 use crate::store::{BoxError, FlushBatch, OffsetRow, Store, StoreError, TallyRow, boxed};
 
@@ -89,6 +93,7 @@ struct Prepared {
     select_topics: PreparedStatement,
     select_offsets: PreparedStatement,
     records: records::Statements,
+    progress: progress::Statements,
 }
 
 /// Tallies in a Scylla or Cassandra cluster.
@@ -163,6 +168,7 @@ impl ScyllaStore {
             select_topics: prepare(SELECT_TOPICS).await?,
             select_offsets: prepare(SELECT_OFFSETS).await?,
             records: records::Statements::prepare(&session).await.map_err(|e| open_err(hosts, boxed(e)))?,
+            progress: progress::Statements::prepare(&session).await.map_err(|e| open_err(hosts, boxed(e)))?,
         };
         Ok(Self {
             session: Arc::new(session),
@@ -317,6 +323,7 @@ impl Store for ScyllaStore {
         for (version, (rows, offsets)) in groups {
             self.write_group(version, &rows, &offsets).await.map_err(fail)?;
         }
+        self.write_progress(&batch.progress, &batch.heartbeats).await.map_err(fail)?;
         Ok(())
     }
 
@@ -346,6 +353,14 @@ impl Store for ScyllaStore {
         }
         topics.sort();
         Ok(topics)
+    }
+
+    async fn read_progress(&self, topic: &str) -> Result<Vec<ProgressRow>, StoreError> {
+        self.progress_of(topic).await
+    }
+
+    async fn read_heartbeats(&self, topic: &str) -> Result<Vec<HeartbeatRow>, StoreError> {
+        self.heartbeats_of(topic).await
     }
 
     async fn load_offsets(&self, agent_id: &str) -> Result<Vec<OffsetRow>, StoreError> {

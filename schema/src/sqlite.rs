@@ -1,7 +1,8 @@
 //! The embedded SQLite backend: one database file in WAL mode.
 //!
 //! Blocking SQLite calls run on tokio's blocking pool, one connection behind a mutex (SQLite
-//! serialises writers anyway). A batch is one transaction, so rows and offsets land together.
+//! serialises writers anyway). A batch is one transaction, so rows, offsets, progress and
+//! heartbeats land together.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,13 +14,17 @@ use rusqlite::{Connection, params};
 
 use crate::bucket::EpochMillis;
 use crate::columns::{TallyColumns, tally_columns};
+use crate::progress::{HeartbeatRow, ProgressRow};
 use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
 use crate::store::{FlushBatch, OffsetRow, Store, StoreError, TallyRow, boxed};
+
+mod progress;
 
 /// Numbered migrations, applied in order and recorded in `schema_migrations`.
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "create_tallies", include_str!("../sqlite/0001_create_tallies.sql")),
     (2, "create_verdicts_and_alerts", include_str!("../sqlite/0002_create_verdicts_and_alerts.sql")),
+    (3, "create_progress_and_heartbeats", include_str!("../sqlite/0003_create_progress_and_heartbeats.sql")),
 ];
 
 const UPSERT_TALLY: &str = concat!(
@@ -153,6 +158,7 @@ fn write_batch(conn: &mut Connection, batch: &FlushBatch) -> rusqlite::Result<()
             offset.execute(params![o.agent_id, o.topic, o.partition, o.next_offset, o.version as i64])?;
         }
     }
+    progress::write(&tx, &batch.progress, &batch.heartbeats)?;
     tx.commit()
 }
 
@@ -223,6 +229,24 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare_cached("SELECT topic FROM topics ORDER BY topic").map_err(read_err)?;
             let topics = stmt.query_map([], |r| r.get(0)).map_err(read_err)?;
             topics.collect::<Result<Vec<String>, _>>().map_err(read_err)
+        })
+        .await
+    }
+
+    async fn read_progress(&self, topic: &str) -> Result<Vec<ProgressRow>, StoreError> {
+        let topic = topic.to_string();
+        self.blocking(move |conn| {
+            progress::read_progress(conn, &topic)
+                .map_err(|e| StoreError::ReadProgress { topic: topic.clone(), source: boxed(e) })
+        })
+        .await
+    }
+
+    async fn read_heartbeats(&self, topic: &str) -> Result<Vec<HeartbeatRow>, StoreError> {
+        let topic = topic.to_string();
+        self.blocking(move |conn| {
+            progress::read_heartbeats(conn, &topic)
+                .map_err(|e| StoreError::ReadHeartbeats { topic: topic.clone(), source: boxed(e) })
         })
         .await
     }
@@ -366,6 +390,9 @@ fn write_verdicts(conn: &mut Connection, rows: &[VerdictRow]) -> rusqlite::Resul
             ])?;
         }
     }
+    for v in rows {
+        progress::write_detail(&tx, &v.topic, v.bucket_start_ms, &v.tier, v.detail.as_ref())?;
+    }
     tx.commit()
 }
 
@@ -376,9 +403,11 @@ fn read_verdicts(
     to: EpochMillis,
 ) -> rusqlite::Result<Vec<VerdictRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT topic, bucket_start_ms, tier, upstream_tier, kind, upstream_count, count, lost_fingerprint, p99_ms, \
-         evaluated_at_ms FROM verdicts WHERE topic = ?1 AND bucket_start_ms >= ?2 AND bucket_start_ms < ?3 \
-         ORDER BY bucket_start_ms, tier",
+        "SELECT v.topic, v.bucket_start_ms, v.tier, v.upstream_tier, v.kind, v.upstream_count, v.count, \
+         v.lost_fingerprint, v.p99_ms, v.evaluated_at_ms, d.detail FROM verdicts v LEFT JOIN verdict_details d \
+         ON d.topic = v.topic AND d.bucket_start_ms = v.bucket_start_ms AND d.tier = v.tier \
+         WHERE v.topic = ?1 AND v.bucket_start_ms >= ?2 AND v.bucket_start_ms < ?3 \
+         ORDER BY v.bucket_start_ms, v.tier",
     )?;
     let rows = stmt.query_map(params![topic, from, to], |r| {
         Ok(VerdictRow {
@@ -395,6 +424,7 @@ fn read_verdicts(
             lost_fingerprint: r.get::<_, Option<i64>>(7)?.map(|f| f as u64),
             p99_ms: r.get::<_, Option<i64>>(8)?.map(|p| p as u64),
             evaluated_at_ms: r.get(9)?,
+            detail: progress::detail_from_sql(r, 10)?,
         })
     })?;
     rows.collect()

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::EpochMillis;
+use crate::progress::{HeartbeatRow, ProgressRow};
 use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
 use crate::tally::Tally;
 
@@ -40,16 +41,23 @@ pub struct OffsetRow {
     pub version: u64,
 }
 
-/// One flush: rows and offsets that must land together.
+/// One flush: rows and offsets that must land together, with the agent's progress and heartbeat
+/// (which need not: a lost heartbeat is replaced by the next).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlushBatch {
     pub rows: Vec<TallyRow>,
     pub offsets: Vec<OffsetRow>,
+    /// Absent from spools written before progress existed.
+    #[serde(default)]
+    pub progress: Vec<ProgressRow>,
+    #[serde(default)]
+    pub heartbeats: Vec<HeartbeatRow>,
 }
 
 impl FlushBatch {
+    /// Nothing to write at all.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.offsets.is_empty()
+        self.rows.is_empty() && self.offsets.is_empty() && self.progress.is_empty() && self.heartbeats.is_empty()
     }
 }
 
@@ -80,7 +88,8 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
-    /// A flush's tallies and offsets were refused or did not complete; keep the batch and retry.
+    /// A flush (tallies, offsets, progress, heartbeats) was refused or did not complete; keep the
+    /// batch and retry.
     #[error("write of {rows} tally rows failed")]
     WriteTallies {
         rows: usize,
@@ -107,6 +116,20 @@ pub enum StoreError {
     /// Listing the topics that have tallies failed.
     #[error("read of the topic list failed")]
     ReadTopics {
+        #[source]
+        source: BoxError,
+    },
+    /// Reading the progress reports of a topic failed.
+    #[error("read of progress of topic {topic} failed")]
+    ReadProgress {
+        topic: String,
+        #[source]
+        source: BoxError,
+    },
+    /// Reading the heartbeats of a topic failed.
+    #[error("read of heartbeats of topic {topic} failed")]
+    ReadHeartbeats {
+        topic: String,
         #[source]
         source: BoxError,
     },
@@ -177,7 +200,9 @@ pub enum StoreError {
 /// with the highest version, and write a batch's rows and offsets atomically where they can.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Upsert every row and offset of `batch`.
+    /// Upsert every row, offset, progress report and heartbeat of `batch`, each keeping the
+    /// highest version. A heartbeat is never stored before the tallies of its batch (so a clean
+    /// stop's marker proves its final tallies are stored).
     async fn write(&self, batch: &FlushBatch) -> Result<(), StoreError>;
 
     /// Every row of `topic` whose bucket starts in `[from_ms, to_ms)`, across tiers and agents,
@@ -191,6 +216,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every topic that has tallies, sorted.
     async fn list_topics(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The latest progress report of every stream of every tier of `topic`.
+    async fn read_progress(&self, topic: &str) -> Result<Vec<ProgressRow>, StoreError>;
+
+    /// The latest heartbeat of every agent instance of every tier of `topic`.
+    async fn read_heartbeats(&self, topic: &str) -> Result<Vec<HeartbeatRow>, StoreError>;
 
     /// The stored offsets of one agent.
     async fn load_offsets(&self, agent_id: &str) -> Result<Vec<OffsetRow>, StoreError>;
@@ -226,4 +257,72 @@ pub trait Store: Send + Sync + 'static {
 /// Box any error for a [`StoreError`] source.
 pub(crate) fn boxed(e: impl std::error::Error + Send + Sync + 'static) -> BoxError {
     Box::new(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::StreamId;
+
+    fn batch() -> FlushBatch {
+        let key = TallyKey { topic: "t".into(), bucket_start_ms: 0, tier: "producer".into(), agent_id: "a".into() };
+        let mut tally = Tally::default();
+        tally.add(7, 100);
+        FlushBatch {
+            rows: vec![TallyRow { key, bucket_width_ms: 60_000, version: 3, tally }],
+            offsets: vec![OffsetRow {
+                agent_id: "a".into(),
+                topic: "t".into(),
+                partition: 0,
+                next_offset: 9,
+                version: 3,
+            }],
+            progress: vec![ProgressRow {
+                topic: "t".into(),
+                tier: "producer".into(),
+                stream: StreamId::Agent("a".into()),
+                agent_id: "a".into(),
+                watermark_ms: 0,
+                caught_up: true,
+                reported_at_ms: 5,
+                version: 3,
+            }],
+            heartbeats: vec![HeartbeatRow {
+                topic: "t".into(),
+                tier: "producer".into(),
+                agent_id: "a".into(),
+                started_at_ms: 0,
+                heartbeat_ms: 5,
+                open_from_ms: Some(0),
+                stopped: false,
+                resumes: false,
+                version: 3,
+            }],
+        }
+    }
+
+    /// A spool segment written before progress existed has neither field: it still replays.
+    #[test]
+    fn an_old_spool_batch_still_deserializes() {
+        let mut json = serde_json::to_value(batch()).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        assert!(fields.remove("progress").is_some() && fields.remove("heartbeats").is_some());
+        let old: FlushBatch = serde_json::from_value(json).unwrap();
+        assert_eq!(old, FlushBatch { progress: vec![], heartbeats: vec![], ..batch() });
+        let literal =
+            r#"{"rows":[],"offsets":[{"agent_id":"a","topic":"t","partition":1,"next_offset":4,"version":2}]}"#;
+        let old: FlushBatch = serde_json::from_str(literal).unwrap();
+        assert_eq!((old.offsets.len(), old.progress.len(), old.heartbeats.len()), (1, 0, 0));
+        assert!(!old.is_empty());
+    }
+
+    #[test]
+    fn a_batch_round_trips_and_is_empty_only_when_all_parts_are() {
+        let full = batch();
+        assert_eq!(serde_json::from_slice::<FlushBatch>(&serde_json::to_vec(&full).unwrap()).unwrap(), full);
+        assert!(FlushBatch::default().is_empty());
+        let beat_only = FlushBatch { heartbeats: full.heartbeats.clone(), ..FlushBatch::default() };
+        let progress_only = FlushBatch { progress: full.progress, ..FlushBatch::default() };
+        assert!(!beat_only.is_empty() && !progress_only.is_empty());
+    }
 }

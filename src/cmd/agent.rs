@@ -129,14 +129,16 @@ impl Agent {
         if let Some(tap) = tap {
             reports.push(tap.shutdown().await);
         }
+        // Stop taking records (HTTP and UDP) before the ingest agent's final flush, so nothing
+        // acknowledged is counted after it.
         shutdown.trigger();
+        http.await??;
         if let Some(Ingest { agent, udp }) = ingest {
             if let Some(udp) = udp {
                 udp.await?;
             }
             reports.push(agent.shutdown().await);
         }
-        http.await??;
         let pending: usize = reports.iter().map(|r| r.pending).sum();
         if pending > 0 {
             return Err(format!("{pending} flush batches left in the spool").into());

@@ -148,6 +148,7 @@ impl KauditConfig {
         }
         issues.extend(self.scylla.validate("scylla"));
         issues.extend(self.verifier.validate("verifier"));
+        issues.extend(self.verifier.validate_with_flush_interval("verifier", self.agent.flush_interval_ms));
         for (i, sink) in self.alerting.sinks.iter().enumerate() {
             issues.extend(sink.validate(&format!("alerting.sinks[{i}]")));
         }

@@ -133,6 +133,7 @@ mod tests {
             lost_fingerprint: None,
             p99_ms: kind.ends_with("+delay").then_some(2_010),
             evaluated_at_ms: 0,
+            detail: None,
         }
     }
 

@@ -38,7 +38,7 @@ fn seed(path: &std::path::Path, rt: &tokio::runtime::Runtime) {
             }
         }
     }
-    rt.block_on(store.write(&FlushBatch { rows, offsets: vec![] })).unwrap();
+    rt.block_on(store.write(&FlushBatch { rows, offsets: vec![], progress: vec![], heartbeats: vec![] })).unwrap();
 }
 
 fn engine_pass(c: &mut Criterion) {

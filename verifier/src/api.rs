@@ -2,7 +2,8 @@
 //!
 //! * `GET /api/v1/topics`: topics with tallies, and the pipeline that applies to each.
 //! * `GET /api/v1/buckets?topic=T&from=F&to=T`: per bucket, each tier's merged tally (counts,
-//!   bytes, fingerprint aggregates, latency quantiles, agents) and the stored verdicts. `from` and
+//!   bytes, fingerprint aggregates, latency quantiles, agents) and the stored verdicts, each with
+//!   its `detail` (why it is pending, unreached or indeterminate; `null` otherwise). `from` and
 //!   `to` are ms since the epoch or RFC 3339 UTC (`2026-11-21T10:00:00Z`); at most 7 days.
 //! * `GET /api/v1/alerts[?state=firing|resolved]`: alerts by dedup key.
 //! * `/metrics`, `/healthz` (the process is up), `/readyz` (an evaluation pass has succeeded).

@@ -19,6 +19,11 @@ pub struct VerifierConfig {
     /// How long after its end a bucket is re-evaluated when late tallies change it, ms.
     /// Default 3600000 (1 h).
     pub lateness_ms: u64,
+    /// An agent instance silent for longer than this without a clean stop has crashed, ms: the
+    /// buckets it held open are `indeterminate`, and a tier with no live instance is `tier_down`.
+    /// Default: 3 × the agents' flush interval + 5 s (20000 with 5 s flushes): an agent that
+    /// missed three flushes in a row is gone.
+    pub agent_timeout_ms: Option<u64>,
     /// How often the verifier evaluates, ms. Default 5000.
     pub evaluate_interval_ms: u64,
     /// An alert resolves once this many newer buckets of its edge are clean. Default 3.
@@ -45,6 +50,7 @@ impl Default for VerifierConfig {
             pipelines: Vec::new(),
             grace_ms: None,
             lateness_ms: 3_600_000,
+            agent_timeout_ms: None,
             evaluate_interval_ms: 5_000,
             resolve_after_buckets: 3,
             thresholds: Thresholds::default(),
@@ -62,6 +68,28 @@ impl VerifierConfig {
     /// The grace period given the agents' flush interval.
     pub fn grace_ms(&self, flush_interval_ms: u64) -> u64 {
         self.grace_ms.unwrap_or(2 * flush_interval_ms + 30_000)
+    }
+
+    /// How long an agent may be silent before it counts as crashed, given the agents' flush
+    /// interval.
+    pub fn agent_timeout_ms(&self, flush_interval_ms: u64) -> u64 {
+        self.agent_timeout_ms.unwrap_or(3 * flush_interval_ms + 5_000)
+    }
+
+    /// Problems that depend on the agents' flush interval, each at its key under `prefix`: an
+    /// agent timeout no longer than one flush interval would take every agent for crashed between
+    /// two of its flushes.
+    pub fn validate_with_flush_interval(&self, prefix: &str, flush_interval_ms: u64) -> Vec<ConfigIssue> {
+        match self.agent_timeout_ms {
+            Some(t) if t > 0 && t <= flush_interval_ms => vec![ConfigIssue::at(
+                prefix,
+                "agent_timeout_ms",
+                format!(
+                    "{t} ms is not longer than agent.flush_interval_ms ({flush_interval_ms} ms); use at least three intervals"
+                ),
+            )],
+            _ => Vec::new(),
+        }
     }
 
     /// Every problem, each at its key under `prefix` (e.g. `verifier`).
@@ -83,9 +111,37 @@ impl VerifierConfig {
         if !(self.thresholds.loss_ratio >= 0.0 && self.thresholds.duplicate_ratio >= 0.0) {
             bad("thresholds", "ratios must be non-negative");
         }
+        if self.thresholds.max_lag_ms == 0 {
+            bad("thresholds.max_lag_ms", "must be positive (ms; default 300000)");
+        }
+        if self.agent_timeout_ms == Some(0) {
+            bad("agent_timeout_ms", "must be positive (ms; default 3 × agent.flush_interval_ms + 5000)");
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             bad("listen", "must be an address such as 127.0.0.1:9464");
         }
         issues
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_and_liveness_settings_default_from_the_flush_interval_and_are_checked() {
+        let c = VerifierConfig::default();
+        assert_eq!((c.thresholds.max_lag_ms, c.agent_timeout_ms(5_000), c.grace_ms(5_000)), (300_000, 20_000, 40_000));
+        assert!(c.validate("verifier").is_empty());
+        let mut bad = VerifierConfig { agent_timeout_ms: Some(0), ..c.clone() };
+        bad.thresholds.max_lag_ms = 0;
+        let keys: Vec<String> = bad.validate("verifier").into_iter().map(|i| i.path).collect();
+        assert_eq!(keys, ["verifier.thresholds.max_lag_ms", "verifier.agent_timeout_ms"]);
+        let short = VerifierConfig { agent_timeout_ms: Some(5_000), ..c };
+        assert_eq!(short.agent_timeout_ms(5_000), 5_000);
+        let issues = short.validate_with_flush_interval("verifier", 5_000);
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].path, "verifier.agent_timeout_ms");
+        assert!(short.validate_with_flush_interval("verifier", 1_000).is_empty());
     }
 }

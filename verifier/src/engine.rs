@@ -8,6 +8,11 @@
 //! After a restart the engine reloads alert state and the verdicts already stored, so it neither
 //! repeats a notification nor counts a bucket twice; CUSUM baselines are learned again.
 //!
+//! Lag is not loss: each pass also reads the topic's progress and heartbeat rows, so the core
+//! judges an edge only once both tiers have got past the bucket (`pending` until then,
+//! `unreached` if never), takes differences in buckets a crashed agent held open for
+//! `indeterminate`, and raises `lag` and `tier_down` instead of loss or missing-tier alerts.
+//!
 //! Every decision is made by the pure [`EngineCore`]; this file is its driver: it reads from the
 //! store, asks the core, writes the verdicts, records alert transitions through the dispatcher and
 //! updates the metrics. The core remembers a pass only once its verdicts are written.
@@ -25,7 +30,9 @@ use crate::config::VerifierConfig;
 use crate::metrics::VerifierMetrics;
 use crate::pipeline::{Pipeline, pipeline_for};
 
-pub use self::core::{AlertUpdate, CusumReading, Decision, EngineCore, MetricDeltas, Phase, TopicPass, Watermark};
+pub use self::core::{
+    AlertUpdate, CusumReading, Decision, EngineCore, MetricDeltas, Phase, Reports, TierGauge, TopicPass, Watermark,
+};
 
 /// What one evaluation pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -61,7 +68,8 @@ impl Engine {
         let pipelines = config.pipelines.iter().map(|p| p.build()).collect();
         let evaluate_interval_ms = config.evaluate_interval_ms;
         let grace_ms = config.grace_ms(flush_interval_ms);
-        let core = EngineCore::new(config, grace_ms);
+        let agent_timeout_ms = config.agent_timeout_ms(flush_interval_ms);
+        let core = EngineCore::new(config, grace_ms, agent_timeout_ms);
         Self {
             store,
             dispatcher,
@@ -131,7 +139,10 @@ impl Engine {
             let stored = self.store.read_verdicts(topic, from, to).await?;
             self.core.load_verdicts(topic, from, stored);
         }
-        let pass = self.core.plan(topic, pipeline, &rows, now);
+        let progress = self.store.read_progress(topic).await?;
+        let heartbeats = self.store.read_heartbeats(topic).await?;
+        let reports = Reports { progress: &progress, heartbeats: &heartbeats };
+        let pass = self.core.plan_with(topic, pipeline, &rows, reports, now);
         let writes = pass.writes();
         if !writes.is_empty() {
             self.store.write_verdicts(&writes).await?;
@@ -140,6 +151,7 @@ impl Engine {
         report.first_evaluations += deltas.buckets_evaluated as usize;
         report.revisions += deltas.revisions as usize;
         record_metrics(&self.metrics, topic, &deltas);
+        record_gauges(&self.metrics, topic, &self.core.tier_gauges(topic, pipeline));
         Ok(())
     }
 
@@ -213,6 +225,16 @@ fn record_metrics(metrics: &VerifierMetrics, topic: &str, deltas: &MetricDeltas)
         if r.alarm {
             tracing::info!(topic, tier = %r.tier, signal = r.signal, bucket = r.bucket_start_ms, z = r.z, "cusum alarm");
         }
+    }
+}
+
+/// Set the tiers' lag and liveness gauges after a committed pass.
+fn record_gauges(metrics: &VerifierMetrics, topic: &str, gauges: &[TierGauge]) {
+    for g in gauges {
+        if let Some(lag) = g.lag_seconds {
+            metrics.tier_lag.with_label_values(&[topic, g.tier.as_str()]).set(lag);
+        }
+        metrics.agents_live.with_label_values(&[topic, g.tier.as_str()]).set(g.agents_live as i64);
     }
 }
 

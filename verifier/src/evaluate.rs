@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use kaudit_schema::{EpochMillis, Tally, TallyRow, VerdictKind, VerdictRow};
+use kaudit_schema::{EpochMillis, Outcome, Tally, TallyRow, VerdictKind, VerdictRow};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{Verdict, compare_tiers};
+use crate::hold::Hold;
 use crate::pipeline::{Edge, Pipeline};
 
 /// Each tier's tally for one bucket, merged across agents.
@@ -22,11 +23,17 @@ pub struct Thresholds {
     pub duplicate_ratio: f64,
     /// Downstream p99 of (arrival − event time) above which a bucket is delayed, ms. Default 1000.
     pub p99_delay_ms: u64,
+    /// How far a tier's watermark may be behind its upstream's before a `lag` alert (a warning,
+    /// never a loss), ms. Default 300000 (5 min): a consumer group waits `session.timeout.ms`
+    /// (45 s by default) before it reassigns a dead member's partitions, then rebalances and
+    /// re-fetches; 5 minutes is past any healthy rebalance or rolling deploy, and is where lag
+    /// monitors such as Burrow commonly warn.
+    pub max_lag_ms: u64,
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Self { loss_ratio: 0.0001, duplicate_ratio: 0.0001, p99_delay_ms: 1_000 }
+        Self { loss_ratio: 0.0001, duplicate_ratio: 0.0001, p99_delay_ms: 1_000, max_lag_ms: 300_000 }
     }
 }
 
@@ -48,12 +55,26 @@ pub struct EdgeVerdict {
     pub p99_ms: Option<u64>,
     /// `p99_ms` is over the threshold.
     pub delayed: bool,
+    /// Set when the comparison is not the verdict (pending, indeterminate, unreached): its
+    /// numbers are shown but prove nothing, and it breaches no threshold.
+    #[serde(default)]
+    pub hold: Option<Hold>,
 }
 
 impl EdgeVerdict {
-    /// The verdict's kind: its outcome, flagged when delayed.
+    /// The outcome: the hold's, or else the comparison's.
+    pub fn outcome(&self) -> Outcome {
+        self.hold.as_ref().map_or(self.verdict.outcome(), Hold::outcome)
+    }
+
+    /// Whether this is the bucket's final word for now (not pending): late rows may still revise it.
+    pub fn is_final(&self) -> bool {
+        !self.outcome().is_pending()
+    }
+
+    /// The verdict's kind: its outcome, flagged when a comparison that stands was delayed.
     pub fn kind(&self) -> VerdictKind {
-        VerdictKind::new(self.verdict.outcome(), self.delayed)
+        VerdictKind::new(self.outcome(), self.delayed && self.hold.is_none())
     }
 
     /// The stored form of this verdict, reached at `evaluated_at_ms`.
@@ -66,14 +87,45 @@ impl EdgeVerdict {
             kind: self.kind(),
             upstream_count: self.upstream_count,
             count: self.count,
-            lost_fingerprint: match self.verdict {
-                Verdict::Loss { fingerprint, .. } => fingerprint,
+            lost_fingerprint: match (self.verdict, &self.hold) {
+                (Verdict::Loss { fingerprint, .. }, None) => fingerprint,
                 _ => None,
             },
             p99_ms: self.p99_ms,
             evaluated_at_ms,
+            detail: self.hold.as_ref().map(Hold::detail),
         }
     }
+
+    /// A stored verdict as reached by an earlier run, as far as its row tells: the comparison is
+    /// rebuilt from the counts (a content mismatch or a missing tier reads as complete or loss).
+    pub fn from_row(row: &VerdictRow) -> Self {
+        let (up, down) = (row.upstream_count, row.count);
+        let verdict = match down.cmp(&up) {
+            std::cmp::Ordering::Less => Verdict::Loss { missing: up - down, fingerprint: row.lost_fingerprint },
+            std::cmp::Ordering::Greater => Verdict::Duplicates { extra: down - up },
+            std::cmp::Ordering::Equal => Verdict::Complete,
+        };
+        EdgeVerdict {
+            topic: row.topic.clone(),
+            bucket_start_ms: row.bucket_start_ms,
+            upstream: row.upstream_tier.clone(),
+            tier: row.tier.clone(),
+            verdict,
+            upstream_count: up,
+            count: down,
+            loss_ratio: ratio(up.saturating_sub(down), up),
+            duplicate_ratio: ratio(down.saturating_sub(up), up),
+            p99_ms: row.p99_ms,
+            delayed: row.kind.delayed,
+            hold: Hold::from_stored(row.kind.outcome, row.detail.as_ref()),
+        }
+    }
+}
+
+/// `n` of `of`, where anything of nothing is everything.
+fn ratio(n: u64, of: u64) -> f64 {
+    if of == 0 { if n == 0 { 0.0 } else { 1.0 } } else { n as f64 / of as f64 }
 }
 
 /// Merge stored rows per (bucket, tier) across agents.
@@ -128,9 +180,6 @@ fn evaluate_edge(
     }
     let upstream_count = up.map_or(0, |t| t.count);
     let count = down.map_or(0, |t| t.count);
-    let ratio = |n: u64| {
-        if upstream_count == 0 { if n == 0 { 0.0 } else { 1.0 } } else { n as f64 / upstream_count as f64 }
-    };
     let p99_ms = down.and_then(|t| t.latency.quantile(0.99));
     Some(EdgeVerdict {
         topic: topic.to_string(),
@@ -140,10 +189,11 @@ fn evaluate_edge(
         verdict: compare_tiers(up, down),
         upstream_count,
         count,
-        loss_ratio: ratio(upstream_count.saturating_sub(count)),
-        duplicate_ratio: ratio(count.saturating_sub(upstream_count)),
+        loss_ratio: ratio(upstream_count.saturating_sub(count), upstream_count),
+        duplicate_ratio: ratio(count.saturating_sub(upstream_count), upstream_count),
         p99_ms,
         delayed: p99_ms.is_some_and(|p| p > thresholds.p99_delay_ms),
+        hold: None,
     })
 }
 

@@ -1,6 +1,8 @@
 //! `kaudit_verifier_*` metrics, registered against a registry passed in.
 
-use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct VerifierMetrics {
@@ -10,6 +12,10 @@ pub struct VerifierMetrics {
     pub missing_messages: IntCounterVec,
     pub extra_messages: IntCounterVec,
     pub cusum: GaugeVec,
+    /// How far each tier's watermark is behind its upstream's, s (tiers that report progress).
+    pub tier_lag: GaugeVec,
+    /// Live agent instances per tier (tiers that report progress or heartbeats).
+    pub agents_live: IntGaugeVec,
     pub alerts_firing: IntGauge,
     pub evaluation_duration: Histogram,
     pub evaluation_failures: IntCounter,
@@ -23,7 +29,10 @@ impl VerifierMetrics {
                 "Bucket edges evaluated for the first time.",
             )?,
             verdicts: IntCounterVec::new(
-                Opts::new("kaudit_verifier_verdicts_total", "Verdicts reached or revised, by kind."),
+                Opts::new(
+                    "kaudit_verifier_verdicts_total",
+                    "Verdicts reached or revised, by kind (pending counted once per bucket edge).",
+                ),
                 &["kind"],
             )?,
             revisions: IntCounter::new("kaudit_verifier_revisions_total", "Verdicts revised by late tallies.")?,
@@ -45,6 +54,17 @@ impl VerifierMetrics {
                 Opts::new("kaudit_verifier_cusum_statistic", "CUSUM statistic, in sigmas, by topic, tier and signal."),
                 &["topic", "tier", "signal"],
             )?,
+            tier_lag: GaugeVec::new(
+                Opts::new(
+                    "kaudit_verifier_tier_lag_seconds",
+                    "How far a tier's progress watermark is behind its upstream tier's, by topic and tier.",
+                ),
+                &["topic", "tier"],
+            )?,
+            agents_live: IntGaugeVec::new(
+                Opts::new("kaudit_verifier_agents_live", "Agent instances alive (heartbeating), by topic and tier."),
+                &["topic", "tier"],
+            )?,
             alerts_firing: IntGauge::new("kaudit_verifier_alerts_firing", "Alerts currently firing.")?,
             evaluation_duration: Histogram::with_opts(HistogramOpts::new(
                 "kaudit_verifier_evaluation_duration_seconds",
@@ -61,6 +81,8 @@ impl VerifierMetrics {
         r.register(Box::new(m.missing_messages.clone()))?;
         r.register(Box::new(m.extra_messages.clone()))?;
         r.register(Box::new(m.cusum.clone()))?;
+        r.register(Box::new(m.tier_lag.clone()))?;
+        r.register(Box::new(m.agents_live.clone()))?;
         r.register(Box::new(m.alerts_firing.clone()))?;
         r.register(Box::new(m.evaluation_duration.clone()))?;
         r.register(Box::new(m.evaluation_failures.clone()))?;

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use kaudit_alerting::dispatch::Backoff;
 use kaudit_schema::sqlite::SqliteOptions;
-use kaudit_schema::{FlushBatch, ManualClock, SqliteStore, Store, Tally, TallyKey, TallyRow};
+use kaudit_schema::{
+    FlushBatch, HeartbeatRow, ManualClock, ProgressRow, SqliteStore, Store, StreamId, Tally, TallyKey, TallyRow,
+};
 use kaudit_verifier::service::{ServiceParts, serve};
 use kaudit_verifier::{PipelineConfig, VerifierConfig};
 use serde_json::Value;
@@ -26,7 +28,7 @@ async fn seed(store: &SqliteStore) {
             TallyKey { topic: "orders".into(), bucket_start_ms: T0, tier: tier.into(), agent_id: format!("{tier}-a") };
         rows.push(TallyRow { key, bucket_width_ms: W, version: 1, tally: t });
     }
-    store.write(&FlushBatch { rows, offsets: vec![] }).await.unwrap();
+    store.write(&FlushBatch { rows, offsets: vec![], progress: vec![], heartbeats: vec![] }).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,6 +113,114 @@ async fn query_api_answers_and_rejects_bad_requests() {
     let metrics = get("/metrics".into()).await.text().await.unwrap();
     assert!(metrics.contains("kaudit_verifier_buckets_evaluated_total 1"), "{metrics}");
     assert!(metrics.contains("kaudit_verifier_alerts_firing 1"), "{metrics}");
+    let (ok, report) = kaudit_testkit::promtool_check(&metrics);
+    assert!(ok && report.trim().is_empty(), "promtool: {report}");
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+fn tally(bucket: i64, tier: &str, agent: &str, n: u64) -> TallyRow {
+    let mut t = Tally::default();
+    (0..n).for_each(|i| t.add(i + 1, 10));
+    let key = TallyKey { topic: "orders".into(), bucket_start_ms: bucket, tier: tier.into(), agent_id: agent.into() };
+    TallyRow { key, bucket_width_ms: W, version: 1, tally: t }
+}
+
+/// A producer instance that crashed holding the first bucket open, and a consumer 50 s short of
+/// the third bucket's end: the API serves `indeterminate` and `pending` with what they rest on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_verdicts_are_served_with_their_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("v.db"), &SqliteOptions::default()).unwrap();
+    let now = T0 + 3 * W + 41_000;
+    let rows = vec![
+        tally(T0, "producer", "producer-a", 500),
+        tally(T0, "consumer", "consumer-a", 497),
+        tally(T0 + W, "producer", "producer-a", 100),
+        tally(T0 + W, "consumer", "consumer-a", 100),
+        tally(T0 + 2 * W, "producer", "producer-a", 100),
+        tally(T0 + 2 * W, "consumer", "consumer-a", 50),
+    ];
+    let progress = vec![ProgressRow {
+        topic: "orders".into(),
+        tier: "consumer".into(),
+        stream: StreamId::Partition(0),
+        agent_id: "consumer-a".into(),
+        watermark_ms: T0 + 2 * W + 10_000,
+        caught_up: false,
+        reported_at_ms: now,
+        version: 1,
+    }];
+    let heartbeats = vec![HeartbeatRow {
+        topic: "orders".into(),
+        tier: "producer".into(),
+        agent_id: "producer-a".into(),
+        started_at_ms: T0 - W,
+        heartbeat_ms: T0 + 30_000,
+        open_from_ms: Some(T0),
+        stopped: false,
+        resumes: false,
+        version: 1,
+    }];
+    store.write(&FlushBatch { rows, offsets: vec![], progress, heartbeats }).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = VerifierConfig {
+        pipelines: vec![PipelineConfig {
+            topics: vec!["orders".into()],
+            tiers: vec!["producer".into()],
+            consumers: vec!["consumer".into()],
+        }],
+        evaluate_interval_ms: 50,
+        ..VerifierConfig::default()
+    };
+    let parts = ServiceParts {
+        store: Arc::new(store.clone()),
+        config,
+        sinks: vec![],
+        backoff: Backoff::default(),
+        flush_interval_ms: 5_000,
+        registry: prometheus::Registry::new(),
+        clock: Arc::new(ManualClock::new(now)),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, parts, async { stopped.await.unwrap_or(()) }));
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while http.get(format!("{base}/readyz")).send().await.unwrap().status() != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let url = format!("{base}/api/v1/buckets?topic=orders&from={T0}&to={}", T0 + 3 * W);
+    let buckets: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+    let verdict = |i: usize| buckets["buckets"][i]["verdicts"][0].clone();
+    assert_eq!(verdict(0)["kind"], "indeterminate", "{buckets}");
+    assert_eq!((verdict(0)["upstream_count"].as_u64(), verdict(0)["count"].as_u64()), (Some(500), Some(497)));
+    let vanished = &verdict(0)["detail"]["vanished"][0];
+    assert_eq!((vanished["agent_id"].as_str(), vanished["tier"].as_str()), (Some("producer-a"), Some("producer")));
+    assert_eq!(vanished["last_heartbeat_ms"].as_i64(), Some(T0 + 30_000));
+    assert_eq!(verdict(1)["kind"], "complete");
+    assert!(verdict(1)["detail"].is_null());
+    assert_eq!(verdict(2)["kind"], "pending");
+    assert_eq!(verdict(2)["detail"], serde_json::json!({ "behind_tier": "consumer", "lag_ms": 50_000 }));
+
+    let alerts: Value =
+        http.get(format!("{base}/api/v1/alerts?state=firing")).send().await.unwrap().json().await.unwrap();
+    let keys: Vec<&str> =
+        alerts["alerts"].as_array().unwrap().iter().map(|a| a["dedup_key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["tier_down/orders/producer"], "no loss alert for an indeterminate or pending bucket");
+
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    for line in [
+        r#"kaudit_verifier_agents_live{tier="producer",topic="orders"} 0"#,
+        r#"kaudit_verifier_tier_lag_seconds{tier="consumer",topic="orders"} 91"#,
+        r#"kaudit_verifier_verdicts_total{kind="indeterminate"} 1"#,
+        r#"kaudit_verifier_verdicts_total{kind="pending"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     let (ok, report) = kaudit_testkit::promtool_check(&metrics);
     assert!(ok && report.trim().is_empty(), "promtool: {report}");
 

@@ -61,7 +61,7 @@ async fn traffic(store: &SqliteStore, loss: f64, duplicates: f64, seed: u64) -> 
             row(bucket, "broker", broker),
             row(bucket, "consumer/billing", billing),
         ];
-        store.write(&FlushBatch { rows, offsets: vec![] }).await.unwrap();
+        store.write(&FlushBatch { rows, offsets: vec![], progress: vec![], heartbeats: vec![] }).await.unwrap();
     }
     injected
 }

@@ -132,7 +132,8 @@ async fn a_spool_left_by_a_crashed_agent_is_replayed_on_start() {
     } // the agent died here with a batch on disk
     let mut f = flusher(&r, 4, Some(Spool::open(&spool_dir, 1 << 20).unwrap()));
     assert_eq!(f.pending(), 1);
-    assert_eq!(f.flush_once().await, FlushReport { written: 1, pending: 0 });
+    // The spooled batch first, then this flush's own (its heartbeat).
+    assert_eq!(f.flush_once().await, FlushReport { written: 2, pending: 0 });
     assert_eq!(stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0), Some(1));
 }
 
@@ -158,4 +159,73 @@ async fn run_flushes_on_its_interval_and_on_shutdown() {
     let report = task.await.unwrap();
     assert_eq!(report.pending, 0);
     assert_eq!(stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0), Some(2));
+}
+
+/// The auditor as a batch source that keeps a copy of every batch it hands the flusher.
+struct Recording {
+    auditor: Auditor,
+    taken: Arc<std::sync::Mutex<Vec<FlushBatch>>>,
+}
+
+impl BatchSource for Recording {
+    fn take_batch(&mut self) -> FlushBatch {
+        let batch = self.auditor.take_batch();
+        self.taken.lock().unwrap().push(batch.clone());
+        batch
+    }
+
+    fn take_final_batch(&mut self) -> FlushBatch {
+        let batch = self.auditor.take_final_batch();
+        self.taken.lock().unwrap().push(batch.clone());
+        batch
+    }
+
+    fn report(&mut self, metrics: &AgentMetrics) {
+        self.auditor.report(metrics)
+    }
+}
+
+#[tokio::test]
+async fn a_clean_shutdown_marks_the_heartbeats_stopped_with_the_last_tallies() {
+    let r = rig();
+    let taken = Arc::default();
+    let source = Recording { auditor: r.auditor.clone(), taken: Arc::clone(&taken) };
+    let mut f = Flusher::new(source, Arc::new(r.store.clone()), None, FlusherOptions::default(), r.metrics.clone());
+    r.auditor.record("orders", "producer", b"a", b"x", Some(T0));
+    f.flush_once().await;
+    let running = r.store.read_heartbeats("orders").await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert!(!running[0].stopped, "a running agent's heartbeat");
+    assert_eq!((running[0].agent_id.as_str(), running[0].open_from_ms), (r.auditor.agent_id(), Some(T0)));
+
+    r.clock.advance(1_000);
+    r.auditor.record("orders", "producer", b"b", b"x", Some(T0));
+    assert_eq!(f.shutdown().await, FlushReport { written: 1, pending: 0 });
+
+    let taken = taken.lock().unwrap().clone();
+    let (last, earlier) = taken.split_last().unwrap();
+    assert!(earlier.iter().flat_map(|b| &b.heartbeats).all(|h| !h.stopped));
+    assert_eq!(last.rows.iter().map(|row| row.tally.count).collect::<Vec<_>>(), vec![2], "the last tallies");
+    assert!(!last.heartbeats.is_empty() && last.heartbeats.iter().all(|h| h.stopped), "{last:?}");
+    assert!(last.heartbeats[0].version > running[0].version);
+    let stored = r.store.read_heartbeats("orders").await.unwrap();
+    assert!(stored[0].stopped, "{stored:?}");
+    assert_eq!(stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0), Some(2));
+    let progress = r.store.read_progress("orders").await.unwrap();
+    assert_eq!(progress.len(), 1);
+    assert!(progress[0].caught_up, "nothing in flight: {progress:?}");
+}
+
+#[tokio::test]
+async fn an_agent_that_dies_before_its_final_flush_leaves_its_heartbeat_running() {
+    let r = rig();
+    let mut f = flusher(&r, 4, None);
+    r.auditor.record("orders", "producer", b"a", b"x", Some(T0));
+    f.flush_once().await;
+    r.auditor.record("orders", "producer", b"b", b"x", Some(T0));
+    drop(f); // killed: no shutdown
+    let stored = r.store.read_heartbeats("orders").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].stopped);
+    assert_eq!(stored[0].open_from_ms, Some(T0), "the bucket whose last count may be missing");
 }

@@ -25,6 +25,8 @@ fn batch(version: u64, buckets: &[i64], count: u64) -> FlushBatch {
             next_offset: version as i64,
             version,
         }],
+        progress: vec![],
+        heartbeats: vec![],
     }
 }
 
@@ -88,4 +90,43 @@ fn corrupt_segments_are_dropped_not_wedged_on() {
     assert!(matches!(spool.front(), Err(SpoolError::Corrupt { .. })));
     assert!(spool.pop_front().unwrap().is_none());
     assert_eq!(spool.pop_front().unwrap().unwrap().rows[0].version, 2);
+}
+
+#[test]
+fn compaction_keeps_the_newest_progress_and_heartbeat_of_each_stream() {
+    let with_progress = |version: u64, watermark_ms: i64, stopped: bool| {
+        let mut b = batch(version, &[0], 1);
+        b.progress = [StreamId::Partition(0), StreamId::Agent("a".into())]
+            .into_iter()
+            .map(|stream| ProgressRow {
+                topic: "t".into(),
+                tier: "p".into(),
+                stream,
+                agent_id: "a".into(),
+                watermark_ms,
+                caught_up: false,
+                reported_at_ms: watermark_ms,
+                version,
+            })
+            .collect();
+        b.heartbeats = vec![HeartbeatRow {
+            topic: "t".into(),
+            tier: "p".into(),
+            agent_id: "a".into(),
+            started_at_ms: 0,
+            heartbeat_ms: watermark_ms,
+            open_from_ms: None,
+            stopped,
+            resumes: false,
+            version,
+        }];
+        b
+    };
+    // Out of order, as the shutdown spill may leave them.
+    let merged =
+        compact_batches([with_progress(3, 300, true), with_progress(1, 100, false), with_progress(2, 200, false)]);
+    assert_eq!(merged.progress.len(), 2);
+    assert!(merged.progress.iter().all(|p| (p.version, p.watermark_ms) == (3, 300)));
+    assert_eq!(merged.heartbeats.len(), 1);
+    assert!(merged.heartbeats[0].stopped, "the stop marker is the newest heartbeat and stays");
 }

@@ -129,3 +129,115 @@ proptest! {
         prop_assert_eq!(summed, truth);
     }
 }
+
+fn agent_rows(batch: &FlushBatch) -> Vec<(String, String, EpochMillis, bool)> {
+    batch.progress.iter().map(|p| (p.topic.clone(), p.tier.clone(), p.watermark_ms, p.caught_up)).collect()
+}
+
+/// A flush's batch: the snapshot with heartbeats and progress, as the auditor takes it.
+fn flush(t: &mut TallyTable, now: EpochMillis, positions: &[TierPositions]) -> FlushBatch {
+    let mut batch = t.snapshot(now);
+    t.add_progress(now, positions, &mut batch);
+    batch
+}
+
+#[test]
+fn heartbeats_carry_the_oldest_bucket_each_snapshot_wrote() {
+    let mut t = table();
+    t.set_started_at(7);
+    t.record("t", "c", obs(1, EventTime::Valid(3 * W + 1)), 3 * W + 5);
+    t.record("t", "c", obs(2, EventTime::Valid(W + 1)), 3 * W + 6); // an older bucket, still open
+    t.record("u", "c", obs(3, EventTime::Valid(3 * W)), 3 * W + 7);
+    let batch = flush(&mut t, 3 * W + 10, &[]);
+    assert_eq!(t.open_from(), Some(W));
+    let hb: Vec<_> = batch.heartbeats.iter().map(|h| (h.topic.as_str(), h.open_from_ms)).collect();
+    assert_eq!(hb, vec![("t", Some(W)), ("u", Some(3 * W))]);
+    for h in &batch.heartbeats {
+        assert_eq!((h.agent_id.as_str(), h.started_at_ms, h.heartbeat_ms), ("agent-1", 7, 3 * W + 10));
+        assert!(!h.stopped && !h.resumes);
+        assert_eq!(h.version, batch.rows[0].version, "the snapshot's version");
+    }
+
+    t.record("t", "c", obs(4, EventTime::Valid(3 * W + 2)), 3 * W + 20);
+    let batch = flush(&mut t, 3 * W + 30, &[]);
+    let hb: Vec<_> = batch.heartbeats.iter().map(|h| (h.topic.as_str(), h.open_from_ms)).collect();
+    assert_eq!(hb, vec![("t", Some(3 * W)), ("u", None)], "only what this snapshot wrote; nothing changed is None");
+    assert!(batch.heartbeats[0].version > 0 && batch.heartbeats[1].heartbeat_ms == 3 * W + 30);
+}
+
+#[test]
+fn producer_progress_is_the_oldest_bucket_in_flight() {
+    let mut t = table();
+    // Nothing handed off (a bare producer context): caught up at every flush.
+    t.record("t", "p", obs(1, EventTime::Valid(2 * W + 5)), 2 * W + 6);
+    let batch = flush(&mut t, 2 * W + 10, &[]);
+    assert_eq!(agent_rows(&batch), vec![("t".into(), "p".into(), 2 * W + 5, true)]);
+    assert_eq!(batch.progress[0].stream, StreamId::Agent("agent-1".into()));
+
+    t.hand_off("t", "p", 3 * W + 1);
+    t.hand_off("t", "p", 4 * W + 1);
+    t.hand_off("t", "p", 4 * W + 2);
+    assert_eq!(t.in_flight(), 3);
+    assert_eq!(agent_rows(&flush(&mut t, 4 * W + 10, &[])), vec![("t".into(), "p".into(), 3 * W, false)]);
+
+    // A report whose time matches no bucket in flight settles the oldest.
+    t.settle("t", "p", 9 * W);
+    assert_eq!(agent_rows(&flush(&mut t, 4 * W + 20, &[]))[0].2, 4 * W);
+    t.settle("t", "p", 4 * W + 1);
+    t.settle("t", "p", 4 * W + 2);
+    assert_eq!(t.in_flight(), 0);
+    t.settle("t", "p", 4 * W + 2); // more reports than hand-offs: nothing to settle
+    let rows = agent_rows(&flush(&mut t, 4 * W + 30, &[]));
+    assert_eq!(rows, vec![("t".into(), "p".into(), 2 * W + 5, true)], "caught up once nothing is in flight");
+}
+
+#[test]
+fn ingest_progress_is_the_largest_time_seen_or_declared_and_never_caught_up() {
+    let mut t = table();
+    t.set_progress_basis(ProgressBasis::LargestSeen);
+    t.record("t", "php", obs(1, EventTime::Valid(5 * W)), 6 * W);
+    t.record("t", "php", obs(2, EventTime::Valid(4 * W)), 6 * W);
+    t.declare_progress("u", "go", 2 * W);
+    let batch = flush(&mut t, 6 * W, &[]);
+    assert_eq!(
+        agent_rows(&batch),
+        vec![("t".into(), "php".into(), 5 * W, false), ("u".into(), "go".into(), 2 * W, false)]
+    );
+    assert_eq!(batch.heartbeats.len(), 2, "a stream known only from a progress record heartbeats too");
+    t.declare_progress("t", "php", 7 * W);
+    t.declare_progress("t", "php", 6 * W); // progress never goes back
+    assert_eq!(agent_rows(&flush(&mut t, 8 * W, &[]))[0].2, 7 * W);
+}
+
+#[test]
+fn consumer_progress_is_per_assigned_partition() {
+    let mut t = table();
+    t.record_read("t", "c", 0, obs(1, EventTime::Valid(3 * W)), 4 * W);
+    t.record_read("t", "c", 0, obs(2, EventTime::Valid(2 * W)), 4 * W);
+    t.record_read("t", "c", 2, obs(3, EventTime::Missing), 4 * W + 1);
+    t.record_read("t", "c", -1, obs(4, EventTime::Valid(W)), 4 * W + 1); // no partition: counted only
+    let pos = |partition, caught_up| PartitionPosition { topic: "t".into(), partition, caught_up };
+    // Partition 1 is assigned, unread and not caught up: its last report stands.
+    let positions: Vec<TierPositions> =
+        vec![("c".into(), vec![pos(0, false), pos(1, false), pos(2, true), pos(3, true)])];
+    let batch = flush(&mut t, 5 * W, &positions);
+    let got: Vec<_> = batch.progress.iter().map(|p| (p.stream.clone(), p.watermark_ms, p.caught_up)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (StreamId::Partition(0), 3 * W, false),
+            (StreamId::Partition(2), 4 * W + 1, true),
+            (StreamId::Partition(3), 5 * W, true),
+        ]
+    );
+    assert_eq!(batch.rows.iter().map(|r| r.tally.count).sum::<u64>(), 4);
+    assert_eq!(batch.heartbeats.len(), 1);
+
+    // A consumer assigned partitions of a topic it has not read yet still reports them.
+    let idle: Vec<TierPositions> =
+        vec![("c".into(), vec![PartitionPosition { topic: "v".into(), partition: 0, caught_up: true }])];
+    let batch = flush(&mut t, 6 * W, &idle);
+    assert_eq!(batch.progress.len(), 1, "t's partitions are no longer assigned: not reported");
+    assert_eq!((batch.progress[0].topic.as_str(), batch.progress[0].caught_up), ("v", true));
+    assert_eq!(batch.heartbeats.len(), 2);
+}

@@ -12,7 +12,9 @@ pub struct TapConfig {
     pub tier: String,
     /// Topic names, or regular expressions starting with `^` (librdkafka subscription patterns).
     pub topics: Vec<String>,
-    /// The tap's consumer group. Default `kaudit-tap-<tier>`.
+    /// The tap's consumer group. Default `kaudit-tap-<tier>`. Partitions' tallies and next offsets
+    /// are stored under it, so every tap of one group continues the others' counts: give taps
+    /// that should share the work one group, and taps that count independently different groups.
     #[serde(default)]
     pub group_id: Option<String>,
     /// Where a partition without a stored offset starts: `earliest` (default) or `latest`.
@@ -49,19 +51,21 @@ impl TapConfig {
     }
 
     /// Set the options in [`TAP_OWNED_OPTIONS`]: this tap's group, no commits to Kafka (the
-    /// offsets live in the store, beside the tallies), and where a partition without one starts.
+    /// offsets live in the store, beside the tallies), where a partition without one starts, and
+    /// partition EOF events (how the tap knows a partition is caught up).
     pub(super) fn set_owned_options(&self, client: &mut ClientConfig) {
         client
             .set("group.id", self.group_id())
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", if self.start_from == StartFrom::Latest { "latest" } else { "earliest" });
+            .set("auto.offset.reset", if self.start_from == StartFrom::Latest { "latest" } else { "earliest" })
+            .set("enable.partition.eof", "true");
     }
 }
 
 /// The librdkafka settings the tap owns; a `kafka.options` entry for one of them is rejected.
 pub const TAP_OWNED_OPTIONS: &[&str] =
-    &["group.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset"];
+    &["group.id", "enable.auto.commit", "enable.auto.offset.store", "auto.offset.reset", "enable.partition.eof"];
 
 #[cfg(test)]
 mod tests {
@@ -85,5 +89,6 @@ mod tests {
         assert_eq!(set, owned);
         assert_eq!(client.get("group.id"), Some("kaudit-tap-broker"));
         assert_eq!(client.get("auto.offset.reset"), Some("latest"));
+        assert_eq!(client.get("enable.partition.eof"), Some("true"));
     }
 }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 
 use super::config::TapConfig;
 use super::context::TapContext;
 use super::state::TapShared;
+use crate::kafka::cached_watermarks;
 
 /// A running tap: the poll thread. The flusher runs apart (see `TapSource`); a
 /// [`super::TapHandle`] owns both and stops them in order.
@@ -62,7 +63,8 @@ impl Drop for TapRunner {
     }
 }
 
-/// Poll and count until `stop` is set; consumer errors are logged at most once per 10 s.
+/// Poll and count until `stop` is set; a partition EOF is progress (the partition is caught up),
+/// other consumer errors are logged at most once per 10 s.
 fn poll_until(consumer: &BaseConsumer<TapContext>, shared: &TapShared, stop: &AtomicBool) {
     let mut last_error: Option<Instant> = None;
     // The wall clock is read once per 32 messages (and after every idle poll): at these rates
@@ -76,6 +78,9 @@ fn poll_until(consumer: &BaseConsumer<TapContext>, shared: &TapShared, stop: &At
             Some(Ok(msg)) => {
                 since_read += 1;
                 shared.record(&msg, now);
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                shared.partition_eof(partition, |topic| cached_watermarks(consumer.client(), topic, partition));
             }
             Some(Err(error)) if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) => {
                 tracing::warn!(%error, "tap consumer error");

@@ -1,4 +1,6 @@
 //! Prometheus Alertmanager, API v2: `POST /api/v2/alerts` with labels, annotations, start and end.
+//! `alertname` is `Kaudit` + the kind in camel case (`KauditLoss`, `KauditLag`, `KauditTierDown`);
+//! a resolved alert's summary and `resolution` annotation say what resolved it.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +37,9 @@ pub(super) fn request(base: &str, generator_url: Option<&str>, alert: &Alert) ->
         },
         "startsAt": crate::time::rfc3339(alert.starts_at_ms),
     });
+    if let Some(why) = &alert.resolution {
+        entry["annotations"]["resolution"] = why.as_str().into();
+    }
     if let Some(end) = alert.ends_at_ms {
         entry["endsAt"] = crate::time::rfc3339(end).into();
     }

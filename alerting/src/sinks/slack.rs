@@ -1,9 +1,10 @@
-//! Slack incoming webhook: a message with the summary and the numbers.
+//! Slack incoming webhook: a message with the summary (and the resolution, once resolved) and the
+//! numbers.
 
 use serde::{Deserialize, Serialize};
 
 use super::{HttpRequest, json_request};
-use crate::alert::{Alert, AlertState};
+use crate::alert::{Alert, AlertKind, AlertState, duration_text};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,20 +18,39 @@ pub struct SlackConfig {
 
 pub(super) fn request(url: &str, alert: &Alert) -> HttpRequest {
     let icon = if alert.state == AlertState::Firing { ":red_circle:" } else { ":large_green_circle:" };
-    let n = &alert.numbers;
-    let details = format!(
-        "topic `{}`, `{}` → `{}`, buckets {}–{}\nupstream {} · downstream {} · missing {} · extra {} · p99 {} ms",
-        alert.topic,
-        alert.upstream_tier,
-        alert.tier,
-        crate::time::rfc3339(alert.first_bucket_ms),
-        crate::time::rfc3339(alert.last_bucket_ms),
-        n.upstream_count,
-        n.count,
-        n.missing,
-        n.extra,
-        n.p99_ms.map_or("-".into(), |p| p.to_string()),
-    );
-    let body = serde_json::json!({ "text": format!("{icon} {}\n{details}", alert.summary()) });
+    let body = serde_json::json!({ "text": format!("{icon} {}\n{}", alert.summary(), details(alert)) });
     json_request(url.to_string(), &body, Vec::new())
+}
+
+/// The second line: where, and the numbers that matter for the kind. The summary (first line)
+/// carries the resolution.
+fn details(alert: &Alert) -> String {
+    let n = &alert.numbers;
+    let time = |ms: Option<i64>| ms.map_or("-".into(), crate::time::rfc3339);
+    match alert.kind {
+        AlertKind::Lag => format!(
+            "topic `{}`, `{}` → `{}`\nlag {} · counted up to {}",
+            alert.topic,
+            alert.upstream_tier,
+            alert.tier,
+            duration_text(n.lag_ms.unwrap_or(0)),
+            time(n.behind_since_ms),
+        ),
+        AlertKind::TierDown => {
+            format!("topic `{}`, tier `{}`\nlast heartbeat {}", alert.topic, alert.tier, time(n.last_heartbeat_ms))
+        }
+        _ => format!(
+            "topic `{}`, `{}` → `{}`, buckets {}–{}\nupstream {} · downstream {} · missing {} · extra {} · p99 {} ms",
+            alert.topic,
+            alert.upstream_tier,
+            alert.tier,
+            crate::time::rfc3339(alert.first_bucket_ms),
+            crate::time::rfc3339(alert.last_bucket_ms),
+            n.upstream_count,
+            n.count,
+            n.missing,
+            n.extra,
+            n.p99_ms.map_or("-".into(), |p| p.to_string()),
+        ),
+    }
 }

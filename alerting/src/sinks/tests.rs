@@ -22,6 +22,7 @@ pub(crate) fn alert(state: AlertState) -> Alert {
         detected_by: vec!["cusum".into()],
         starts_at_ms: 1_700_000_190_000,
         ends_at_ms: (state == AlertState::Resolved).then_some(1_700_000_400_000),
+        resolution: (state == AlertState::Resolved).then(|| "revised to complete by late tallies".into()),
     }
 }
 
@@ -137,4 +138,94 @@ fn summaries_count_in_words() {
     assert!(a.summary().contains(": 1 duplicate message ("), "{}", a.summary());
     a.numbers.extra = 3;
     assert!(a.summary().contains(": 3 duplicate messages ("), "{}", a.summary());
+}
+
+fn lag_alert(state: AlertState) -> Alert {
+    let mut a = alert(state);
+    a.kind = AlertKind::Lag;
+    a.severity = Severity::Warning;
+    a.dedup_key = Alert::dedup_key(AlertKind::Lag, "orders", "consumer/billing");
+    a.numbers =
+        AlertNumbers { lag_ms: Some(372_000), behind_since_ms: Some(1_700_000_040_000), ..AlertNumbers::default() };
+    a.resolution = (state == AlertState::Resolved).then(|| "caught up (lag 0 s)".into());
+    a
+}
+
+#[test]
+fn resolved_texts_say_what_resolved_them_on_every_sink() {
+    let resolved = alert(AlertState::Resolved);
+    assert!(
+        resolved.summary().ends_with("2 messages lost (0.0100 %); resolved: revised to complete by late tallies"),
+        "{}",
+        resolved.summary()
+    );
+    assert!(!alert(AlertState::Firing).summary().contains("resolved:"));
+    let slack = SinkConfig::Slack(SlackConfig { name: None, url: "http://127.0.0.1:1/s".into() }).build().unwrap();
+    let text = body(&slack.request(&resolved, 2))["text"].as_str().unwrap().to_string();
+    assert!(text.starts_with(":large_green_circle: [RESOLVED]") && text.contains("resolved: revised"), "{text}");
+    let pd = SinkConfig::Pagerduty(PagerDutyConfig {
+        name: None,
+        url: "http://127.0.0.1:1/v2/enqueue".into(),
+        routing_key: Some("k".into()),
+        routing_key_env: None,
+    })
+    .build()
+    .unwrap();
+    let b = body(&pd.request(&resolved, 2));
+    assert!(b["payload"]["summary"].as_str().unwrap().contains("resolved: revised to complete"), "{b}");
+    assert_eq!(b["payload"]["custom_details"]["resolution"], "revised to complete by late tallies");
+    let am = SinkConfig::Alertmanager(AlertmanagerConfig { name: None, url: "http://am".into(), generator_url: None })
+        .build()
+        .unwrap();
+    let b = body(&am.request(&resolved, 2));
+    assert_eq!(b[0]["annotations"]["resolution"], "revised to complete by late tallies");
+    assert!(b[0]["annotations"]["summary"].as_str().unwrap().contains("resolved: revised"));
+    assert!(body(&am.request(&alert(AlertState::Firing), 1))[0]["annotations"].get("resolution").is_none());
+}
+
+#[test]
+fn lag_and_tier_down_read_as_what_they_are() {
+    let lag = lag_alert(AlertState::Firing);
+    assert_eq!(
+        lag.summary(),
+        "[FIRING] kaudit lag on orders broker → consumer/billing: 6 min 12 s behind (counted up to \
+         2023-11-14T22:14:00.000Z)"
+    );
+    let resolved = lag_alert(AlertState::Resolved);
+    assert!(resolved.summary().ends_with("; resolved: caught up (lag 0 s)"), "{}", resolved.summary());
+    let mut down = alert(AlertState::Firing);
+    down.kind = AlertKind::TierDown;
+    down.numbers = AlertNumbers { last_heartbeat_ms: Some(1_700_000_100_000), ..AlertNumbers::default() };
+    assert_eq!(
+        down.summary(),
+        "[FIRING] kaudit tier_down on orders consumer/billing: no live agent; the last vanished without a clean \
+         stop after its heartbeat at 2023-11-14T22:15:00.000Z"
+    );
+
+    let am = SinkConfig::Alertmanager(AlertmanagerConfig { name: None, url: "http://am".into(), generator_url: None })
+        .build()
+        .unwrap();
+    let labels = |a: &Alert| body(&am.request(a, 1))[0]["labels"].clone();
+    assert_eq!(labels(&lag)["alertname"], "KauditLag");
+    assert_eq!(labels(&lag)["severity"], "warning");
+    assert_eq!(labels(&down)["alertname"], "KauditTierDown");
+    let keys = |v: serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(labels(&lag)), keys(labels(&alert(AlertState::Firing))), "the same label set for every kind");
+
+    let slack = SinkConfig::Slack(SlackConfig { name: None, url: "http://127.0.0.1:1/s".into() }).build().unwrap();
+    let text = body(&slack.request(&lag, 1))["text"].as_str().unwrap().to_string();
+    assert!(text.contains("lag 6 min 12 s · counted up to 2023-11-14T22:14:00.000Z"), "{text}");
+    let text = body(&slack.request(&down, 1))["text"].as_str().unwrap().to_string();
+    assert!(text.contains("tier `consumer/billing`\nlast heartbeat 2023-11-14T22:15:00.000Z"), "{text}");
+}
+
+#[test]
+fn alerts_stored_before_resolutions_existed_still_load() {
+    let mut json = serde_json::to_value(alert(AlertState::Firing)).unwrap();
+    assert!(json.get("resolution").is_none() && json["numbers"].get("lag_ms").is_none(), "{json}");
+    json.as_object_mut().unwrap().remove("resolution");
+    let back: Alert = serde_json::from_value(json).unwrap();
+    assert_eq!(back, alert(AlertState::Firing));
+    assert_eq!(crate::alert::duration_text(59_999), "59 s");
+    assert_eq!(crate::alert::duration_text(7_500_000), "2 h 5 min");
 }

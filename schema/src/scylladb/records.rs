@@ -1,4 +1,9 @@
 //! Verdicts, alert state and the outbox in Scylla: the verifier's side of the backend.
+//!
+//! A verdict's detail lives in `verdict_details` (same key as `verdicts`), written with it in one
+//! unlogged batch and joined back client-side; `''` stands for no detail.
+
+use std::collections::HashMap;
 
 use scylla::client::session::Session;
 use scylla::errors::PrepareError;
@@ -8,7 +13,7 @@ use scylla::{DeserializeRow, SerializeRow};
 
 use super::ScyllaStore;
 use crate::bucket::EpochMillis;
-use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
+use crate::records::{AlertRecord, OutboxEntry, VerdictDetail, VerdictRow};
 use crate::store::{BoxError, StoreError, boxed};
 
 /// Rows one outbox read returns at most; callers ask for fewer and the rest is cut client-side.
@@ -78,6 +83,8 @@ impl<'a> OutboxColumns<'a> {
 pub(super) struct Statements {
     insert_verdict: PreparedStatement,
     select_verdicts: PreparedStatement,
+    insert_detail: PreparedStatement,
+    select_details: PreparedStatement,
     insert_alert: PreparedStatement,
     select_alerts: PreparedStatement,
     insert_outbox: PreparedStatement,
@@ -103,6 +110,12 @@ impl Statements {
                  lost_fingerprint, p99_ms, evaluated_at_ms FROM verdicts WHERE topic = ? AND bucket_start_ms = ?"
                 .into())
             .await?,
+            insert_detail: p(
+                "INSERT INTO verdict_details (topic, bucket_start_ms, tier, detail) VALUES (?, ?, ?, ?)".into()
+            )
+            .await?,
+            select_details:
+                p("SELECT tier, detail FROM verdict_details WHERE topic = ? AND bucket_start_ms = ?".into()).await?,
             insert_alert: p("INSERT INTO alerts (dedup_key, state, body, updated_at_ms) VALUES (?, ?, ?, ?)".into())
                 .await?,
             select_alerts: p("SELECT dedup_key, state, body, updated_at_ms FROM alerts".into()).await?,
@@ -140,13 +153,43 @@ impl ScyllaStore {
     }
 
     pub(super) async fn write_verdict_rows(&self, rows: &[VerdictRow]) -> Result<(), StoreError> {
+        let fail = |e: BoxError| StoreError::WriteVerdicts { rows: rows.len(), source: e };
+        let mut batch = Batch::new(BatchType::Unlogged);
+        batch.set_is_idempotent(true);
+        batch.append_statement(self.st().insert_verdict.clone());
+        batch.append_statement(self.st().insert_detail.clone());
         for v in rows {
-            self.session
-                .execute_unpaged(&self.st().insert_verdict, verdict_values(v))
-                .await
-                .map_err(|e| StoreError::WriteVerdicts { rows: rows.len(), source: boxed(e) })?;
+            let detail = match &v.detail {
+                Some(d) => serde_json::to_string(d).map_err(|e| fail(boxed(e)))?,
+                None => String::new(),
+            };
+            let detail_row = (v.topic.as_str(), v.bucket_start_ms, v.tier.as_str(), detail);
+            self.session.batch(&batch, (verdict_values(v), detail_row)).await.map_err(|e| fail(boxed(e)))?;
         }
         Ok(())
+    }
+
+    /// The details stored for the verdicts of one bucket, by tier.
+    async fn detail_bucket(
+        &self,
+        topic: &str,
+        bucket: EpochMillis,
+    ) -> Result<HashMap<String, VerdictDetail>, StoreError> {
+        let read = |source: BoxError| StoreError::ReadVerdicts { topic: topic.into(), source };
+        let result = self
+            .session
+            .execute_unpaged(&self.st().select_details, (topic, bucket))
+            .await
+            .map_err(|e| read(boxed(e)))?;
+        let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
+        let mut out = HashMap::new();
+        for row in rows.rows::<(String, String)>().map_err(|e| read(boxed(e)))? {
+            let (tier, json) = row.map_err(|e| read(boxed(e)))?;
+            if !json.is_empty() {
+                out.insert(tier, serde_json::from_str(&json).map_err(|e| read(boxed(e)))?);
+            }
+        }
+        Ok(out)
     }
 
     pub(super) async fn read_verdict_bucket(
@@ -161,10 +204,12 @@ impl ScyllaStore {
             .await
             .map_err(|e| read(boxed(e)))?;
         let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
+        let mut details = self.detail_bucket(topic, bucket).await?;
         let mut out = Vec::new();
         for row in rows.rows::<VerdictColumns<'_>>().map_err(|e| read(boxed(e)))? {
             let c = row.map_err(|e| read(boxed(e)))?;
             out.push(VerdictRow {
+                detail: details.remove(c.tier),
                 topic: c.topic.into(),
                 bucket_start_ms: c.bucket_start_ms,
                 tier: c.tier.into(),

@@ -1,6 +1,9 @@
 //! The contract cases, each against `&dyn Store`.
 
-use kaudit_schema::{FlushBatch, OffsetRow, Store, Tally, TallyKey, TallyRow};
+use kaudit_schema::{
+    FlushBatch, HeartbeatRow, OffsetRow, ProgressRow, Store, StreamId, Tally, TallyKey, TallyRow, VanishedAgent,
+    VerdictDetail,
+};
 
 pub const W: i64 = 60_000;
 pub const T0: i64 = 1_700_000_000_000 / W * W;
@@ -17,7 +20,7 @@ pub fn row(topic: &str, bucket: i64, tier: &str, agent: &str, version: u64, coun
 }
 
 fn batch(rows: Vec<TallyRow>) -> FlushBatch {
-    FlushBatch { rows, offsets: vec![] }
+    FlushBatch { rows, ..FlushBatch::default() }
 }
 
 /// A later cumulative write replaces the row, every field and the sketch included.
@@ -84,7 +87,14 @@ pub async fn offsets_are_stored_with_tallies(store: &dyn Store) {
         OffsetRow { agent_id: "tap-1".into(), topic: "orders".into(), partition: 0, next_offset: 7, version: 3 },
         OffsetRow { agent_id: "tap-2".into(), topic: "orders".into(), partition: 0, next_offset: 99, version: 3 },
     ];
-    store.write(&FlushBatch { rows: vec![row("orders", T0, "broker", "tap-1", 3, 17)], offsets }).await.unwrap();
+    store
+        .write(&FlushBatch {
+            rows: vec![row("orders", T0, "broker", "tap-1", 3, 17)],
+            offsets,
+            ..FlushBatch::default()
+        })
+        .await
+        .unwrap();
     let mine = store.load_offsets("tap-1").await.unwrap();
     assert_eq!(mine.iter().map(|o| (o.partition, o.next_offset)).collect::<Vec<_>>(), vec![(0, 7), (1, 10)]);
     assert!(store.load_offsets("nobody").await.unwrap().is_empty());
@@ -96,7 +106,7 @@ pub async fn mixed_versions_in_one_batch(store: &dyn Store) {
     let rows = vec![row("orders", T0, "producer", "a", 5, 1), row("orders", T0 + W, "producer", "a", 9, 2)];
     let offsets =
         vec![OffsetRow { agent_id: "a".into(), topic: "orders".into(), partition: 0, next_offset: 3, version: 9 }];
-    store.write(&FlushBatch { rows: rows.clone(), offsets }).await.unwrap();
+    store.write(&FlushBatch { rows: rows.clone(), offsets, ..FlushBatch::default() }).await.unwrap();
     assert_eq!(store.read_range("orders", T0, T0 + 2 * W).await.unwrap(), rows);
     assert_eq!(store.load_offsets("a").await.unwrap()[0].next_offset, 3);
 }
@@ -113,7 +123,131 @@ fn verdict(bucket: i64, tier: &str, kind: &str, count: u64) -> kaudit_schema::Ve
         lost_fingerprint: (count == 9).then_some(0xdead_beef),
         p99_ms: Some(120),
         evaluated_at_ms: bucket + 90_000,
+        detail: None,
     }
+}
+
+pub fn progress(topic: &str, tier: &str, stream: StreamId, agent: &str, version: u64, watermark: i64) -> ProgressRow {
+    ProgressRow {
+        topic: topic.into(),
+        tier: tier.into(),
+        stream,
+        agent_id: agent.into(),
+        watermark_ms: watermark,
+        caught_up: watermark % 2 == 0,
+        reported_at_ms: T0 + 5 * W,
+        version,
+    }
+}
+
+pub fn heartbeat(topic: &str, tier: &str, agent: &str, version: u64, open_from: Option<i64>) -> HeartbeatRow {
+    HeartbeatRow {
+        topic: topic.into(),
+        tier: tier.into(),
+        agent_id: agent.into(),
+        started_at_ms: T0 - W,
+        heartbeat_ms: T0 + version as i64,
+        open_from_ms: open_from,
+        stopped: open_from.is_none(),
+        resumes: tier == "broker",
+        version,
+    }
+}
+
+fn progress_batch(progress: Vec<ProgressRow>, heartbeats: Vec<HeartbeatRow>) -> FlushBatch {
+    FlushBatch { progress, heartbeats, ..FlushBatch::default() }
+}
+
+/// A flush's progress and heartbeats come back as written, per topic, ordered by (tier, stream)
+/// and (tier, agent), partitions in numeric order; a batch without tallies is enough.
+pub async fn progress_and_heartbeats_round_trip(store: &dyn Store) {
+    let streams = vec![
+        progress("orders", "producer", StreamId::Agent("p-1".into()), "p-1", 3, T0 + 1),
+        progress("orders", "broker", StreamId::Partition(10), "tap-a", 3, T0 + 2),
+        progress("orders", "broker", StreamId::Partition(2), "tap-b", 3, T0 + 3),
+        progress("payments", "broker", StreamId::Partition(0), "tap-a", 3, T0),
+    ];
+    let beats = vec![
+        heartbeat("orders", "producer", "p-1", 3, Some(T0)),
+        heartbeat("orders", "broker", "tap-b", 3, None),
+        heartbeat("orders", "broker", "tap-a", 3, Some(T0 - W)),
+        heartbeat("payments", "broker", "tap-a", 3, Some(T0)),
+    ];
+    let mut flush = progress_batch(streams.clone(), beats.clone());
+    flush.rows = vec![row("orders", T0, "producer", "p-1", 3, 4)];
+    store.write(&flush).await.unwrap();
+    let got = store.read_progress("orders").await.unwrap();
+    assert_eq!(got, vec![streams[2].clone(), streams[1].clone(), streams[0].clone()]);
+    let got = store.read_heartbeats("orders").await.unwrap();
+    assert_eq!(got, vec![beats[2].clone(), beats[1].clone(), beats[0].clone()]);
+    assert_eq!(store.read_progress("payments").await.unwrap(), vec![streams[3].clone()]);
+    assert_eq!(store.read_heartbeats("payments").await.unwrap(), vec![beats[3].clone()]);
+    assert!(store.read_progress("unknown-topic").await.unwrap().is_empty());
+    assert!(store.read_heartbeats("unknown-topic").await.unwrap().is_empty());
+    // Progress alone (an idle agent's flush) is written too.
+    let later = progress("orders", "producer", StreamId::Agent("p-1".into()), "p-1", 4, T0 + W);
+    store.write(&progress_batch(vec![later.clone()], vec![])).await.unwrap();
+    assert_eq!(store.read_progress("orders").await.unwrap()[2], later);
+}
+
+/// A newer report replaces a stream's row, whoever made it: a partition's next owner takes over
+/// its row, and a clean stop's marker replaces the instance's last heartbeat.
+pub async fn later_progress_replaces_the_stream(store: &dyn Store) {
+    let first = progress("orders", "broker", StreamId::Partition(0), "tap-a", 10, T0);
+    let next_owner = progress("orders", "broker", StreamId::Partition(0), "tap-b", 20, T0 + W);
+    let live = heartbeat("orders", "producer", "p-1", 10, Some(T0));
+    let stopped =
+        HeartbeatRow { stopped: true, open_from_ms: None, ..heartbeat("orders", "producer", "p-1", 20, None) };
+    store.write(&progress_batch(vec![first], vec![live])).await.unwrap();
+    store.write(&progress_batch(vec![next_owner.clone()], vec![stopped.clone()])).await.unwrap();
+    assert_eq!(store.read_progress("orders").await.unwrap(), vec![next_owner]);
+    assert_eq!(store.read_heartbeats("orders").await.unwrap(), vec![stopped]);
+}
+
+/// A stale report (a replayed spool, or the previous owner of a partition flushing late) never
+/// lowers a stream's progress or an instance's heartbeat, in separate writes or in one batch.
+pub async fn stale_progress_is_ignored(store: &dyn Store) {
+    let newer = progress("orders", "broker", StreamId::Partition(0), "tap-b", 20, T0 + W);
+    let older = progress("orders", "broker", StreamId::Partition(0), "tap-a", 10, T0);
+    let hb_newer = heartbeat("orders", "producer", "p-1", 20, None);
+    let hb_older = heartbeat("orders", "producer", "p-1", 10, Some(T0));
+    store.write(&progress_batch(vec![newer.clone()], vec![hb_newer.clone()])).await.unwrap();
+    store.write(&progress_batch(vec![older.clone()], vec![hb_older.clone()])).await.unwrap();
+    assert_eq!(store.read_progress("orders").await.unwrap(), vec![newer.clone()]);
+    assert_eq!(store.read_heartbeats("orders").await.unwrap(), vec![hb_newer.clone()]);
+    // A compacted spool batch may carry both; the newer wins whatever the order.
+    let mut other = progress_batch(vec![], vec![]);
+    for (p, h) in [(&newer, &hb_newer), (&older, &hb_older)] {
+        let (mut p, mut h) = (p.clone(), h.clone());
+        p.topic = "payments".into();
+        h.topic = "payments".into();
+        other.progress.insert(0, p);
+        other.heartbeats.insert(0, h);
+    }
+    store.write(&other).await.unwrap();
+    assert_eq!(store.read_progress("payments").await.unwrap()[0].agent_id, "tap-b");
+    assert!(store.read_heartbeats("payments").await.unwrap()[0].stopped);
+}
+
+/// A verdict's detail is stored with it and read back; a later write without one clears it.
+pub async fn verdict_details_round_trip(store: &dyn Store) {
+    store.write(&batch(vec![row("orders", T0, "producer", "a", 1, 10)])).await.unwrap();
+    let pending = kaudit_schema::VerdictRow {
+        detail: Some(VerdictDetail { behind_tier: Some("broker".into()), lag_ms: Some(42_000), vanished: vec![] }),
+        ..verdict(T0, "broker", "pending", 0)
+    };
+    let vanished = VanishedAgent { agent_id: "p-1".into(), tier: "producer".into(), last_heartbeat_ms: T0 + 7 };
+    let indeterminate = kaudit_schema::VerdictRow {
+        detail: Some(VerdictDetail { vanished: vec![vanished], ..VerdictDetail::default() }),
+        ..verdict(T0, "consumer/billing", "indeterminate", 12)
+    };
+    let plain = verdict(T0 + W, "broker", "complete", 10);
+    store.write_verdicts(&[pending.clone(), indeterminate.clone(), plain.clone()]).await.unwrap();
+    let got = store.read_verdicts("orders", T0, T0 + 2 * W).await.unwrap();
+    assert_eq!(got, vec![pending, indeterminate.clone(), plain]);
+    let revised = verdict(T0, "broker", "complete", 10);
+    store.write_verdicts(std::slice::from_ref(&revised)).await.unwrap();
+    assert_eq!(store.read_verdicts("orders", T0, T0 + W).await.unwrap(), vec![revised, indeterminate]);
 }
 
 /// Verdicts are upserted per (topic, bucket, tier): a revision replaces what it revises.
@@ -173,6 +307,11 @@ pub async fn errors_name_their_operation(store: &dyn Store) {
     assert!(verdicts.starts_with("read of ") && verdicts.ends_with("of topic orders failed"), "{verdicts}");
     assert_eq!(message(store.list_topics().await.unwrap_err()), "read of the topic list failed");
     assert_eq!(message(store.load_offsets("tap-1").await.unwrap_err()), "read of the offsets of agent tap-1 failed");
+    assert_eq!(message(store.read_progress("orders").await.unwrap_err()), "read of progress of topic orders failed");
+    let heartbeats = message(store.read_heartbeats("orders").await.unwrap_err());
+    assert_eq!(heartbeats, "read of heartbeats of topic orders failed");
+    let progress_only = progress_batch(vec![], vec![heartbeat("orders", "producer", "a", 1, None)]);
+    assert_eq!(message(store.write(&progress_only).await.unwrap_err()), "write of 0 tally rows failed");
     let alert = AlertRecord { dedup_key: "k".into(), state: "firing".into(), body: "{}".into(), updated_at_ms: 1 };
     let note = OutboxEntry { sink: "slack".into(), seq: 2, dedup_key: "k".into(), payload: "{}".into(), attempts: 1 };
     let write_alert = message(store.record_alert(&alert, std::slice::from_ref(&note)).await.unwrap_err());

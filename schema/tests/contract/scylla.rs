@@ -1,8 +1,9 @@
 //! The Scylla backend against an in-process CQL server.
 //!
 //! kassandra keeps the last write it receives and ignores client write timestamps, so
-//! `stale_version_is_ignored` (which real Scylla and Cassandra satisfy through last-write-wins on
-//! the version we send as the write timestamp) is not part of this run; everything else is.
+//! `stale_version_is_ignored` and `stale_progress_is_ignored` (which real Scylla and Cassandra
+//! satisfy through last-write-wins on the version we send as the write timestamp) are not part of
+//! this run; everything else is.
 
 use kaudit_schema::ScyllaStore;
 use kaudit_schema::scylladb::migrate::{applied_versions, migrate};
@@ -42,7 +43,10 @@ contract!(
     offsets_are_stored_with_tallies,
     mixed_versions_in_one_batch,
     verdicts_are_revised_in_place,
-    alerts_and_outbox
+    alerts_and_outbox,
+    progress_and_heartbeats_round_trip,
+    later_progress_replaces_the_stream,
+    verdict_details_round_trip
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,9 +55,9 @@ async fn migrate_is_recorded_and_idempotent() {
     let options = options("t_migrate");
     let hosts = vec![server.addr().to_string()];
     let session = connect_session(&hosts, &options).await.unwrap();
-    assert_eq!(migrate(&session, &options).await.unwrap(), vec![1, 2]);
+    assert_eq!(migrate(&session, &options).await.unwrap(), vec![1, 2, 3]);
     assert_eq!(migrate(&session, &options).await.unwrap(), Vec::<u32>::new(), "second run applies nothing");
-    assert_eq!(applied_versions(&session).await.unwrap(), vec![1, 2]);
+    assert_eq!(applied_versions(&session).await.unwrap(), vec![1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

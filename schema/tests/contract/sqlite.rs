@@ -28,14 +28,28 @@ contract!(
     offsets_are_stored_with_tallies,
     mixed_versions_in_one_batch,
     verdicts_are_revised_in_place,
-    alerts_and_outbox
+    alerts_and_outbox,
+    progress_and_heartbeats_round_trip,
+    later_progress_replaces_the_stream,
+    stale_progress_is_ignored,
+    verdict_details_round_trip
 );
 
 #[tokio::test]
 async fn errors_name_their_operation() {
     let (dir, store) = store();
     let conn = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
-    for table in ["tallies", "topics", "tap_offsets", "verdicts", "alerts", "alert_outbox"] {
+    for table in [
+        "tallies",
+        "topics",
+        "tap_offsets",
+        "verdicts",
+        "alerts",
+        "alert_outbox",
+        "progress",
+        "heartbeats",
+        "verdict_details",
+    ] {
         conn.execute_batch(&format!("DROP TABLE {table}")).unwrap();
     }
     cases::errors_name_their_operation(&store).await;

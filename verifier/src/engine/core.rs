@@ -8,23 +8,40 @@
 //! [`EngineCore::commit`] (`&mut self`) remembers them, feeds the detectors and yields the metric
 //! deltas. A pass whose write fails leaves the core as it was, and the next pass decides the same.
 //!
+//! Lag is not loss. Each pass also takes the topic's progress and heartbeat rows
+//! ([`Reports`]), from which [`TopicProgress`] derives each tier's watermark and liveness. A due
+//! bucket that a tier of the edge has not got past is `pending` (stored with how far behind the
+//! tier is, but not yet judged); once both tiers have passed it, the comparison is its first
+//! verdict (pending → final is not a revision). A bucket still pending when it leaves the
+//! lateness window becomes `unreached`. A difference on a bucket that a vanished, non-resuming
+//! agent instance held open is `indeterminate`. Tiers that report no progress are judged by time
+//! alone, exactly as before progress existed.
+//!
 //! Invariants (property-tested in `core/tests.rs`):
 //! * a bucket is judged only while `end + grace < now <= end + grace + lateness` ([`Watermark`]);
+//! * a bucket is never judged final while a tier of its edge has a watermark before its end,
+//!   unless it was judged final before (then late rows revise it, as before);
 //! * an edge's verdict is written once when first reached and again only when late rows change
 //!   it (a revision); the same rows, in any order, any number of times, write nothing more;
-//! * a bucket feeds the detectors and the message counters once, at its first evaluation;
+//! * a bucket feeds the message counters and the detectors once, at its first final verdict, and
+//!   only when that is a comparison (not indeterminate or unreached, which prove nothing);
 //! * verdicts loaded from the store (an earlier run's) count as reached: no recount after a restart.
 
 use std::collections::{BTreeMap, HashMap};
 
-use kaudit_alerting::{Alert, AlertKind, AlertState};
-use kaudit_schema::{EpochMillis, Outcome, TallyRow, VerdictRow};
+use kaudit_alerting::{Alert, AlertKind};
+use kaudit_schema::{EpochMillis, HeartbeatRow, Outcome, ProgressRow, TallyRow, VerdictRow};
 
-use crate::alerts::{ALL_KINDS, EdgeState, desired_alert};
 use crate::config::VerifierConfig;
 use crate::cusum::{Detector, Shift};
 use crate::evaluate::{EdgeVerdict, evaluate_bucket, merge_rows};
+use crate::hold::{Hold, hold_for};
 use crate::pipeline::Pipeline;
+use crate::progress::{Liveness, TopicProgress};
+
+mod alerting;
+
+pub use self::alerting::TierGauge;
 
 /// The signals a CUSUM watches per edge, and the alert kind an upward shift raises.
 const SIGNALS: [(&str, AlertKind); 3] =
@@ -77,7 +94,9 @@ impl Watermark {
 /// What a pass decided about one edge of one due bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Reached for the first time: store it, count it, feed the detectors.
+    /// A tier has not got past the bucket: store it (for the API), count nothing.
+    Pending { verdict: EdgeVerdict, row: VerdictRow },
+    /// The first final verdict: store it, count it, feed the detectors (a comparison only).
     First { verdict: EdgeVerdict, row: VerdictRow },
     /// Reached before and changed by late rows: store the revision.
     Revised { verdict: EdgeVerdict, row: VerdictRow },
@@ -88,16 +107,17 @@ pub enum Decision {
 impl Decision {
     pub fn verdict(&self) -> &EdgeVerdict {
         match self {
-            Decision::First { verdict, .. } | Decision::Revised { verdict, .. } | Decision::Known { verdict } => {
-                verdict
-            }
+            Decision::Pending { verdict, .. }
+            | Decision::First { verdict, .. }
+            | Decision::Revised { verdict, .. }
+            | Decision::Known { verdict } => verdict,
         }
     }
 
     /// The row to write, if any.
     pub fn row(&self) -> Option<&VerdictRow> {
         match self {
-            Decision::First { row, .. } | Decision::Revised { row, .. } => Some(row),
+            Decision::Pending { row, .. } | Decision::First { row, .. } | Decision::Revised { row, .. } => Some(row),
             Decision::Known { .. } => None,
         }
     }
@@ -110,8 +130,18 @@ pub struct TopicPass {
     pub now: EpochMillis,
     /// The topic's bucket width per its rows (`None`: no rows seen yet, so nothing to evaluate).
     pub width_ms: Option<i64>,
-    /// In bucket order, then pipeline edge order.
+    /// Buckets leaving the lateness window still pending (as `unreached`) first, then due
+    /// buckets; each in bucket order, then pipeline edge order.
     pub decisions: Vec<Decision>,
+    /// The tiers' progress and liveness at `now`, as the decisions saw them.
+    pub progress: TopicProgress,
+}
+
+/// The progress and heartbeat rows of one topic, as read for a pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reports<'a> {
+    pub progress: &'a [ProgressRow],
+    pub heartbeats: &'a [HeartbeatRow],
 }
 
 impl TopicPass {
@@ -167,21 +197,26 @@ struct TopicState {
     detectors: HashMap<(String, &'static str), Detector>,
     /// Buckets where a CUSUM alarmed, with the decision interval, by (tier, alert kind).
     cusum_hits: HashMap<(String, AlertKind), BTreeMap<EpochMillis, f64>>,
+    /// The tiers' progress as of the last committed pass: what lag and liveness alerts read.
+    progress: TopicProgress,
 }
 
 /// The verifier's state and decisions for every topic.
 pub struct EngineCore {
     config: VerifierConfig,
     watermark: Watermark,
+    liveness: Liveness,
     topics: HashMap<String, TopicState>,
     alerts: HashMap<String, Alert>,
 }
 
 impl EngineCore {
-    /// A core with nothing known; `grace_ms` as resolved from the agents' flush interval.
-    pub fn new(config: VerifierConfig, grace_ms: u64) -> Self {
+    /// A core with nothing known; `grace_ms` and `agent_timeout_ms` as resolved from the agents'
+    /// flush interval.
+    pub fn new(config: VerifierConfig, grace_ms: u64, agent_timeout_ms: u64) -> Self {
         let watermark = Watermark { grace_ms: grace_ms as i64, lateness_ms: config.lateness_ms as i64 };
-        Self { config, watermark, topics: HashMap::new(), alerts: HashMap::new() }
+        let liveness = Liveness { agent_timeout_ms: agent_timeout_ms as i64, window_ms: config.lateness_ms as i64 };
+        Self { config, watermark, liveness, topics: HashMap::new(), alerts: HashMap::new() }
     }
 
     pub fn watermark(&self) -> Watermark {
@@ -227,20 +262,71 @@ impl EngineCore {
         }
     }
 
-    /// Decide a pass over `topic`'s `rows` (in any order) at `now`. Changes nothing.
+    /// Decide a pass over `topic`'s `rows` (in any order) at `now`, with no progress reported:
+    /// time alone decides. Changes nothing.
     pub fn plan(&self, topic: &str, pipeline: &Pipeline, rows: &[TallyRow], now: EpochMillis) -> TopicPass {
+        self.plan_with(topic, pipeline, rows, Reports::default(), now)
+    }
+
+    /// Decide a pass over `topic`'s `rows` (in any order) and its agents' `reports` at `now`.
+    /// Changes nothing.
+    pub fn plan_with(
+        &self,
+        topic: &str,
+        pipeline: &Pipeline,
+        rows: &[TallyRow],
+        reports: Reports<'_>,
+        now: EpochMillis,
+    ) -> TopicPass {
         let state = self.topics.get(topic);
+        let progress = TopicProgress::new(reports.progress, reports.heartbeats, now, self.liveness);
         let widths = bucket_widths(rows);
         let width_ms = widths.last_key_value().map(|(_, w)| *w).or(state.and_then(|s| s.width_ms));
-        let mut decisions = Vec::new();
+        let mut decisions = match (state, width_ms) {
+            (Some(state), Some(width)) => self.unreached(state, pipeline, width, &progress, now),
+            _ => Vec::new(),
+        };
         for (bucket, tiers) in merge_rows(rows) {
-            if self.watermark.phase(bucket, widths[&bucket], now) != Phase::Due {
+            let width = widths[&bucket];
+            if self.watermark.phase(bucket, width, now) != Phase::Due {
                 continue;
             }
-            let verdicts = evaluate_bucket(topic, bucket, &tiers, pipeline, &self.config.thresholds);
-            decisions.extend(verdicts.into_iter().filter_map(|v| decide(state, v, now)));
+            for mut v in evaluate_bucket(topic, bucket, &tiers, pipeline, &self.config.thresholds) {
+                let judged = state.is_some_and(|s| s.judged(bucket, &v.tier));
+                v.hold = hold_for(&v, bucket + width, &progress, judged);
+                decisions.extend(decide(state, v, now));
+            }
         }
-        TopicPass { topic: topic.to_string(), now, width_ms, decisions }
+        TopicPass { topic: topic.to_string(), now, width_ms, decisions, progress }
+    }
+
+    /// Edges of buckets that leave the lateness window still pending: their final verdict,
+    /// `unreached`. Found among what the state remembers, which keeps each bucket until the first
+    /// commit after it closed.
+    fn unreached(
+        &self,
+        state: &TopicState,
+        pipeline: &Pipeline,
+        width: i64,
+        progress: &TopicProgress,
+        now: EpochMillis,
+    ) -> Vec<Decision> {
+        let edge_index = |tier: &str| pipeline.edges().iter().position(|e| e.downstream == tier);
+        let mut closing: Vec<&VerdictRow> = state
+            .stored
+            .values()
+            .filter(|r| r.kind.outcome.is_pending())
+            .filter(|r| self.watermark.phase(r.bucket_start_ms, width, now) == Phase::Closed)
+            .collect();
+        closing.sort_by_key(|r| (r.bucket_start_ms, edge_index(&r.tier)));
+        let decide = |row: &VerdictRow| {
+            let remembered = state.history.get(&row.tier).and_then(|h| h.get(&row.bucket_start_ms));
+            let base = remembered.cloned().unwrap_or_else(|| EdgeVerdict::from_row(row));
+            let pending = base.hold.clone().unwrap_or(Hold::Pending { behind_tier: row.tier.clone(), lag_ms: 0 });
+            let verdict = EdgeVerdict { hold: Some(pending.unreached(row.bucket_start_ms + width, progress)), ..base };
+            Decision::First { row: verdict.to_row(now), verdict }
+        };
+        closing.into_iter().map(decide).collect()
     }
 
     /// Remember a pass whose writes are stored: history, reached verdicts, detectors; forget what
@@ -249,18 +335,29 @@ impl EngineCore {
         let mut deltas = MetricDeltas::default();
         let state = self.topics.entry(pass.topic).or_default();
         state.width_ms = pass.width_ms;
+        state.progress = pass.progress;
         for decision in pass.decisions {
             let verdict = match decision {
                 Decision::Known { verdict } => verdict,
+                Decision::Pending { verdict, row } => {
+                    let key = (verdict.bucket_start_ms, verdict.tier.clone());
+                    if !state.stored.contains_key(&key) {
+                        *deltas.verdicts.entry(Outcome::Pending).or_default() += 1;
+                    }
+                    state.stored.insert(key, row);
+                    verdict
+                }
                 Decision::First { verdict, row } => {
                     count_first(&mut deltas, &verdict);
-                    deltas.cusum.extend(feed_detectors(state, &self.config, &verdict));
+                    if verdict.hold.is_none() {
+                        deltas.cusum.extend(feed_detectors(state, &self.config, &verdict));
+                    }
                     state.stored.insert((verdict.bucket_start_ms, verdict.tier.clone()), row);
                     verdict
                 }
                 Decision::Revised { verdict, row } => {
                     deltas.revisions += 1;
-                    *deltas.verdicts.entry(verdict.verdict.outcome()).or_default() += 1;
+                    *deltas.verdicts.entry(verdict.outcome()).or_default() += 1;
                     state.stored.insert((verdict.bucket_start_ms, verdict.tier.clone()), row);
                     verdict
                 }
@@ -272,44 +369,14 @@ impl EngineCore {
         }
         deltas
     }
-
-    /// The alert of every kind on every edge of `topic` as it should be at `now`.
-    pub fn alert_updates(&self, topic: &str, pipeline: &Pipeline, now: EpochMillis) -> Vec<AlertUpdate> {
-        let Some(state) = self.topics.get(topic) else { return Vec::new() };
-        let Some(width_ms) = state.width_ms else { return Vec::new() };
-        let empty = BTreeMap::new();
-        let mut out = Vec::new();
-        for edge in pipeline.edges() {
-            let Some(history) = state.history.get(&edge.downstream) else { continue };
-            for kind in ALL_KINDS {
-                let cusum = state.cusum_hits.get(&(edge.downstream.clone(), kind)).unwrap_or(&empty);
-                let edge_state =
-                    EdgeState { topic, upstream: &edge.upstream, tier: &edge.downstream, history, cusum, width_ms };
-                let previous = self.alerts.get(&Alert::dedup_key(kind, topic, &edge.downstream));
-                let c = &self.config;
-                let Some(alert) =
-                    desired_alert(kind, &edge_state, &c.thresholds, c.resolve_after_buckets, previous, now)
-                else {
-                    continue;
-                };
-                let transition = previous.is_none_or(|p| p.state != alert.state);
-                out.push(AlertUpdate { alert, transition });
-            }
-        }
-        out
-    }
-
-    /// Keep `alert` as current (after its transition, if any, is recorded).
-    pub fn apply_alert(&mut self, alert: Alert) {
-        self.alerts.insert(alert.dedup_key.clone(), alert);
-    }
-
-    pub fn firing(&self) -> usize {
-        self.alerts.values().filter(|a| a.state == AlertState::Firing).count()
-    }
 }
 
 impl TopicState {
+    /// Whether the edge into `tier` has a final verdict for `bucket` (stored or loaded).
+    fn judged(&self, bucket: EpochMillis, tier: &str) -> bool {
+        self.stored.get(&(bucket, tier.to_string())).is_some_and(|r| !r.kind.outcome.is_pending())
+    }
+
     /// Drop everything about buckets starting before `first`: they are past the horizon for good.
     fn forget_before(&mut self, first: EpochMillis) {
         self.stored.retain(|(b, _), _| *b >= first);
@@ -336,11 +403,12 @@ fn decide(state: Option<&TopicState>, verdict: EdgeVerdict, now: EpochMillis) ->
         return None;
     }
     let row = verdict.to_row(now);
-    match state.and_then(|s| s.stored.get(&key)) {
-        Some(stored) if same_outcome(stored, &row) => Some(Decision::Known { verdict }),
-        Some(_) => Some(Decision::Revised { verdict, row }),
-        None => Some(Decision::First { verdict, row }),
-    }
+    Some(match state.and_then(|s| s.stored.get(&key)) {
+        Some(stored) if same_outcome(stored, &row) => Decision::Known { verdict },
+        _ if !verdict.is_final() => Decision::Pending { verdict, row },
+        Some(stored) if !stored.kind.outcome.is_pending() => Decision::Revised { verdict, row },
+        _ => Decision::First { verdict, row },
+    })
 }
 
 /// Whether two stored verdicts say the same, whenever they were reached.
@@ -348,9 +416,13 @@ fn same_outcome(a: &VerdictRow, b: &VerdictRow) -> bool {
     VerdictRow { evaluated_at_ms: 0, ..a.clone() } == VerdictRow { evaluated_at_ms: 0, ..b.clone() }
 }
 
+/// Count a first final verdict; its messages only when it is a comparison.
 fn count_first(deltas: &mut MetricDeltas, v: &EdgeVerdict) {
     deltas.buckets_evaluated += 1;
-    *deltas.verdicts.entry(v.verdict.outcome()).or_default() += 1;
+    *deltas.verdicts.entry(v.outcome()).or_default() += 1;
+    if v.hold.is_some() {
+        return;
+    }
     let (missing, extra) = deltas.messages.entry(v.tier.clone()).or_default();
     *missing += v.upstream_count.saturating_sub(v.count);
     *extra += v.count.saturating_sub(v.upstream_count);

@@ -5,7 +5,9 @@ use kaudit_alerting::dispatch::Backoff;
 use kaudit_alerting::sinks::WebhookConfig;
 use kaudit_alerting::{AlertMetrics, SinkConfig};
 use kaudit_schema::sqlite::SqliteOptions;
-use kaudit_schema::{FlushBatch, ManualClock, Outcome, SqliteStore, Tally, TallyKey, TallyRow};
+use kaudit_schema::{
+    FlushBatch, HeartbeatRow, ManualClock, Outcome, ProgressRow, SqliteStore, StreamId, Tally, TallyKey, TallyRow,
+};
 
 use super::*;
 use crate::pipeline::PipelineConfig;
@@ -58,10 +60,8 @@ async fn tally(store: &SqliteStore, bucket: i64, tier: &str, agent: &str, n: u64
         t.latency.record(20);
     });
     let key = TallyKey { topic: "orders".into(), bucket_start_ms: bucket, tier: tier.into(), agent_id: agent.into() };
-    store
-        .write(&FlushBatch { rows: vec![TallyRow { key, bucket_width_ms: W, version, tally: t }], offsets: vec![] })
-        .await
-        .unwrap();
+    let rows = vec![TallyRow { key, bucket_width_ms: W, version, tally: t }];
+    store.write(&FlushBatch { rows, offsets: vec![], progress: vec![], heartbeats: vec![] }).await.unwrap();
 }
 
 #[tokio::test]
@@ -137,4 +137,95 @@ async fn a_silent_tier_is_a_missing_tier_alert_and_buckets_past_the_horizon_are_
     r.clock.set(T0 + 2 * 3_600_000);
     tally(&r.store, T0, "consumer", "c", 100, 1).await;
     assert_eq!(e.tick().await.unwrap().revisions, 0);
+}
+
+/// What an agent writes with a flush besides its tallies: one progress row and one heartbeat.
+async fn report(r: &Rig, tier: &str, stream: StreamId, watermark_ms: i64, caught_up: bool) {
+    let now = r.clock.now_ms();
+    let agent_id = format!("{tier}-1");
+    let progress = ProgressRow {
+        topic: "orders".into(),
+        tier: tier.into(),
+        stream,
+        agent_id: agent_id.clone(),
+        watermark_ms,
+        caught_up,
+        reported_at_ms: now,
+        version: now as u64,
+    };
+    let heartbeat = HeartbeatRow {
+        topic: "orders".into(),
+        tier: tier.into(),
+        agent_id,
+        started_at_ms: T0,
+        heartbeat_ms: now,
+        open_from_ms: Some(T0),
+        stopped: false,
+        resumes: false,
+        version: now as u64,
+    };
+    let batch = FlushBatch { rows: vec![], offsets: vec![], progress: vec![progress], heartbeats: vec![heartbeat] };
+    r.store.write(&batch).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lagging_consumer_is_pending_and_lag_not_loss_until_it_catches_up() {
+    let r = rig();
+    let mut config = config();
+    config.thresholds.max_lag_ms = 60_000;
+    let sink = SinkConfig::Webhook(WebhookConfig {
+        name: None,
+        url: "http://127.0.0.1:9/".into(),
+        secret: None,
+        secret_env: None,
+    });
+    let metrics = AlertMetrics::register(&prometheus::Registry::new()).unwrap();
+    let dispatcher =
+        Dispatcher::new(Arc::new(r.store.clone()), vec![sink.build().unwrap()], metrics, Backoff::default());
+    let vm = VerifierMetrics::register(&r.registry).unwrap();
+    let mut e = Engine::new(Arc::new(r.store.clone()), Some(dispatcher), config, 5_000, Arc::new(r.clock.clone()), vm);
+
+    tally(&r.store, T0, "producer", "p", 1_000, 1).await;
+    tally(&r.store, T0, "consumer", "c", 400, 1).await;
+    r.clock.set(T0 + W + 40_001); // past end + grace; the consumer has read 20 s into the bucket
+    report(&r, "producer", StreamId::Agent("producer-1".into()), T0 + W + 40_000, true).await;
+    report(&r, "consumer", StreamId::Partition(0), T0 + 20_000, false).await;
+    let tick = e.tick().await.unwrap();
+    assert_eq!((tick.first_evaluations, tick.notifications), (0, 1));
+    let stored = r.store.read_verdicts("orders", T0, T0 + W).await.unwrap();
+    assert_eq!((stored[0].kind, stored[0].count), (Outcome::Pending.into(), 400));
+    let detail = stored[0].detail.clone().unwrap();
+    assert_eq!((detail.behind_tier.as_deref(), detail.lag_ms), (Some("consumer"), Some(40_000)));
+    let outbox = r.store.outbox("webhook", 10).await.unwrap();
+    let lag: Alert = serde_json::from_str(&outbox[0].payload).unwrap();
+    assert_eq!((lag.dedup_key.as_str(), lag.state), ("lag/orders/consumer", AlertState::Firing));
+    assert_eq!(lag.numbers.lag_ms, Some(W + 40_001 - 20_000));
+
+    // The consumer catches up with every message: complete at first evaluation, lag resolved.
+    r.clock.advance(5_000);
+    tally(&r.store, T0, "consumer", "c", 1_000, 2).await;
+    report(&r, "producer", StreamId::Agent("producer-1".into()), r.clock.now_ms(), true).await;
+    report(&r, "consumer", StreamId::Partition(0), r.clock.now_ms() - 1_000, true).await;
+    let tick = e.tick().await.unwrap();
+    assert_eq!((tick.first_evaluations, tick.revisions, tick.notifications), (1, 0, 1));
+    let stored = r.store.read_verdicts("orders", T0, T0 + W).await.unwrap();
+    assert_eq!((stored[0].kind, stored[0].detail.clone()), (Outcome::Complete.into(), None));
+    let outbox = r.store.outbox("webhook", 10).await.unwrap();
+    assert_eq!(outbox.len(), 2, "lag fired and resolved, nothing else");
+    let resolved: Alert = serde_json::from_str(&outbox[1].payload).unwrap();
+    assert_eq!((resolved.dedup_key.as_str(), resolved.state), ("lag/orders/consumer", AlertState::Resolved));
+    assert_eq!(resolved.resolution.as_deref(), Some("caught up (lag 0 s)"));
+
+    let text = prometheus::TextEncoder::new().encode_to_string(&r.registry.gather()).unwrap();
+    for line in [
+        r#"kaudit_verifier_verdicts_total{kind="pending"} 1"#,
+        r#"kaudit_verifier_verdicts_total{kind="complete"} 1"#,
+        r#"kaudit_verifier_tier_lag_seconds{tier="consumer",topic="orders"} 0"#,
+        r#"kaudit_verifier_agents_live{tier="consumer",topic="orders"} 1"#,
+        r#"kaudit_verifier_agents_live{tier="producer",topic="orders"} 1"#,
+        "kaudit_verifier_buckets_evaluated_total 1",
+        r#"kaudit_verifier_missing_messages_total{tier="consumer",topic="orders"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kaudit_alerting::AlertState;
 use kaudit_schema::{Outcome, Tally, TallyKey, VerdictKind};
 use proptest::prelude::*;
 
@@ -13,6 +14,7 @@ use crate::pipeline::PipelineConfig;
 const W: i64 = 10_000;
 const GRACE: i64 = 5_000;
 const LATENESS: i64 = 30_000;
+const AGENT_TIMEOUT: i64 = 20_000;
 const T0: i64 = 1_700_000_000_000 / W * W;
 
 fn pipeline() -> Pipeline {
@@ -22,7 +24,7 @@ fn pipeline() -> Pipeline {
 
 fn core() -> EngineCore {
     let config = VerifierConfig { lateness_ms: LATENESS as u64, ..VerifierConfig::default() };
-    EngineCore::new(config, GRACE as u64)
+    EngineCore::new(config, GRACE as u64, AGENT_TIMEOUT as u64)
 }
 
 /// A row of `n` messages whose fingerprints are `first..first + n`.
@@ -45,6 +47,7 @@ fn step(core: &mut EngineCore, rows: &[TallyRow], now: EpochMillis) -> (TopicPas
 
 fn kinds(pass: &TopicPass) -> Vec<(EpochMillis, &'static str, String)> {
     let label = |d: &Decision| match d {
+        Decision::Pending { .. } => "pending",
         Decision::First { .. } => "first",
         Decision::Revised { .. } => "revised",
         Decision::Known { .. } => "known",
@@ -263,6 +266,8 @@ proptest! {
         prop_assert_eq!(deltas, MetricDeltas::default());
     }
 }
+
+mod lag;
 
 #[test]
 fn kinds_carry_the_delay_flag() {
