@@ -116,7 +116,10 @@ async fn a_message_reported_but_never_produced_is_alerted_by_name_to_a_webhook()
         )
     };
     let ndjson: Vec<String> = ids.iter().map(|id| report(id)).chain([report("order-lost")]).collect();
-    assert_eq!(http(agent_port, "POST", "/v1/records", &ndjson.join("\n")), Some((200, r#"{"accepted":301}"#.into())));
+    assert_eq!(
+        http(agent_port, "POST", "/v1/records", &ndjson.join("\n")),
+        Some((200, r#"{"accepted":301,"progress":0}"#.into()))
+    );
 
     // The bucket closes within 5 s, the verifier waits 6 s of grace: the alert is due within ~12 s.
     let started = Instant::now();

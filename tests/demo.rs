@@ -190,3 +190,55 @@ fn undelivered_alerts_are_reported_apart_from_detection() {
         assert!(stderr.contains(cause), "the cause is logged: {stderr}");
     }
 }
+
+/// A consumer paused as in a rebalance and a producer whose agent crashes: the pause raises a lag
+/// alert (and billing's own delay) and never a loss; the crash leaves the buckets the dead agent
+/// held indeterminate and raises no duplicates alert; the demo still exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_consumer_is_lag_and_a_crashed_producer_is_indeterminate() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let args: Vec<String> = [
+        "demo",
+        "--duration",
+        "20s",
+        "--rate",
+        "2000",
+        "--bucket",
+        "2s",
+        "--faults-after",
+        "2s",
+        "--loss",
+        "0.002",
+        "--duplicates",
+        "0.005",
+        "--delay-ms",
+        "0",
+        "--pause-consumer",
+        "10s",
+        "--crash-producer",
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kaudit")).args(&args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("detection matches injection"), "{stdout}");
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("20")).collect();
+    assert!(rows.iter().any(|r| r.contains("indeterminate")), "the crashed agent's buckets: {stdout}");
+    assert!(!rows.iter().any(|r| r.contains("pending") || r.contains("unreached")), "{stdout}");
+    let fired: Vec<&str> = stdout.lines().filter(|l| l.contains("fired after")).collect();
+    assert!(fired.iter().any(|l| l.contains("lag/orders/consumer/billing")), "{stdout}");
+    for never in ["duplicates/orders/broker", "missing_tier/", "tier_down/", "loss/orders/consumer"] {
+        assert!(!fired.iter().any(|l| l.contains(never)), "{never}: {stdout}");
+    }
+    assert!(stderr.contains("[RESOLVED] kaudit lag on orders"), "the lag resolves once billing caught up: {stderr}");
+    assert!(!stdout.contains('✗'), "{stdout}");
+}

@@ -45,14 +45,14 @@ async fn http_and_udp_records_are_counted_and_flushed_on_sigterm() {
     };
 
     let array = format!("[{}]", (0..300).map(rec).collect::<Vec<_>>().join(","));
-    assert_eq!(http(port, "POST", "/v1/records", &array), (200, r#"{"accepted":300}"#.to_string()));
+    assert_eq!(http(port, "POST", "/v1/records", &array), (200, r#"{"accepted":300,"progress":0}"#.to_string()));
     let ndjson = (300..500).map(rec).collect::<Vec<_>>().join("\n");
     assert_eq!(http(port, "POST", "/v1/records", &ndjson).0, 200);
     let (status, body) = http(port, "POST", "/v1/records", &format!("{}\n{{\"topic\":\"orders\"}}", rec(999)));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("line 2: tier: missing"), "{body}");
 
-    assert_eq!(http(port, "POST", "/v1/records", "[]"), (200, r#"{"accepted":0}"#.to_string()));
+    assert_eq!(http(port, "POST", "/v1/records", "[]"), (200, r#"{"accepted":0,"progress":0}"#.to_string()));
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let lines: String = (0..50).map(|i| format!("v1 orders consumer/go fp={:x} 100 {now} o-{i}\n", 1000 + i)).collect();
     udp.send_to(format!("{lines}v1 orders consumer/go md5=zz 1 - bad\n").as_bytes(), ("127.0.0.1", udp_port)).unwrap();

@@ -8,8 +8,9 @@
 //! A progress record: `{"progress": {"topic", "tier", "event_time"}}` says "this app has reported
 //! everything of (topic, tier) with an event time before `event_time`" (ms or s, by magnitude, as
 //! in records). Ingest's progress for a (topic, tier) is the largest event time seen in its records
-//! or declared by progress records, and never "caught up": an app that goes quiet holds its tier
-//! back, as it should, since it may still send. So an app should send one after each batch it
+//! or declared by progress records. An app that never sends one and goes quiet for a flush interval
+//! counts as caught up (judged by the verifier's time grace, as before progress existed); one that
+//! does is held exactly where its records say, quiet or not. So an app should send one after each batch it
 //! reports, with the event time up to which that batch completes its reports (e.g. a PHP worker
 //! after each job: the event time of the job's oldest message still to be reported, or of the job
 //! itself once all its messages are reported; a Go service from a ticker: the event time up to

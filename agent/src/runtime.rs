@@ -38,10 +38,22 @@ impl AgentHandle {
         &self.auditor
     }
 
+    /// A handle that stops the flusher at once, without its final flush, as a crash would: what
+    /// was counted since the last flush is lost and the heartbeats keep no stop marker, so the
+    /// verifier sees the instance vanish. For fault injection (the demo's `--crash-producer`)
+    /// and tests; [`AgentHandle::shutdown`] afterwards returns an empty report.
+    pub fn crash_switch(&self) -> tokio::task::AbortHandle {
+        self.task.abort_handle()
+    }
+
     /// Flush everything and stop; the last flush marks this agent's heartbeats `stopped`, so the
     /// verifier knows nothing was left unwritten. Returns what the last flushes achieved.
     pub async fn shutdown(self) -> FlushReport {
         self.shutdown.trigger();
-        self.task.await.expect("flusher task panicked")
+        match self.task.await {
+            Ok(report) => report,
+            Err(e) if e.is_cancelled() => FlushReport::default(),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 }

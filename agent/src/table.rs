@@ -26,8 +26,11 @@
 //!   still in flight, caught up when nothing is; a stream that never counts hand-offs (a bare
 //!   producer context, direct `record` calls) is therefore caught up at every flush, and only the
 //!   verifier's time grace guards it, as before progress existed;
-//! * with [`ProgressBasis::LargestSeen`] (ingest): the largest event time seen or declared, never
-//!   caught up.
+//! * with [`ProgressBasis::LargestSeen`] (ingest): the largest event time seen or declared. A
+//!   stream whose app never sent a progress record is caught up (at the report's time) when
+//!   nothing was counted since the previous flush, so an app that knows nothing of progress and
+//!   goes quiet is judged by time, as before; one that sends progress records is held exactly
+//!   where they say.
 
 use std::hash::{Hash, Hasher};
 
@@ -127,7 +130,8 @@ pub enum ProgressBasis {
     /// Producers: the oldest bucket with a message still in flight; caught up when none is.
     #[default]
     Delivery,
-    /// Ingest: the largest event time seen or declared; never caught up (the app may send more).
+    /// Ingest: the largest event time seen or declared; without progress records, caught up when
+    /// quiet since the last flush.
     LargestSeen,
 }
 
@@ -462,7 +466,13 @@ impl TallyTable {
                 continue;
             }
             let (watermark, caught_up) = match self.basis {
-                ProgressBasis::LargestSeen => (p.max_time.max(p.declared), false),
+                // An app that sends progress records says itself how far it has got. One that
+                // does not and has been quiet since the last flush holds nothing back here: it
+                // may still send older records, which only the verifier's grace covers, as
+                // before progress existed.
+                ProgressBasis::LargestSeen => {
+                    (p.max_time.max(p.declared), p.declared == NONE && stream.open_from.is_none())
+                }
                 ProgressBasis::Delivery => match p.in_flight.iter().map(|(b, _)| *b).min() {
                     Some(oldest) => (oldest, false),
                     None => (if p.max_time == NONE { now_ms } else { p.max_time }, true),

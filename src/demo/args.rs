@@ -53,6 +53,15 @@ pub struct DemoArgs {
     /// thresholds and alert sinks.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Stop consumer/billing from reading for this long at the first faulty bucket, as during a
+    /// rebalance, then let it catch up: a `lag` alert (and billing's own delay), never a loss.
+    /// At least 10s; 0s: no pause.
+    #[arg(long, default_value = "0s", value_parser = parse_or_zero)]
+    pub pause_consumer: Duration,
+    /// Crash the producer's agent (no final flush) halfway through the first faulty bucket and
+    /// start a new instance: the buckets it held are `indeterminate`, never duplicates.
+    #[arg(long)]
+    pub crash_producer: bool,
     /// Partitions of the demo topic.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub partitions: i32,
@@ -75,6 +84,9 @@ impl DemoArgs {
         if self.duration < Duration::from_secs(1) || self.duration.as_secs() > 24 * 3600 {
             return Err("--duration must be from 1s to 24h".into());
         }
+        if !self.pause_consumer.is_zero() && self.pause_consumer < Duration::from_secs(10) {
+            return Err("--pause-consumer must be at least 10s (or 0s for none)".into());
+        }
         if let Err(e) = self.listen.parse::<std::net::SocketAddr>() {
             return Err(format!("--listen {:?}: {e} (an address such as 127.0.0.1:9464)", self.listen));
         }
@@ -83,7 +95,11 @@ impl DemoArgs {
 
     /// Whether any fault is to be injected at all.
     pub fn any_fault(&self) -> bool {
-        self.loss > 0.0 || self.duplicates > 0.0 || self.delay_ms > 0
+        self.loss > 0.0
+            || self.duplicates > 0.0
+            || self.delay_ms > 0
+            || !self.pause_consumer.is_zero()
+            || self.crash_producer
     }
 }
 

@@ -33,10 +33,13 @@ fn describe(row: &VerdictRow) -> String {
 /// Compare every bucket of the ledger, on each of the three edges, with the stored verdicts.
 ///
 /// A bucket matches when: the broker's verdict is `loss` of exactly the lost count (naming the
-/// fingerprint when one message was lost) or `complete` when none was; billing's is `duplicates`
-/// of exactly the duplicated count; analytics' is `complete`; and only analytics is flagged late,
-/// exactly in the buckets whose messages were delayed past the threshold. Upstream counts must
-/// equal what was produced (and, downstream of the broker, produced minus lost).
+/// fingerprint when one message was lost) or `complete` when none was, or `indeterminate` inside
+/// the crash window of `--crash-producer`; billing's is `duplicates` of exactly the duplicated
+/// count; analytics' is `complete`; analytics is flagged late exactly in the buckets whose
+/// messages were delayed past the threshold, billing exactly where its pause made it so (either
+/// way where it was too close to call), the broker never. Upstream counts must equal what was
+/// produced (and, downstream of the broker, produced minus lost). A verdict still `pending` at
+/// the end matches nothing.
 pub fn check(ledger: &Ledger, verdicts: &[VerdictRow], plan: &FaultPlan, delay_threshold_ms: u64) -> Vec<EdgeCheck> {
     let by_key: BTreeMap<(EpochMillis, &str), &VerdictRow> =
         verdicts.iter().map(|v| ((v.bucket_start_ms, v.tier.as_str()), v)).collect();
@@ -77,7 +80,9 @@ fn edge_matches(
 ) -> bool {
     let lost = faults.lost.len() as u64;
     let at_broker = faults.produced - lost;
+    let bucket = row.bucket_start_ms;
     match (tier, row.kind.outcome, row.kind.delayed) {
+        (BROKER, Outcome::Indeterminate, false) => plan.in_crash_window(bucket),
         (BROKER, _, _) if row.upstream_count != faults.produced => false,
         _ if tier != BROKER && row.upstream_count != at_broker => false,
         (BROKER, Outcome::Complete, false) => lost == 0,
@@ -85,9 +90,10 @@ fn edge_matches(
             let named = lost != 1 || row.lost_fingerprint == Some(faults.lost[0]);
             lost > 0 && row.upstream_count - row.count == lost && named
         }
-        (BILLING, Outcome::Complete, false) => faults.duplicated == 0,
-        (BILLING, Outcome::Duplicates, false) => {
-            faults.duplicated > 0 && row.count - row.upstream_count == faults.duplicated
+        (BILLING, Outcome::Complete | Outcome::Duplicates, late) => {
+            let extra = row.count.saturating_sub(row.upstream_count);
+            let count_ok = extra == faults.duplicated && (row.kind.outcome == Outcome::Duplicates) == (extra > 0);
+            count_ok && faults.billing.expected_delay().is_none_or(|d| d == late)
         }
         (ANALYTICS, Outcome::Complete, late) => late == (faults.delayed > 0 && plan.delay_ms > delay_threshold_ms),
         _ => false,
@@ -138,7 +144,15 @@ mod tests {
     }
 
     fn plan() -> FaultPlan {
-        FaultPlan { loss: 0.01, duplicates: 0.01, delay_ms: 2_000, from_ms: 10_000 }
+        FaultPlan {
+            loss: 0.01,
+            duplicates: 0.01,
+            delay_ms: 2_000,
+            from_ms: 10_000,
+            pause_ms: 0,
+            crash_at_ms: None,
+            crash_window: None,
+        }
     }
 
     /// Bucket 0 clean, bucket 10000 with 2 lost, 3 duplicated and every message delayed.
@@ -231,16 +245,53 @@ mod tests {
     #[test]
     fn a_delay_under_the_threshold_is_not_expected_to_alert() {
         let l = ledger();
-        let keys = l.expected_alerts(1_000, 2_000);
+        let (must, may) = l.expected_alerts(&plan(), 1_000);
         assert_eq!(
-            keys.into_iter().collect::<Vec<_>>(),
+            must.into_iter().collect::<Vec<_>>(),
             ["delay/orders/consumer/analytics", "duplicates/orders/consumer/billing", "loss/orders/broker"]
         );
-        assert!(!l.expected_alerts(1_000, 500).contains("delay/orders/consumer/analytics"));
+        assert!(may.is_empty());
         let quiet = FaultPlan { delay_ms: 500, ..plan() };
+        assert!(!l.expected_alerts(&quiet, 1_000).0.contains("delay/orders/consumer/analytics"));
         let mut rows = exact();
         rows[5] = row(10_000, ANALYTICS, "complete", 98, 98);
         assert!(check(&l, &rows, &quiet, 1_000).iter().all(|c| c.matches));
-        assert_eq!(Ledger::default().expected_alerts(1_000, 2_000).len(), 0);
+        assert_eq!(Ledger::default().expected_alerts(&plan(), 1_000).0.len(), 0);
+    }
+
+    #[test]
+    fn a_crash_window_allows_indeterminate_and_makes_its_loss_alert_optional() {
+        let l = ledger();
+        let crashed = FaultPlan { crash_at_ms: Some(12_000), crash_window: Some((10_000, 10_000)), ..plan() };
+        let mut rows = exact();
+        rows[3] = row(10_000, BROKER, "indeterminate", 100, 101);
+        assert!(!check(&l, &rows, &plan(), 1_000)[3].matches, "indeterminate outside a crash window");
+        assert!(check(&l, &rows, &crashed, 1_000).iter().all(|c| c.matches));
+        let (must, may) = l.expected_alerts(&crashed, 1_000);
+        assert!(!must.contains("loss/orders/broker") && may.contains("loss/orders/broker"));
+        rows[0] = row(0, BROKER, "indeterminate", 100, 101);
+        assert!(!check(&l, &rows, &crashed, 1_000)[0].matches, "before the window");
+        rows[0] = row(0, BROKER, "pending", 100, 100);
+        assert!(!check(&l, &rows, &crashed, 1_000)[0].matches, "pending is no verdict");
+    }
+
+    #[test]
+    fn a_paused_consumer_expects_lag_and_its_own_delay_where_the_pause_made_it_late() {
+        let mut l = ledger();
+        for latency in (0..100).map(|i| if i < 50 { 20_000 } else { 10 }) {
+            l.billing_latency(10_000, latency, 1_000);
+        }
+        for _ in 0..100 {
+            l.billing_latency(0, 10, 1_000);
+        }
+        let paused = FaultPlan { pause_ms: 20_000, ..plan() };
+        let (must, _) = l.expected_alerts(&paused, 1_000);
+        assert!(must.contains("lag/orders/consumer/billing") && must.contains("delay/orders/consumer/billing"));
+        let mut rows = exact();
+        assert!(!check(&l, &rows, &paused, 1_000)[4].matches, "billing's late bucket must be flagged");
+        rows[4] = row(10_000, BILLING, "duplicates+delay", 98, 101);
+        assert!(check(&l, &rows, &paused, 1_000).iter().all(|c| c.matches));
+        rows[1] = row(0, BILLING, "complete+delay", 100, 100);
+        assert!(!check(&l, &rows, &paused, 1_000)[1].matches, "on time: not late");
     }
 }

@@ -11,25 +11,33 @@ use kaudit_schema::EpochMillis;
 use tokio::task::JoinHandle;
 
 use super::args::DemoArgs;
-use super::faults::TOPIC;
+use super::faults::{BILLING, FaultPlan, TOPIC};
 use super::outcome::{Conclusion, DemoOutcome};
 use super::workload::Shared;
 use crate::report::utc;
 
 /// The opening lines: rate, buckets, when faults start, where the API is and where alerts go.
-pub fn print_banner(args: &DemoArgs, run_start: EpochMillis, faults_from: EpochMillis, api: &str, sinks: &[String]) {
+pub fn print_banner(args: &DemoArgs, run_start: EpochMillis, plan: &FaultPlan, api: &str, sinks: &[String]) {
+    let faults_from = plan.from_ms;
     let fault_text = if !args.any_fault() {
         "no faults injected".to_string()
     } else if faults_from >= run_start + args.duration.as_millis() as i64 {
         format!("no faults will be injected: they would start at {}, after the run ends", utc(faults_from))
     } else {
-        format!(
-            "faults from {} (loss {} before the broker, duplicates {} at billing, delay {} ms at analytics)",
+        let mut text = format!(
+            "faults from {} (loss {} before the broker, duplicates {} at billing, delay {} ms at analytics",
             utc(faults_from),
             args.loss,
             args.duplicates,
             args.delay_ms
-        )
+        );
+        if plan.pause_ms > 0 {
+            text.push_str(&format!(", billing paused {} s", plan.pause_ms / 1000));
+        }
+        if let Some(at) = plan.crash_at_ms {
+            text.push_str(&format!(", producer's agent crashes at {}", utc(at)));
+        }
+        text + ")"
     };
     let alerts_to = if sinks.is_empty() { "printed here".to_string() } else { format!("sent to {}", sinks.join(", ")) };
     eprintln!(
@@ -97,8 +105,16 @@ fn print_alerts(o: &DemoOutcome) {
         println!("\nalerts (time from the first faulty message; bound = bucket + grace + evaluation interval):");
     }
     for a in &o.alerts {
-        let mark = if !o.expected_alerts.contains(&a.alert.dedup_key) {
+        let key = &a.alert.dedup_key;
+        let paused_tier = o.plan.pause_ms > 0 && key.ends_with(&format!("/{TOPIC}/{BILLING}"));
+        let mark = if !o.expected_alerts.contains(key) && !o.optional_alerts.contains(key) {
             "  ✗ not expected"
+        } else if key.starts_with("lag/") {
+            "  (the pause: lag alerts at half of it)"
+        } else if paused_tier {
+            "  (billing was paused: judged once it caught up)"
+        } else if o.plan.crash_at_ms.is_some() && key.starts_with("loss/") && a.after_fault_ms > o.alert_bound_ms {
+            "  (the first lossy buckets were held by the crashed agent: indeterminate)"
         } else if a.after_fault_ms > o.alert_bound_ms {
             "  (later than the bound: the verifier fell behind)"
         } else {

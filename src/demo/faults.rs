@@ -34,11 +34,23 @@ pub struct FaultPlan {
     pub delay_ms: u64,
     /// Messages with an event time at or after this (a bucket boundary) are subject to faults.
     pub from_ms: EpochMillis,
+    /// Billing stops reading at `from_ms` for this long, then catches up (0: never).
+    pub pause_ms: u64,
+    /// The producer's agent crashes at this time and a new instance takes over.
+    pub crash_at_ms: Option<EpochMillis>,
+    /// Buckets whose broker-vs-producer verdict the crash may leave indeterminate: from the bucket
+    /// of its last flush before the crash to the bucket of the moment it is taken for dead.
+    pub crash_window: Option<(EpochMillis, EpochMillis)>,
 }
 
 impl FaultPlan {
     pub fn applies_to(&self, event_ms: EpochMillis) -> bool {
         event_ms >= self.from_ms
+    }
+
+    /// Whether the crash may leave the bucket starting at `bucket` indeterminate.
+    pub fn in_crash_window(&self, bucket: EpochMillis) -> bool {
+        self.crash_window.is_some_and(|(from, to)| (from..=to).contains(&bucket))
     }
 }
 
@@ -53,6 +65,37 @@ pub struct BucketFaults {
     pub duplicated: u64,
     /// Messages analytics processed late.
     pub delayed: u64,
+    /// Billing's processing latency, counted only while a pause is injected: messages processed,
+    /// and those later than 0.95 × and 1.05 × the delay threshold (around the threshold the p99
+    /// sketch's 1 % rounding decides, so there either verdict is right).
+    pub billing: BillingLatency,
+}
+
+/// Billing's processing latency in one bucket, against the delay threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BillingLatency {
+    pub processed: u64,
+    pub over_low: u64,
+    pub over_high: u64,
+}
+
+impl BillingLatency {
+    /// `Some(flag)` when billing's p99 must be over (or under) the threshold, `None` when it is
+    /// too close to say: over when more than 1.1 % were later than 1.05 × the threshold, under
+    /// when fewer than 0.9 % were later than 0.95 × it. Nothing counted (no pause): on time.
+    pub fn expected_delay(&self) -> Option<bool> {
+        let n = self.processed as f64;
+        if self.processed == 0 {
+            return Some(false);
+        }
+        if self.over_high as f64 > 0.011 * n {
+            Some(true)
+        } else if (self.over_low as f64) < 0.009 * n {
+            Some(false)
+        } else {
+            None
+        }
+    }
 }
 
 /// Ground truth per bucket (start, ms).
@@ -78,6 +121,14 @@ impl Ledger {
         self.buckets.entry(bucket).or_default().delayed += 1;
     }
 
+    /// Billing processed a message of `bucket` `latency_ms` after its creation.
+    pub fn billing_latency(&mut self, bucket: EpochMillis, latency_ms: i64, threshold_ms: u64) {
+        let b = &mut self.buckets.entry(bucket).or_default().billing;
+        b.processed += 1;
+        b.over_low += (latency_ms as f64 > 0.95 * threshold_ms as f64) as u64;
+        b.over_high += (latency_ms as f64 > 1.05 * threshold_ms as f64) as u64;
+    }
+
     pub fn buckets(&self) -> &BTreeMap<EpochMillis, BucketFaults> {
         &self.buckets
     }
@@ -87,19 +138,33 @@ impl Ledger {
         self.buckets.values().fold((0, 0, 0), |(l, d, y), b| (l + b.lost.len() as u64, d + b.duplicated, y + b.delayed))
     }
 
-    /// The alerts these faults must raise, by dedup key (`kind/topic/tier`).
-    pub fn expected_alerts(&self, delay_threshold_ms: u64, delay_ms: u64) -> BTreeSet<String> {
-        let (lost, duplicated, delayed) = self.totals();
-        let mut keys = BTreeSet::new();
-        if lost > 0 {
-            keys.insert(format!("loss/{TOPIC}/{BROKER}"));
+    /// The alerts these faults must raise, by dedup key (`kind/topic/tier`), and those they may
+    /// raise (a loss only inside the crash window, billing's delay around the threshold).
+    pub fn expected_alerts(&self, plan: &FaultPlan, delay_threshold_ms: u64) -> (BTreeSet<String>, BTreeSet<String>) {
+        let (mut must, mut may) = (BTreeSet::new(), BTreeSet::new());
+        let lossy = self.buckets.iter().filter(|(_, b)| !b.lost.is_empty());
+        let (crashed, clean): (Vec<_>, Vec<_>) = lossy.partition(|(at, _)| plan.in_crash_window(**at));
+        let loss = format!("loss/{TOPIC}/{BROKER}");
+        if !clean.is_empty() {
+            must.insert(loss.clone());
+        } else if !crashed.is_empty() {
+            may.insert(loss);
         }
-        if duplicated > 0 {
-            keys.insert(format!("duplicates/{TOPIC}/{BILLING}"));
+        if self.buckets.values().any(|b| b.duplicated > 0) {
+            must.insert(format!("duplicates/{TOPIC}/{BILLING}"));
         }
-        if delayed > 0 && delay_ms > delay_threshold_ms {
-            keys.insert(format!("delay/{TOPIC}/{ANALYTICS}"));
+        if self.buckets.values().any(|b| b.delayed > 0) && plan.delay_ms > delay_threshold_ms {
+            must.insert(format!("delay/{TOPIC}/{ANALYTICS}"));
         }
-        keys
+        if plan.pause_ms > 0 {
+            must.insert(format!("lag/{TOPIC}/{BILLING}"));
+        }
+        let billing_delay = format!("delay/{TOPIC}/{BILLING}");
+        match self.buckets.values().map(|b| b.billing.expected_delay()).collect::<BTreeSet<_>>() {
+            flags if flags.contains(&Some(true)) => must.insert(billing_delay),
+            flags if flags.contains(&None) => may.insert(billing_delay),
+            _ => false,
+        };
+        (must, may)
     }
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use kaudit_agent::{Clock, SystemClock};
-use kaudit_schema::{BucketWidth, EpochMillis};
+use kaudit_schema::EpochMillis;
 
 pub use self::alerts::AlertTiming;
 use self::alerts::AlertWatcher;
@@ -41,42 +41,49 @@ use self::workload::{Consumers, Shared};
 use crate::config::KauditConfig;
 
 /// Run the demo with `data_dir` for its state: start the stack, let the consumers join, produce
-/// with faults, drain, stop the agents, let the verifier judge the last bucket, then check.
+/// with faults, drain, let the verifier judge the last bucket while the agents still report,
+/// stop the agents, let the verifier deliver, then check.
 pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> anyhow::Result<DemoOutcome> {
     let stack = Stack::start(args, config, &data_dir).await?;
-    let shared = Shared::new(stack.width);
+    let shared = Shared::new(stack.width, stack.verifier.delay_threshold_ms);
     let agents = &stack.agents;
     let consumers =
         Consumers::start(&stack.bootstrap, agents.billing.auditor(), agents.analytics.auditor(), &shared, args.seed)?;
     consumers.joined(agents.tap.shared()).await?;
     let run_start = SystemClock.now_ms();
-    let plan = fault_plan(args, stack.width, run_start);
+    let plan = fault_plan(args, &stack, run_start);
     shared.set_plan(plan);
-    console::print_banner(args, run_start, plan.from_ms, &stack.verifier.api, &stack.verifier.sink_names);
+    console::print_banner(args, run_start, &plan, &stack.verifier.api, &stack.verifier.sink_names);
     let interrupt = on_interrupt(shared.clone());
     let watcher = AlertWatcher::spawn(stack.store.clone(), run_start, plan.from_ms);
     let progress = console::spawn_progress(shared.clone(), agents.tap.shared().clone(), args.duration);
     produce(args, &stack, &shared).await?;
     consumers.drain(&shared, agents.tap.shared()).await?;
-    consumers.stop().await?;
     progress.abort();
     eprintln!();
-    let Stack { url, store, width, agents, verifier, cluster, .. } = stack;
-    agents.shutdown().await?;
+    // Every bucket is known once producing ended; what happened to each is final once the
+    // consumers have stopped (analytics processes the messages it still holds as they fall due).
+    let produced = shared.ledger.lock().expect("ledger poisoned").clone();
+    stack.verifier.wait_judged(&*stack.store, &produced, stack.width, SystemClock.now_ms()).await?;
+    consumers.stop().await?;
     let ledger = shared.ledger.lock().expect("ledger poisoned").clone();
-    let alert_bound_ms = verifier.alert_bound_ms;
-    let delay_threshold_ms = verifier.delay_threshold_ms;
-    let undelivered = verifier.finish(&*store, &ledger, width, SystemClock.now_ms()).await?;
+    let Stack { url, store, agents, verifier, cluster, .. } = stack;
+    agents.shutdown().await?;
+    let (alert_bound_ms, delay_threshold_ms) = (verifier.alert_bound_ms, verifier.delay_threshold_ms);
+    let undelivered = verifier.finish(&*store).await?;
     let alerts = watcher.finish().await;
     interrupt.abort();
     drop(cluster);
     let (first, last) = (ledger.buckets().keys().next().copied(), ledger.buckets().keys().last().copied());
     let verdicts = store.read_verdicts(TOPIC, first.unwrap_or(0), last.unwrap_or(0) + 1).await?;
     let checks = check::check(&ledger, &verdicts, &plan, delay_threshold_ms);
+    let (expected_alerts, optional_alerts) = ledger.expected_alerts(&plan, delay_threshold_ms);
     Ok(DemoOutcome {
         table: check::render(&ledger, &checks, crate::report::utc),
-        expected_alerts: ledger.expected_alerts(delay_threshold_ms, args.delay_ms),
+        expected_alerts,
+        optional_alerts,
         ledger,
+        plan,
         checks,
         alerts,
         alert_bound_ms,
@@ -85,20 +92,41 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
     })
 }
 
-/// Faults from the first bucket boundary at least `--faults-after` after the start.
-fn fault_plan(args: &DemoArgs, width: BucketWidth, run_start: EpochMillis) -> FaultPlan {
+/// Faults from the first bucket boundary at least `--faults-after` after the start; a producer
+/// crash halfway through that bucket, whose window runs from the bucket of the agent's last flush
+/// before it to the bucket of the moment the verifier takes the agent for dead.
+fn fault_plan(args: &DemoArgs, stack: &Stack, run_start: EpochMillis) -> FaultPlan {
+    let width = stack.width;
     let t = run_start + args.faults_after.as_millis() as i64;
     let b = width.start_of(t);
     let from_ms = if b == t { b } else { width.end_of(b) };
-    FaultPlan { loss: args.loss, duplicates: args.duplicates, delay_ms: args.delay_ms, from_ms }
+    let crash_at_ms = args.crash_producer.then_some(from_ms + width.as_millis() / 2);
+    let v = &stack.verifier;
+    let crash_window = crash_at_ms.map(|at| {
+        (width.start_of(at - v.flush_interval_ms), width.start_of(at + v.flush_interval_ms + v.agent_timeout_ms))
+    });
+    FaultPlan {
+        loss: args.loss,
+        duplicates: args.duplicates,
+        delay_ms: args.delay_ms,
+        from_ms,
+        pause_ms: args.pause_consumer.as_millis() as u64,
+        crash_at_ms,
+        crash_window,
+    }
 }
 
 /// Produce on a thread of its own (the audited `ThreadedProducer` blocks).
 async fn produce(args: &DemoArgs, stack: &Stack, shared: &Arc<Shared>) -> anyhow::Result<()> {
-    let (bootstrap, auditor, shared) =
-        (stack.bootstrap.clone(), stack.agents.producer.auditor().clone(), shared.clone());
+    let agents = &stack.agents;
+    let (bootstrap, auditor, shared) = (stack.bootstrap.clone(), agents.producer.auditor().clone(), shared.clone());
+    let crash = agents.successor.as_ref().map(|successor| workload::ProducerCrash {
+        switch: agents.producer.crash_switch(),
+        successor: successor.auditor().clone(),
+    });
     let (rate, duration, seed) = (args.rate, args.duration, args.seed);
-    tokio::task::spawn_blocking(move || workload::produce(&bootstrap, auditor, &shared, rate, duration, seed)).await?
+    let run = move || workload::produce(&bootstrap, auditor, &shared, rate, duration, seed, crash);
+    tokio::task::spawn_blocking(run).await?
 }
 
 /// Ctrl-C stops producing and still finishes the audit; a second Ctrl-C quits.

@@ -12,6 +12,7 @@ use kaudit_alerting::{Sink, SinkConfig};
 use kaudit_schema::BucketWidth;
 use kaudit_verifier::{PipelineConfig, VerifierConfig};
 
+use super::args::DemoArgs;
 use super::faults::{ANALYTICS, BILLING, BROKER, PRODUCER, TOPIC};
 use crate::config::{KafkaConfig, KafkaOptionValue, KauditConfig};
 
@@ -60,7 +61,11 @@ pub fn tap(
 /// The verifier's settings for the demo: its pipeline, zero-tolerance loss and duplicate
 /// thresholds (the default 0.01 % would sit right at the demo's loss rate), evaluation every
 /// second, and a grace that covers analytics' delay plus two flushes.
-pub fn verifier(config: &KauditConfig, agent: &AgentConfig, delay_ms: u64, listen: &str) -> VerifierConfig {
+///
+/// With `--pause-consumer`, lag is alerted at half the pause, so the pause surely raises it while a
+/// consumer that merely keeps up never does.
+pub fn verifier(config: &KauditConfig, agent: &AgentConfig, args: &DemoArgs) -> VerifierConfig {
+    let (delay_ms, listen) = (args.delay_ms, args.listen.as_str());
     let mut v = config.verifier.clone();
     v.pipelines = vec![PipelineConfig {
         topics: vec![TOPIC.into()],
@@ -75,6 +80,9 @@ pub fn verifier(config: &KauditConfig, agent: &AgentConfig, delay_ms: u64, liste
     v.thresholds.loss_ratio = 0.0;
     v.thresholds.duplicate_ratio = 0.0;
     v.listen = listen.into();
+    if !args.pause_consumer.is_zero() {
+        v.thresholds.max_lag_ms = args.pause_consumer.as_millis() as u64 / 2;
+    }
     v
 }
 

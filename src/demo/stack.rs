@@ -19,6 +19,7 @@ use super::args::DemoArgs;
 use super::faults::{Ledger, TOPIC};
 use super::settings;
 use crate::config::KauditConfig;
+use crate::report::utc;
 
 /// Everything the demo started, until it is stopped.
 pub struct Stack {
@@ -34,6 +35,9 @@ pub struct Stack {
 /// One agent per audited application, and the broker-tier tap.
 pub struct Agents {
     pub producer: AgentHandle,
+    /// With `--crash-producer`: the instance that takes over when the first one crashes (it
+    /// writes nothing until it has counted something).
+    pub successor: Option<AgentHandle>,
     pub billing: AgentHandle,
     pub analytics: AgentHandle,
     pub tap: TapHandle,
@@ -48,6 +52,10 @@ pub struct Verifier {
     /// Bucket width + grace + evaluation interval: the most an alert should take, ms.
     pub alert_bound_ms: i64,
     pub delay_threshold_ms: u64,
+    /// How long an agent may be silent before the verifier takes it for crashed, ms.
+    pub agent_timeout_ms: i64,
+    /// The agents' flush interval, ms.
+    pub flush_interval_ms: i64,
     service: JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>,
     shutdown: Shutdown,
 }
@@ -65,9 +73,12 @@ impl Stack {
         let bootstrap = cluster.bootstrap_servers();
         eprintln!("mock Kafka cluster on {bootstrap}; topic {TOPIC:?} with {} partitions", args.partitions);
         let agent = settings::agent(config, width);
-        let start_agent = |name: &str| start_agent(&agent, name, store.clone(), data_dir);
-        let (producer, billing, analytics) =
-            (start_agent("demo-producer")?, start_agent("demo-billing")?, start_agent("demo-analytics")?);
+        let start_agent = |name: &str, spool: &str| start_agent(&agent, name, spool, store.clone(), data_dir);
+        let producer = start_agent("demo-producer", "demo-producer")?;
+        let successor =
+            if args.crash_producer { Some(start_agent("demo-producer", "demo-producer-successor")?) } else { None };
+        let (billing, analytics) =
+            (start_agent("demo-billing", "demo-billing")?, start_agent("demo-analytics", "demo-analytics")?);
         let (tap_config, tap) = settings::tap(config, &agent, &format!("demo-tap-{run_id}"), &bootstrap, data_dir);
         let client = tap_config.kafka_client();
         let options =
@@ -76,7 +87,7 @@ impl Stack {
             .await
             .map_err(|e| anyhow::anyhow!("starting the broker tap: {}", kaudit_schema::error_chain(&e)))?;
         let verifier = Verifier::start(args, config, &agent, store.clone(), width).await?;
-        let agents = Agents { producer, billing, analytics, tap };
+        let agents = Agents { producer, successor, billing, analytics, tap };
         Ok(Self { url, store, bootstrap, width, agents, verifier, cluster })
     }
 }
@@ -84,9 +95,9 @@ impl Stack {
 impl Agents {
     /// Stop the tap (it writes its partitions) and every agent after its final flush.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let Agents { producer, billing, analytics, tap } = self;
+        let Agents { producer, successor, billing, analytics, tap } = self;
         let mut pending = tap.shutdown().await.pending;
-        for agent in [producer, billing, analytics] {
+        for agent in [Some(producer), successor, Some(billing), Some(analytics)].into_iter().flatten() {
             pending += agent.shutdown().await.pending;
         }
         anyhow::ensure!(pending == 0, "the agents could not write {pending} batches");
@@ -108,11 +119,17 @@ fn throwaway_metrics() -> anyhow::Result<AgentMetrics> {
     Ok(AgentMetrics::register(&prometheus::Registry::new())?)
 }
 
-fn start_agent(agent: &AgentConfig, name: &str, store: Arc<dyn Store>, data_dir: &Path) -> anyhow::Result<AgentHandle> {
+fn start_agent(
+    agent: &AgentConfig,
+    name: &str,
+    spool: &str,
+    store: Arc<dyn Store>,
+    data_dir: &Path,
+) -> anyhow::Result<AgentHandle> {
     let mut agent = agent.clone();
     agent.name = name.to_string();
     // Several agents in one process: each needs its own spool.
-    agent.spool_dir = Some(agent.spool_dir(data_dir).join(name));
+    agent.spool_dir = Some(agent.spool_dir(data_dir).join(spool));
     let auditor = agent.auditor(Arc::new(SystemClock));
     let spool = Spool::open(&agent.spool_dir(data_dir), agent.spool_max_bytes)?;
     Ok(AgentHandle::start(auditor, store, Some(spool), agent.flusher_options(), throwaway_metrics()?))
@@ -130,8 +147,9 @@ impl Verifier {
     ) -> anyhow::Result<Self> {
         let sinks = settings::sinks(config, args.webhook.as_deref())?;
         let sink_names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
-        let verifier = settings::verifier(config, agent, args.delay_ms, &args.listen);
+        let verifier = settings::verifier(config, agent, args);
         let grace_ms = verifier.grace_ms(agent.flush_interval_ms) as i64;
+        let agent_timeout_ms = verifier.agent_timeout_ms(agent.flush_interval_ms) as i64;
         let alert_bound_ms = width.as_millis() + grace_ms + verifier.evaluate_interval_ms as i64;
         let delay_threshold_ms = verifier.thresholds.p99_delay_ms;
         let listener = bind(&args.listen).await?;
@@ -148,42 +166,62 @@ impl Verifier {
         };
         let shutdown = Shutdown::new();
         let service = tokio::spawn(serve(listener, parts, shutdown.signal().wait()));
-        Ok(Self { api, registry, sink_names, grace_ms, alert_bound_ms, delay_threshold_ms, service, shutdown })
+        let flush_interval_ms = agent.flush_interval_ms as i64;
+        Ok(Self {
+            api,
+            registry,
+            sink_names,
+            grace_ms,
+            alert_bound_ms,
+            delay_threshold_ms,
+            agent_timeout_ms,
+            flush_interval_ms,
+            service,
+            shutdown,
+        })
     }
 
-    /// Wait until the verifier has judged every bucket of `ledger` on all three edges, and has
-    /// seen the agents' final flush at `flushed_at` and delivered what it raised; then stop it.
-    /// Returns the notifications the sinks did not accept.
-    pub async fn finish(
-        self,
+    /// Wait, while the agents still run and report, until the verifier has judged every bucket of
+    /// `ledger` on all three edges (no verdict pending) and has seen the agents' flushes after
+    /// `drained_at`, when every message had arrived everywhere.
+    pub async fn wait_judged(
+        &self,
         store: &dyn Store,
         ledger: &Ledger,
         width: BucketWidth,
-        flushed_at: EpochMillis,
-    ) -> anyhow::Result<usize> {
+        drained_at: EpochMillis,
+    ) -> anyhow::Result<()> {
         let buckets = ledger.buckets();
         let (Some(&first), Some(&last)) = (buckets.keys().next(), buckets.keys().last()) else {
             anyhow::bail!("nothing was produced");
         };
         let eval_ms = settings::EVALUATE_INTERVAL_MS as i64;
-        let due = (width.end_of(last) + self.grace_ms).max(flushed_at) + 2 * eval_ms;
+        let due = (width.end_of(last) + self.grace_ms).max(drained_at + 2 * self.flush_interval_ms) + 2 * eval_ms;
         eprintln!(
-            "all agents flushed; waiting for the verifier to close the last bucket ({} + grace)",
-            crate::report::utc(width.end_of(last))
+            "all messages arrived; waiting for the verifier to close the last bucket ({} + grace)",
+            utc(width.end_of(last))
         );
         let expected = 3 * buckets.len();
-        let deadline = Duration::from_millis((due - SystemClock.now_ms()).max(0) as u64 + 15_000);
+        let deadline =
+            Duration::from_millis((due - SystemClock.now_ms()).max(0) as u64 + 15_000 + self.agent_timeout_ms as u64);
         let judged = super::wait::until_async(deadline, || async move {
-            let verdicts = store.read_verdicts(TOPIC, first, last + 1).await.map_or(0, |v| v.len());
-            SystemClock.now_ms() >= due && verdicts >= expected
+            let verdicts = store.read_verdicts(TOPIC, first, last + 1).await.unwrap_or_default();
+            let done = verdicts.iter().filter(|v| !v.kind.outcome.is_pending()).count();
+            SystemClock.now_ms() >= due && done >= expected
         })
         .await;
         if judged.is_err() {
             eprintln!("kaudit demo: the verifier did not evaluate every bucket in time");
         }
-        // An alert is recorded just after its pass writes the verdicts: give the engine one more
-        // pass, then let the dispatcher deliver what it raised.
-        tokio::time::sleep(Duration::from_millis(2 * eval_ms as u64)).await;
+        Ok(())
+    }
+
+    /// After the agents' final flush: one more pass (an alert is recorded just after the pass
+    /// that writes its verdicts), let the dispatcher deliver what was raised, then stop. Returns
+    /// the notifications the sinks did not accept.
+    pub async fn finish(self, store: &dyn Store) -> anyhow::Result<usize> {
+        let eval_ms = settings::EVALUATE_INTERVAL_MS;
+        tokio::time::sleep(Duration::from_millis(2 * eval_ms)).await;
         let sinks = &self.sink_names;
         let delivered = || async move { pending_notifications(sinks, store).await == 0 };
         let _ = super::wait::until_async(Duration::from_secs(15), delivered).await;

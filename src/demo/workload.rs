@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use kaudit_agent::kafka::{AuditedStreamConsumer, AuditingProducerContext, KafkaMessage};
+use kaudit_agent::kafka::{AuditedStreamConsumer, AuditedThreadedProducer, AuditingProducerContext, KafkaMessage};
 use kaudit_agent::table::Observation;
 use kaudit_agent::tap::TapShared;
 use kaudit_agent::{Auditor, Clock, EventTime, OwnedMessage, SystemClock};
@@ -20,7 +20,8 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{BaseRecord, Producer};
 use tokio::task::JoinHandle;
 
 use super::faults::{ANALYTICS, BILLING, FaultPlan, Ledger, PRODUCER, TOPIC};
@@ -48,6 +49,8 @@ pub struct Shared {
     /// Fixed once every consumer has joined, before the first message is produced.
     plan: std::sync::OnceLock<FaultPlan>,
     pub width: BucketWidth,
+    /// The verifier's p99 delay threshold, ms: billing's latency is counted against it.
+    pub delay_threshold_ms: u64,
     pub counters: Counters,
     pub ledger: Mutex<Ledger>,
     /// Set to stop producing early (Ctrl-C).
@@ -55,10 +58,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(width: BucketWidth) -> Arc<Self> {
+    pub fn new(width: BucketWidth, delay_threshold_ms: u64) -> Arc<Self> {
         Arc::new(Self {
             plan: std::sync::OnceLock::new(),
             width,
+            delay_threshold_ms,
             counters: Counters::default(),
             ledger: Mutex::default(),
             stop_producing: AtomicBool::new(false),
@@ -74,6 +78,11 @@ impl Shared {
         *self.plan.get().expect("the plan is set before producing")
     }
 
+    /// The fault plan, once it is set (consumers run before it is).
+    pub fn plan_if_set(&self) -> Option<FaultPlan> {
+        self.plan.get().copied()
+    }
+
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().expect("ledger poisoned")
     }
@@ -86,8 +95,18 @@ fn event_ms(obs: &Observation) -> Option<EpochMillis> {
     }
 }
 
+/// The producer's agent crashing mid-run: the switch that kills the running instance's flusher
+/// (no final flush) and the auditor of the instance that takes over.
+pub struct ProducerCrash {
+    pub switch: tokio::task::AbortHandle,
+    pub successor: Auditor,
+}
+
 /// Produce `rate` orders per second for `duration` (blocking; run it on its own thread). A message
-/// chosen for loss is counted by the producer's agent as delivered but never sent.
+/// chosen for loss is counted by the producer's agent as delivered but never sent. With `crash`,
+/// at the plan's crash time the producer flushes (everything it handed over is acknowledged and
+/// counted), its agent dies without its last flush, and a new producer with the successor's
+/// agent carries on.
 pub fn produce(
     bootstrap: &str,
     auditor: Auditor,
@@ -95,55 +114,81 @@ pub fn produce(
     rate: u64,
     duration: Duration,
     seed: u64,
+    mut crash: Option<ProducerCrash>,
 ) -> anyhow::Result<()> {
-    let producer: ThreadedProducer<AuditingProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        // librdkafka's mock broker finds a fetch offset by walking its message sets one by one;
-        // bigger batches keep that walk short at the demo's rates.
-        .set("linger.ms", "50")
-        .set("queue.buffering.max.messages", "500000")
-        .create_with_context(AuditingProducerContext::new(auditor.clone(), PRODUCER))
-        .context("creating the producer")?;
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut sender = Sender::new(bootstrap, auditor, seed)?;
     let plan = shared.plan();
     let started = Instant::now();
     let mut i: u64 = 0;
     while started.elapsed() < duration && !shared.stop_producing.load(Relaxed) {
+        if plan.crash_at_ms.is_some_and(|t| SystemClock.now_ms() >= t)
+            && let Some(ProducerCrash { switch, successor }) = crash.take()
+        {
+            sender.producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
+            switch.abort();
+            sender = Sender::new(bootstrap, successor, seed ^ 0xc4a5)?;
+        }
         let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
         while i < due {
-            let key = format!("order-{i}");
-            let created_at = SystemClock.now_ms();
-            let payload =
-                format!(r#"{{"order_id":"{key}","amount_cents":{},"created_at":{created_at}}}"#, 100 + i % 9_900);
+            sender.send(i, shared, &plan)?;
             i += 1;
-            let bucket = shared.width.start_of(created_at);
-            shared.ledger().produced(bucket);
-            shared.counters.produced.fetch_add(1, Relaxed);
-            if plan.applies_to(created_at) && rng.random::<f64>() < plan.loss {
-                let msg =
-                    OwnedMessage { key: Some(key.into_bytes()), payload: payload.into_bytes(), ..Default::default() };
-                let obs = auditor.observation(TOPIC, &msg);
-                shared.ledger().lost(bucket, obs.fingerprint);
-                shared.counters.lost.fetch_add(1, Relaxed);
-                auditor.observe(TOPIC, PRODUCER, obs);
-                continue;
-            }
-            let mut record = BaseRecord::to(TOPIC).key(&key).payload(&payload);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => return Err(e).context("producing"),
-                }
-            }
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
+    sender.producer.flush(Duration::from_secs(30)).context("flushing the producer")?;
     Ok(())
+}
+
+/// An audited producer with the demo's loss fault.
+struct Sender {
+    producer: AuditedThreadedProducer,
+    auditor: Auditor,
+    rng: StdRng,
+}
+
+impl Sender {
+    fn new(bootstrap: &str, auditor: Auditor, seed: u64) -> anyhow::Result<Self> {
+        let config = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            // librdkafka's mock broker finds a fetch offset by walking its message sets one by
+            // one; bigger batches keep that walk short at the demo's rates.
+            .set("linger.ms", "50")
+            .set("queue.buffering.max.messages", "500000")
+            .clone();
+        let producer =
+            AuditedThreadedProducer::create(&config, AuditingProducerContext::new(auditor.clone(), PRODUCER))
+                .context("creating the producer")?;
+        Ok(Self { producer, auditor, rng: StdRng::seed_from_u64(seed) })
+    }
+
+    /// Order `i`: sent, or (when the loss fault picks it) counted as delivered and dropped.
+    fn send(&mut self, i: u64, shared: &Shared, plan: &FaultPlan) -> anyhow::Result<()> {
+        let key = format!("order-{i}");
+        let created_at = SystemClock.now_ms();
+        let payload = format!(r#"{{"order_id":"{key}","amount_cents":{},"created_at":{created_at}}}"#, 100 + i % 9_900);
+        let bucket = shared.width.start_of(created_at);
+        shared.ledger().produced(bucket);
+        shared.counters.produced.fetch_add(1, Relaxed);
+        if plan.applies_to(created_at) && self.rng.random::<f64>() < plan.loss {
+            let msg = OwnedMessage { key: Some(key.into_bytes()), payload: payload.into_bytes(), ..Default::default() };
+            let obs = self.auditor.observation(TOPIC, &msg);
+            shared.ledger().lost(bucket, obs.fingerprint);
+            shared.counters.lost.fetch_add(1, Relaxed);
+            self.auditor.observe(TOPIC, PRODUCER, obs);
+            return Ok(());
+        }
+        let mut record = BaseRecord::to(TOPIC).key(&key).payload(&payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e).context("producing"),
+            }
+        }
+    }
 }
 
 /// A consumer in group `group`, subscribed to the demo topic.
@@ -162,6 +207,8 @@ fn consumer(bootstrap: &str, group: &str) -> anyhow::Result<StreamConsumer> {
 }
 
 /// Billing: tallied on receive by its agent; some messages are processed (and so counted) twice.
+/// With a pause in the plan it stops reading at the first faulty bucket for that long (as a
+/// consumer does during a rebalance), then catches up, and its latency goes to the ledger.
 pub async fn billing(
     consumer: Arc<AuditedStreamConsumer>,
     auditor: Auditor,
@@ -169,28 +216,47 @@ pub async fn billing(
     seed: u64,
     stopped: ShutdownSignal,
 ) {
-    let stop = stopped.wait();
-    tokio::pin!(stop);
     let mut rng = StdRng::seed_from_u64(seed ^ 0xb111_1d09);
+    let mut paused = false;
     loop {
+        let pause = shared.plan_if_set().filter(|p| p.pause_ms > 0 && SystemClock.now_ms() >= p.from_ms);
+        if let Some(plan) = pause.filter(|_| !paused) {
+            paused = true;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(plan.pause_ms)) => {}
+                _ = stopped.stopped() => break,
+            }
+        }
         tokio::select! {
             biased;
-            _ = &mut stop => break,
+            _ = stopped.stopped() => break,
             msg = consumer.recv() => match msg {
-                Ok(msg) => {
-                    shared.counters.billing.fetch_add(1, Relaxed);
-                    let plan = shared.plan();
-                    if plan.duplicates > 0.0 && rng.random::<f64>() < plan.duplicates {
-                        let obs = auditor.observation(TOPIC, &KafkaMessage(&msg));
-                        if let Some(t) = event_ms(&obs).filter(|t| plan.applies_to(*t)) {
-                            auditor.observe(TOPIC, BILLING, obs);
-                            shared.ledger().duplicated(shared.width.start_of(t));
-                            shared.counters.duplicated.fetch_add(1, Relaxed);
-                        }
-                    }
-                }
+                Ok(msg) => process_billing(&msg, &auditor, &shared, &shared.plan(), &mut rng),
                 Err(error) => tracing::warn!(%error, "billing consumer error"),
             },
+        }
+    }
+}
+
+/// One message at billing: its latency while a pause is injected, and perhaps a second count.
+fn process_billing(msg: &BorrowedMessage<'_>, auditor: &Auditor, shared: &Shared, plan: &FaultPlan, rng: &mut StdRng) {
+    shared.counters.billing.fetch_add(1, Relaxed);
+    let duplicate = plan.duplicates > 0.0 && rng.random::<f64>() < plan.duplicates;
+    if plan.pause_ms == 0 && !duplicate {
+        return;
+    }
+    let obs = auditor.observation(TOPIC, &KafkaMessage(msg));
+    let Some(t) = event_ms(&obs) else { return };
+    let bucket = shared.width.start_of(t);
+    if plan.pause_ms > 0 {
+        shared.ledger().billing_latency(bucket, SystemClock.now_ms() - t, shared.delay_threshold_ms);
+    }
+    if duplicate && plan.applies_to(t) {
+        auditor.observe(TOPIC, BILLING, obs);
+        shared.ledger().duplicated(bucket);
+        shared.counters.duplicated.fetch_add(1, Relaxed);
+        if plan.pause_ms > 0 {
+            shared.ledger().billing_latency(bucket, SystemClock.now_ms() - t, shared.delay_threshold_ms);
         }
     }
 }

@@ -229,3 +229,24 @@ async fn an_agent_that_dies_before_its_final_flush_leaves_its_heartbeat_running(
     assert!(!stored[0].stopped);
     assert_eq!(stored[0].open_from_ms, Some(T0), "the bucket whose last count may be missing");
 }
+
+#[tokio::test]
+async fn a_crash_switch_stops_the_agent_without_its_final_flush() {
+    let r = rig();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&r.path, &SqliteOptions::default()).unwrap());
+    let options = FlusherOptions { flush_interval: Duration::from_secs(2), ..FlusherOptions::default() };
+    let agent = crate::runtime::AgentHandle::start(r.auditor.clone(), store, None, options, r.metrics.clone());
+    r.auditor.record("orders", "producer", b"a", b"x", Some(T0));
+    // Wait for the first flush (one interval in), then count one more the store will never see:
+    // the crash comes long before the next flush.
+    let started = std::time::Instant::now();
+    while r.store.read_heartbeats("orders").await.unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no first flush");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    r.auditor.record("orders", "producer", b"b", b"x", Some(T0));
+    agent.crash_switch().abort();
+    assert_eq!(agent.shutdown().await, FlushReport::default(), "nothing written after the crash");
+    assert_eq!(stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0), Some(1), "the second count died with it");
+    assert!(!r.store.read_heartbeats("orders").await.unwrap()[0].stopped, "no stop marker");
+}

@@ -192,7 +192,7 @@ fn producer_progress_is_the_oldest_bucket_in_flight() {
 }
 
 #[test]
-fn ingest_progress_is_the_largest_time_seen_or_declared_and_never_caught_up() {
+fn ingest_progress_is_the_largest_time_seen_or_declared_and_quiet_apps_without_progress_are_caught_up() {
     let mut t = table();
     t.set_progress_basis(ProgressBasis::LargestSeen);
     t.record("t", "php", obs(1, EventTime::Valid(5 * W)), 6 * W);
@@ -204,9 +204,13 @@ fn ingest_progress_is_the_largest_time_seen_or_declared_and_never_caught_up() {
         vec![("t".into(), "php".into(), 5 * W, false), ("u".into(), "go".into(), 2 * W, false)]
     );
     assert_eq!(batch.heartbeats.len(), 2, "a stream known only from a progress record heartbeats too");
+    let quiet = flush(&mut t, 7 * W, &[]);
+    assert_eq!(agent_rows(&quiet)[0], ("t".into(), "php".into(), 5 * W, true), "no progress records, quiet: caught up");
+    assert!(!agent_rows(&quiet)[1].3, "an app that declares progress is held where it says");
     t.declare_progress("t", "php", 7 * W);
     t.declare_progress("t", "php", 6 * W); // progress never goes back
-    assert_eq!(agent_rows(&flush(&mut t, 8 * W, &[]))[0].2, 7 * W);
+    let declared = agent_rows(&flush(&mut t, 8 * W, &[]));
+    assert_eq!((declared[0].2, declared[0].3), (7 * W, false), "from its first progress record on, never caught up");
 }
 
 #[test]

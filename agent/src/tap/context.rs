@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::error::KafkaError;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::StartFrom;
@@ -39,7 +40,17 @@ impl TapContext {
     }
 }
 
-impl ClientContext for TapContext {}
+/// librdkafka's client-level errors, logged as the default context does, except partition EOF:
+/// the tap asks for those (`enable.partition.eof`) as progress, and the poll loop handles them.
+/// Runs on librdkafka's threads.
+impl ClientContext for TapContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
+        tracing::error!(%error, reason, "librdkafka error");
+    }
+}
 
 impl ConsumerContext for TapContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
