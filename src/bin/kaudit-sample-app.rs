@@ -72,6 +72,13 @@ struct ProduceArgs {
     /// First order number (keys are `order-<n>`), so restarted producers write new orders.
     #[arg(long, default_value_t = 0)]
     first: u64,
+    /// Fault injection: the probability that a message is counted as delivered but never sent
+    /// (a loss between the app and the broker, for soak tests). Default 0.
+    #[arg(long, default_value_t = 0.0)]
+    lose: f64,
+    /// Append `<event_ms> <fingerprint hex>` for every message `--lose` dropped to this file.
+    #[arg(long)]
+    lost_log: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -134,11 +141,22 @@ async fn produce(args: ProduceArgs) -> Result<(), Exit> {
     let (config, agent) = start_agent(&args.common).await?;
     let context = AuditingProducerContext::new(agent.auditor().clone(), &args.common.tier);
     let producer = AuditedThreadedProducer::create(&config.kafka_client(), context).map_err(Exit::failure)?;
+    let lost_log = match &args.lost_log {
+        Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+        None => None,
+    };
+    let mut app = Producing {
+        producer,
+        topic: args.common.topic.clone(),
+        lose: args.lose,
+        lost_log,
+        rng: rand::SeedableRng::from_os_rng(),
+    };
     let stop = stop_flag();
-    let topic = args.common.topic.clone();
+    let (rate, duration, first) = (args.rate, args.duration, args.first);
     let sent = tokio::task::spawn_blocking(move || {
-        produce_for(&producer, &topic, args.rate, args.duration, args.first, &stop)?;
-        producer.flush(Duration::from_secs(30))?;
+        app.run(rate, duration, first, &stop)?;
+        app.producer.flush(Duration::from_secs(30))?;
         Ok::<_, BoxError>(())
     })
     .await
@@ -149,33 +167,55 @@ async fn produce(args: ProduceArgs) -> Result<(), Exit> {
     Ok(())
 }
 
-/// Send `rate` messages a second for `duration` (or until `stop`), in 10-ms steps.
-fn produce_for(
-    producer: &AuditedThreadedProducer,
-    topic: &str,
-    rate: u64,
-    duration: Duration,
-    first: u64,
-    stop: &AtomicBool,
-) -> Result<(), BoxError> {
-    let started = Instant::now();
-    let mut n = first;
-    while started.elapsed() < duration && !stop.load(Ordering::Relaxed) {
-        let due = first + (started.elapsed().as_millis() as u64 * rate / 1000);
-        while n < due {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis().to_string();
-            let headers = OwnedHeaders::new().insert(Header { key: "event-time", value: Some(now.as_bytes()) });
-            let (key, payload) = (format!("order-{n}"), format!("{{\"order\":{n}}}"));
-            let record = BaseRecord::to(topic).key(&key).payload(&payload).headers(headers);
-            match producer.send(record) {
-                Ok(()) => n += 1,
-                Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => break,
-                Err((e, _)) => return Err(e.into()),
+/// The producing side: the audited producer and the loss fault.
+struct Producing {
+    producer: AuditedThreadedProducer,
+    topic: String,
+    lose: f64,
+    lost_log: Option<std::fs::File>,
+    rng: rand::rngs::StdRng,
+}
+
+impl Producing {
+    /// Send `rate` messages a second for `duration` (or until `stop`), in 10-ms steps.
+    fn run(&mut self, rate: u64, duration: Duration, first: u64, stop: &AtomicBool) -> Result<(), BoxError> {
+        let started = Instant::now();
+        let mut n = first;
+        while started.elapsed() < duration && !stop.load(Ordering::Relaxed) {
+            let due = first + (started.elapsed().as_millis() as u64 * rate / 1000);
+            while n < due {
+                if !self.send(n)? {
+                    break; // the queue is full: try again in the next step
+                }
+                n += 1;
             }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(10));
+        Ok(())
     }
-    Ok(())
+
+    /// Order `n`, sent or (with `--lose`) counted and dropped; false when the queue is full.
+    fn send(&mut self, n: u64) -> Result<bool, BoxError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+        let stamp = now.to_string();
+        let (key, payload) = (format!("order-{n}"), format!("{{\"order\":{n}}}"));
+        if self.lose > 0.0 && rand::Rng::random::<f64>(&mut self.rng) < self.lose {
+            let context = self.producer.context();
+            context.auditor().record(&self.topic, context.tier(), key.as_bytes(), payload.as_bytes(), Some(now));
+            if let Some(log) = &mut self.lost_log {
+                let fp = kaudit_agent::fingerprint(key.as_bytes(), payload.as_bytes());
+                log.write_all(format!("{now} {fp:016x}\n").as_bytes())?;
+            }
+            return Ok(true);
+        }
+        let headers = OwnedHeaders::new().insert(Header { key: "event-time", value: Some(stamp.as_bytes()) });
+        let record = BaseRecord::to(&self.topic).key(&key).payload(&payload).headers(headers);
+        match self.producer.send(record) {
+            Ok(()) => Ok(true),
+            Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => Ok(false),
+            Err((e, _)) => Err(e.into()),
+        }
+    }
 }
 
 async fn consume(args: ConsumeArgs) -> Result<(), Exit> {
