@@ -54,6 +54,10 @@ bootstrap_servers = "$bootstrap"
 [kafka.options]
 "session.timeout.ms" = 10000
 "heartbeat.interval.ms" = 1000
+"auto.commit.interval.ms" = 1000
+# librdkafka's mock broker walks message sets one by one to find a fetch offset; bigger producer
+# batches keep that walk short over a long run (consumers ignore this producer property)
+"linger.ms" = 50
 ${2:-}
 EOF
   echo "$dir/$1.toml"

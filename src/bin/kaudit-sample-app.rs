@@ -218,13 +218,34 @@ impl Producing {
     }
 }
 
+/// Commits the offsets of what was processed before partitions are taken away, as a well-behaved
+/// group member does, so the next owner does not process them again. Runs on the thread that
+/// polls the consumer.
+struct CommitOnRevoke;
+
+impl rdkafka::client::ClientContext for CommitOnRevoke {}
+
+impl rdkafka::consumer::ConsumerContext for CommitOnRevoke {
+    fn pre_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if matches!(rebalance, rdkafka::consumer::Rebalance::Revoke(_))
+            && let Err(error) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        {
+            eprintln!("kaudit-sample-app: commit on revoke: {error}");
+        }
+    }
+}
+
 async fn consume(args: ConsumeArgs) -> Result<(), Exit> {
     let (config, agent) = start_agent(&args.common).await?;
-    let consumer: StreamConsumer = config
+    let consumer: StreamConsumer<CommitOnRevoke> = config
         .kafka_client()
         .set("group.id", &args.group)
         .set("auto.offset.reset", "earliest")
-        .create()
+        .create_with_context(CommitOnRevoke)
         .map_err(Exit::failure)?;
     consumer.subscribe(&[&args.common.topic]).map_err(Exit::failure)?;
     let consumer = AuditedStreamConsumer::new(consumer, agent.auditor().clone(), &args.common.tier);
