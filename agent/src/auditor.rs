@@ -8,15 +8,19 @@
 //! taken) where the consumer stands in its assigned partitions.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kaudit_schema::{BucketWidth, EpochMillis, FlushBatch};
 
 use crate::clock::{Clock, SystemClock};
 use crate::extract::{AuditMessage, EventTime};
 use crate::fingerprint::fingerprint;
+use crate::ingest::{IngestBatch, IngestLine};
+use crate::metrics::RefusedReason;
 use crate::rules::TopicRules;
 use crate::table::{
-    Observation, PartitionPosition, PerStream, ProgressBasis, StreamCounters, TallyTable, TierPositions,
+    DEFAULT_MAX_FUTURE_MS, DEFAULT_MAX_STREAMS, Observation, PartitionPosition, PerStream, ProgressBasis,
+    StreamCapExceeded, StreamCounters, TallyTable, TierPositions,
 };
 
 /// Where a consumer stands in the partitions assigned to it. Asked once per flush, from the
@@ -54,7 +58,13 @@ struct Inner {
     rules: TopicRules,
     clock: Arc<dyn Clock>,
     agent_id: String,
+    max_streams: usize,
+    /// When the stream cap was last logged (at most every [`CAP_LOG_INTERVAL`]).
+    cap_logged: Mutex<Option<Instant>>,
 }
+
+/// Refusals for the stream cap are logged at most this often.
+const CAP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How to build an [`Auditor`].
 pub struct AuditorOptions {
@@ -67,6 +77,12 @@ pub struct AuditorOptions {
     pub clock: Arc<dyn Clock>,
     /// Fix the instance id (tests); `None` picks a random one.
     pub instance_id: Option<String>,
+    /// Most distinct (topic, tier) streams (see [`crate::table`]'s bounds).
+    pub max_streams: usize,
+    /// Event times further than this ahead of the clock count as malformed, ms.
+    pub max_future_ms: i64,
+    /// Most buckets open at once (see [`crate::table`]'s bounds).
+    pub max_open_buckets: usize,
 }
 
 impl AuditorOptions {
@@ -79,6 +95,9 @@ impl AuditorOptions {
             rules: TopicRules::default(),
             clock: Arc::new(SystemClock),
             instance_id: None,
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_future_ms: DEFAULT_MAX_FUTURE_MS,
+            max_open_buckets: crate::table::DEFAULT_MAX_OPEN_BUCKETS,
         }
     }
 }
@@ -107,6 +126,9 @@ impl Auditor {
         let agent_id = format!("{}-{instance}", options.name);
         let mut table = TallyTable::new(agent_id.clone(), options.bucket_width, options.close_after_ms);
         table.set_started_at(options.clock.now_ms());
+        table.set_max_streams(options.max_streams);
+        table.set_max_future_ms(options.max_future_ms);
+        table.set_max_open_buckets(options.max_open_buckets);
         Self {
             inner: Arc::new(Inner {
                 table: Mutex::new(table),
@@ -115,8 +137,99 @@ impl Auditor {
                 rules: options.rules,
                 clock: options.clock,
                 agent_id,
+                max_streams: options.max_streams,
+                cap_logged: Mutex::new(None),
             }),
         }
+    }
+
+    /// Count a validated ingest request, all or nothing, under one lock: `Err` (nothing counted,
+    /// the records counted as refused) when its new streams would pass the stream cap. `Ok` is the
+    /// number of snapshots taken before it was counted: its records are in the next one.
+    pub fn count_batch(&self, batch: &IngestBatch) -> Result<u64, StreamCapExceeded> {
+        let now = self.inner.clock.now_ms();
+        let mut table = self.table();
+        if let Err(e) = table.admit(batch.streams()) {
+            table.refuse_for_stream_cap(batch.len() as u64);
+            return Err(e);
+        }
+        for r in &batch.records {
+            table.record(&r.topic, &r.tier, r.observation, now);
+        }
+        for p in &batch.progress {
+            table.declare_progress(&p.topic, &p.tier, p.event_time_ms);
+        }
+        Ok(table.snapshots_taken())
+    }
+
+    /// Count valid UDP lines one by one, under one lock: a line of a new stream past the cap is
+    /// refused (counted as refused), the others count. Returns (counted, refused).
+    pub fn count_lines(&self, lines: &[IngestLine]) -> (u64, u64) {
+        let now = self.inner.clock.now_ms();
+        let mut table = self.table();
+        let mut refused = 0;
+        for line in lines {
+            let (topic, tier) = line.stream();
+            if !table.has_room_for(topic, tier) {
+                refused += 1;
+                continue;
+            }
+            match line {
+                IngestLine::Record(r) => {
+                    table.record(topic, tier, r.observation, now);
+                }
+                IngestLine::Progress(p) => table.declare_progress(topic, tier, p.event_time_ms),
+            }
+        }
+        table.refuse_for_stream_cap(refused);
+        (lines.len() as u64 - refused, refused)
+    }
+
+    /// Snapshots taken so far (see [`TallyTable::snapshots_taken`]).
+    pub fn snapshots_taken(&self) -> u64 {
+        self.table().snapshots_taken()
+    }
+
+    /// Cumulative rows of every tally changed since the last snapshot, and nothing else (no
+    /// heartbeats, no progress, no bucket closes): an early flush for durable acknowledgements.
+    pub fn snapshot_rows_only(&self) -> FlushBatch {
+        let now = self.inner.clock.now_ms();
+        self.table().snapshot_rows_only(now)
+    }
+
+    /// Records refused or overflowed for the stream cap since the last call; logged at most every
+    /// 10 s.
+    pub fn take_refused(&self) -> u64 {
+        self.take_refused_for(RefusedReason::StreamCap)
+    }
+
+    /// Records refused or diverted for `reason` since the last call; logged at most every 10 s.
+    pub fn take_refused_for(&self, reason: RefusedReason) -> u64 {
+        if reason == RefusedReason::BucketCap {
+            let diverted = self.table().take_refused_bucket_cap();
+            if diverted > 0 {
+                tracing::warn!(
+                    diverted,
+                    "messages that would open a bucket past agent.max_open_buckets counted as malformed in their \
+                     arrival bucket"
+                );
+            }
+            return diverted;
+        }
+        let refused = self.table().take_refused_stream_cap();
+        if refused > 0 {
+            let mut logged = self.inner.cap_logged.lock().expect("cap log poisoned");
+            if logged.is_none_or(|t| t.elapsed() >= CAP_LOG_INTERVAL) {
+                *logged = Some(Instant::now());
+                tracing::warn!(
+                    refused,
+                    cap = self.inner.max_streams,
+                    "records of new (topic, tier) streams past agent.max_streams: refused (ingest) or counted as \
+                     malformed in the ~overflow stream (Kafka clients); logged at most every 10 s"
+                );
+            }
+        }
+        refused
     }
 
     /// This agent's id: `name-instance`.

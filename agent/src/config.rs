@@ -41,10 +41,30 @@ pub struct AgentConfig {
     /// How long shutdown keeps retrying the store before leaving the backlog in the spool, ms.
     /// Default 10000.
     pub shutdown_timeout_ms: u64,
+    /// Most distinct (topic, tier) streams this agent tallies. Default 10000. Each stream stays in
+    /// memory (and in the metrics) until the agent stops, so this bounds both. Past it, ingest
+    /// refuses records of new streams (HTTP 422 naming the cap; UDP lines dropped), and the Kafka
+    /// client wrappers count messages of new streams as malformed in the `~overflow` stream; both
+    /// are counted in `kaudit_agent_refused_records_total{reason="stream_cap"}` and logged at most
+    /// every 10 s. A tap is not capped: its streams are the partitions Kafka assigns it.
+    pub max_streams: usize,
+    /// How far ahead of this agent's clock an event time may be, ms. Default 3600000 (1 h).
+    /// Later event times count as malformed, in the bucket of their arrival: a bucket in the far
+    /// future would never close.
+    pub max_future_ms: u64,
+    /// Most event-time buckets open in memory at once, across all streams. Default 20000 (each
+    /// holds a tally with a latency histogram of a few KiB). Past it, a message that would open
+    /// another bucket (scattered far-past event times, say) counts as malformed in its arrival
+    /// bucket, in `kaudit_agent_refused_records_total{reason="bucket_cap"}`. Normal traffic holds
+    /// streams × (close_after / bucket width + 2) buckets.
+    pub max_open_buckets: usize,
     /// Extraction rules by topic pattern, first match wins. Default: every topic (`*`) uses the
     /// message key and the Kafka timestamp.
     pub topics: Vec<TopicRuleConfig>,
 }
+
+/// Largest `max_future_ms` accepted: a year. Past that, far-future buckets would pile up again.
+const MAX_FUTURE_LIMIT_MS: u64 = 366 * 86_400_000;
 
 /// How to read business id and event time for the topics matching `pattern`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +92,9 @@ impl Default for AgentConfig {
             spool_dir: None,
             spool_max_bytes: 256 << 20,
             shutdown_timeout_ms: 10_000,
+            max_streams: crate::table::DEFAULT_MAX_STREAMS,
+            max_future_ms: crate::table::DEFAULT_MAX_FUTURE_MS as u64,
+            max_open_buckets: crate::table::DEFAULT_MAX_OPEN_BUCKETS,
             topics: Vec::new(),
         }
     }
@@ -99,6 +122,18 @@ impl AgentConfig {
         }
         if self.spool_max_bytes < 64 << 10 {
             issues.push(ConfigIssue::new(at("spool_max_bytes"), "must be at least 65536 bytes"));
+        }
+        if self.max_open_buckets == 0 {
+            issues.push(ConfigIssue::new(at("max_open_buckets"), "must be at least 1"));
+        }
+        if self.max_streams == 0 {
+            issues.push(ConfigIssue::new(at("max_streams"), "must be at least 1"));
+        }
+        if self.max_future_ms > MAX_FUTURE_LIMIT_MS {
+            issues.push(ConfigIssue::new(
+                at("max_future_ms"),
+                format!("{} is more than a year ({MAX_FUTURE_LIMIT_MS} ms)", self.max_future_ms),
+            ));
         }
         for (i, rule) in self.topics.iter().enumerate() {
             if let Err(e) = globset::Glob::new(&rule.pattern) {
@@ -128,6 +163,9 @@ impl AgentConfig {
             rules: self.topic_rules(),
             clock,
             instance_id: None,
+            max_streams: self.max_streams,
+            max_open_buckets: self.max_open_buckets,
+            max_future_ms: self.max_future_ms as i64,
         })
     }
 
@@ -136,6 +174,7 @@ impl AgentConfig {
             flush_interval: Duration::from_millis(self.flush_interval_ms),
             max_queued_batches: self.max_queued_batches,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            ack_gate: None,
         }
     }
 
@@ -154,6 +193,7 @@ mod tests {
         let c = AgentConfig::default();
         assert!(c.validate("agent").is_empty());
         assert_eq!((c.bucket_width_ms, c.flush_interval_ms), (60_000, 5_000));
+        assert_eq!((c.max_streams, c.max_future_ms), (10_000, 3_600_000));
         assert_eq!(c.spool_dir(Path::new("/d")), PathBuf::from("/d/spool/kaudit"));
     }
 
@@ -163,6 +203,8 @@ mod tests {
             name: "bad name".into(),
             bucket_width_ms: 0,
             max_queued_batches: 0,
+            max_streams: 0,
+            max_future_ms: u64::MAX,
             topics: vec![
                 TopicRuleConfig {
                     pattern: "ok.*".into(),
@@ -180,7 +222,14 @@ mod tests {
         let paths: Vec<String> = c.validate("agent").into_iter().map(|i| i.path).collect();
         assert_eq!(
             paths,
-            ["agent.name", "agent.bucket_width_ms", "agent.max_queued_batches", "agent.topics[1].pattern"]
+            [
+                "agent.name",
+                "agent.bucket_width_ms",
+                "agent.max_queued_batches",
+                "agent.max_streams",
+                "agent.max_future_ms",
+                "agent.topics[1].pattern"
+            ]
         );
     }
 }

@@ -19,18 +19,36 @@
 //!
 //! * HTTP `POST /v1/records`: a JSON array, or NDJSON (one object a line), of records and progress
 //!   records. A request is all or nothing: any invalid record answers 400 with every problem
-//!   (index and field), and nothing is counted.
+//!   (index and field; the first [`MAX_PROBLEMS`], then how many more), and nothing is counted.
+//!
+//! Names: a topic is 1–249 characters of `[A-Za-z0-9._-]`, not `.` or `..` (Kafka's rule); a
+//! tier 1–128 characters of `[A-Za-z0-9._/-]`. Hashes are strict hex: 1–16 hex digits (in JSON
+//! strings optionally after `0x`), no sign, no spaces.
+//!
+//! ## Bounded parsing
+//! A body is never parsed into a document tree: each element is read straight into borrowed,
+//! lenient fields (module `raw`) and validated at once into an [`IngestRecord`] (or a problem), and the
+//! parse stops with an error at the first element past [`MAX_RECORDS`]. Memory is therefore
+//! proportional to the record limit (the validated records, at most [`MAX_PROBLEMS`] problem
+//! texts), not to the body: a 16 MiB body of `0` lines stops at line 100,001 with a handful of
+//! strings allocated.
 //! * UDP, one record a line, fields separated by single spaces, business id last (it may contain
 //!   spaces): `v1 <topic> <tier> xxh=<hex>|fp=<hex> <bytes> <event_time_ms|-> <business_id>`; a
 //!   progress record: `v1p <topic> <tier> <event_time_ms>`. Invalid lines are counted and logged
 //!   (rate-limited); valid lines of a datagram still count.
 
+use std::borrow::Cow;
+
 use kaudit_schema::EpochMillis;
-use serde_json::Value;
+use serde::de::{self, Deserializer as _, SeqAccess, Visitor};
 
 use crate::extract::{EventTime, from_epoch_number};
 use crate::fingerprint::fingerprint_from_xxh64;
 use crate::table::Observation;
+
+mod raw;
+
+use raw::{KeyProblems, RawItem, RawProgress, RawRecord, Scalar, shown};
 
 /// One validated record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +94,12 @@ impl IngestBatch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The (topic, tier) of every record and progress record, repeats included.
+    pub fn streams(&self) -> impl Iterator<Item = (&str, &str)> {
+        let records = self.records.iter().map(|r| (r.topic.as_str(), r.tier.as_str()));
+        records.chain(self.progress.iter().map(|p| (p.topic.as_str(), p.tier.as_str())))
+    }
 }
 
 /// One valid UDP line.
@@ -85,32 +109,151 @@ pub enum IngestLine {
     Progress(ProgressRecord),
 }
 
-/// Most records one HTTP request may carry.
-pub const MAX_RECORDS: usize = 100_000;
-
-fn hex_or_int(v: &Value, field: &str) -> Result<u64, String> {
-    match v {
-        Value::String(s) => {
-            u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|_| format!("{field}: {s:?} is not a hex u64"))
+impl IngestLine {
+    /// The line's (topic, tier).
+    pub fn stream(&self) -> (&str, &str) {
+        match self {
+            IngestLine::Record(r) => (&r.topic, &r.tier),
+            IngestLine::Progress(p) => (&p.topic, &p.tier),
         }
-        Value::Number(n) => n.as_u64().ok_or_else(|| format!("{field}: {n} is not a u64")),
+    }
+}
+
+/// Most records (and progress records) one HTTP request may carry.
+pub const MAX_RECORDS: usize = 100_000;
+/// Most problems a rejection lists; past them it says how many more there were.
+pub const MAX_PROBLEMS: usize = 100;
+/// Longest topic name Kafka allows.
+pub const MAX_TOPIC_LEN: usize = 249;
+/// Longest tier name.
+pub const MAX_TIER_LEN: usize = 128;
+
+/// A refused request body: what was wrong, bounded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejection {
+    /// The first [`MAX_PROBLEMS`] problems, each naming its record (or the body) and field.
+    pub problems: Vec<String>,
+    /// Problems past those listed.
+    pub more: usize,
+    /// Records (elements or non-empty lines) read before the body was refused.
+    pub records: usize,
+}
+
+impl Rejection {
+    fn body(problem: String, records: usize) -> Self {
+        Self { problems: vec![problem], more: 0, records }
+    }
+
+    fn push(&mut self, problem: String) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(problem);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// Every problem counted, listed or not.
+    pub fn total(&self) -> usize {
+        self.problems.len() + self.more
+    }
+
+    /// One line: the first problem and how many others.
+    pub fn summary(&self) -> String {
+        match (self.problems.first(), self.total()) {
+            (None, _) => "invalid request".into(),
+            (Some(first), 1) => first.clone(),
+            (Some(first), n) => format!("{first} (and {} more problems)", n - 1),
+        }
+    }
+
+    /// The listed problems, and a last line "and N more problems" if some were left out.
+    pub fn listed(&self) -> Vec<String> {
+        let mut out = self.problems.clone();
+        if self.more > 0 {
+            out.push(format!("and {} more problems", self.more));
+        }
+        out
+    }
+}
+
+/// Check a topic name: Kafka's rule, 1–249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn check_topic(name: &str) -> Result<(), String> {
+    let ok = (1..=MAX_TOPIC_LEN).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not a Kafka topic name: 1 to {MAX_TOPIC_LEN} characters of letters, digits, '.', '_' and '-'",
+            shown(name)
+        ))
+    }
+}
+
+/// Check a tier name: 1–128 characters of `[A-Za-z0-9._/-]`.
+pub fn check_tier(name: &str) -> Result<(), String> {
+    let ok = (1..=MAX_TIER_LEN).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not a tier name: 1 to {MAX_TIER_LEN} characters of letters, digits, '.', '_', '/' and '-'",
+            shown(name)
+        ))
+    }
+}
+
+/// Strict hex: 1–16 hex digits, nothing else.
+pub fn parse_hex_u64(text: &str) -> Option<u64> {
+    let ok = (1..=16).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if ok { u64::from_str_radix(text, 16).ok() } else { None }
+}
+
+fn hex_or_int(v: &Scalar<'_>, field: &str) -> Result<u64, String> {
+    match v {
+        Scalar::Str(s) => parse_hex_u64(s.strip_prefix("0x").unwrap_or(s))
+            .ok_or_else(|| format!("{field}: {v} is not 1 to 16 hex digits")),
+        Scalar::Uint(n) => Ok(*n),
+        Scalar::Int(_) | Scalar::Float(_) => Err(format!("{field}: {v} is not a u64")),
         other => Err(format!("{field}: expected a hex string, got {other}")),
     }
 }
 
-fn string_field<'a>(obj: &'a serde_json::Map<String, Value>, field: &str) -> Result<&'a str, String> {
-    match obj.get(field) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(format!("{field}: must not be empty")),
+fn string_field<'s, 'a>(v: &'s Option<Scalar<'a>>, field: &str) -> Result<&'s str, String> {
+    match v {
+        Some(Scalar::Str(s)) if !s.is_empty() => Ok(s),
+        Some(Scalar::Str(_)) => Err(format!("{field}: must not be empty")),
         Some(other) => Err(format!("{field}: expected a string, got {other}")),
         None => Err(format!("{field}: missing")),
     }
 }
 
+fn name_field<'s>(
+    v: &'s Option<Scalar<'_>>,
+    field: &str,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<&'s str, String> {
+    let name = string_field(v, field)?;
+    check(name).map_err(|e| format!("{field}: {e}"))?;
+    Ok(name)
+}
+
+/// An integer of seconds or milliseconds since the epoch, by magnitude.
+fn epoch_time(v: &Scalar<'_>) -> Option<EventTime> {
+    match v {
+        Scalar::Uint(n) => Some(i64::try_from(*n).map_or(EventTime::Malformed, from_epoch_number)),
+        Scalar::Int(n) => Some(from_epoch_number(*n)),
+        _ => None,
+    }
+}
+
 /// Seconds or milliseconds since the epoch, required.
-fn required_time(obj: &serde_json::Map<String, Value>, field: &str) -> Result<EpochMillis, String> {
-    match obj.get(field) {
-        Some(Value::Number(n)) => match n.as_i64().map(from_epoch_number) {
+fn required_time(v: &Option<Scalar<'_>>, field: &str) -> Result<EpochMillis, String> {
+    match v {
+        Some(n @ (Scalar::Uint(_) | Scalar::Int(_) | Scalar::Float(_))) => match epoch_time(n) {
             Some(EventTime::Valid(t)) => Ok(t),
             _ => Err(format!("{field}: {n} is not a positive integer of s or ms since the epoch")),
         },
@@ -119,58 +262,67 @@ fn required_time(obj: &serde_json::Map<String, Value>, field: &str) -> Result<Ep
     }
 }
 
-/// Validate one JSON progress record, `{"progress": {"topic", "tier", "event_time"}}`.
-pub fn progress_from_json(v: &Value) -> Result<ProgressRecord, String> {
-    let obj = v.as_object().ok_or("expected an object")?;
-    if let Some(other) = obj.keys().find(|k| *k != "progress") {
+fn key_problems(keys: &KeyProblems, fields: &[&str], prefix: &str) -> Result<(), String> {
+    if let Some(unknown) = &keys.unknown {
+        return Err(format!("{prefix}{unknown}: unknown field; expected one of {}", fields.join(", ")));
+    }
+    match keys.duplicate {
+        Some(name) => Err(format!("{prefix}{name}: given twice")),
+        None => Ok(()),
+    }
+}
+
+/// Validate one progress record, `{"progress": {"topic", "tier", "event_time"}}`.
+fn progress_from_raw(
+    inner: &Result<RawProgress<'_>, Scalar<'_>>,
+    outer: &RawRecord<'_>,
+) -> Result<ProgressRecord, String> {
+    if let Some(other) = outer.keys.unknown.as_deref().or(outer.other_key) {
         return Err(format!("{other}: a progress record has no key but progress"));
     }
-    let inner = match obj.get("progress") {
-        Some(Value::Object(inner)) => inner,
-        Some(other) => {
-            return Err(format!("progress: expected an object with topic, tier and event_time, got {other}"));
-        }
-        None => return Err("progress: missing".into()),
-    };
-    const FIELDS: [&str; 3] = ["topic", "tier", "event_time"];
-    if let Some(unknown) = inner.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(format!("progress.{unknown}: unknown field; expected one of {}", FIELDS.join(", ")));
+    if outer.keys.duplicate.is_some() {
+        return Err("progress: given twice".into());
     }
+    let inner = match inner {
+        Ok(inner) => inner,
+        Err(other) => return Err(format!("progress: expected an object with topic, tier and event_time, got {other}")),
+    };
+    key_problems(&inner.keys, &["topic", "tier", "event_time"], "progress.")?;
     let within = |e: String| format!("progress.{e}");
     Ok(ProgressRecord {
-        topic: string_field(inner, "topic").map_err(within)?.to_string(),
-        tier: string_field(inner, "tier").map_err(within)?.to_string(),
-        event_time_ms: required_time(inner, "event_time").map_err(within)?,
+        topic: name_field(&inner.topic, "topic", check_topic).map_err(within)?.to_string(),
+        tier: name_field(&inner.tier, "tier", check_tier).map_err(within)?.to_string(),
+        event_time_ms: required_time(&inner.event_time, "event_time").map_err(within)?,
     })
 }
 
-/// Validate one JSON record.
-pub fn record_from_json(v: &Value) -> Result<IngestRecord, String> {
-    let obj = v.as_object().ok_or("expected an object")?;
-    const FIELDS: [&str; 7] = ["topic", "tier", "business_id", "payload_xxh64", "fingerprint", "bytes", "event_time"];
-    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(format!("{unknown}: unknown field; expected one of {}", FIELDS.join(", ")));
-    }
-    let topic = string_field(obj, "topic")?;
-    let tier = string_field(obj, "tier")?;
-    let business_id = match obj.get("business_id") {
-        None | Some(Value::Null) => "",
-        Some(Value::String(s)) => s,
+const RECORD_FIELDS: [&str; 7] =
+    ["topic", "tier", "business_id", "payload_xxh64", "fingerprint", "bytes", "event_time"];
+
+/// Validate one record.
+fn record_from_raw(r: &RawRecord<'_>) -> Result<IngestRecord, String> {
+    key_problems(&r.keys, &RECORD_FIELDS, "")?;
+    let topic = name_field(&r.topic, "topic", check_topic)?;
+    let tier = name_field(&r.tier, "tier", check_tier)?;
+    let business_id: &str = match &r.business_id {
+        None | Some(Scalar::Null) => "",
+        Some(Scalar::Str(s)) => s,
         Some(other) => return Err(format!("business_id: expected a string, got {other}")),
     };
-    let fingerprint = match (obj.get("payload_xxh64"), obj.get("fingerprint")) {
+    let fingerprint = match (&r.payload_xxh64, &r.fingerprint) {
         (Some(x), None) => fingerprint_from_xxh64(business_id.as_bytes(), hex_or_int(x, "payload_xxh64")?),
         (None, Some(f)) => hex_or_int(f, "fingerprint")?,
         (Some(_), Some(_)) => return Err("give payload_xxh64 or fingerprint, not both".into()),
         (None, None) => return Err("payload_xxh64 or fingerprint: missing".into()),
     };
-    let bytes = match obj.get("bytes") {
+    let bytes = match &r.bytes {
         None => 0,
-        Some(b) => b.as_u64().ok_or_else(|| format!("bytes: expected a non-negative integer, got {b}"))?,
+        Some(Scalar::Uint(n)) => *n,
+        Some(b) => return Err(format!("bytes: expected a non-negative integer, got {b}")),
     };
-    let event_time = match obj.get("event_time") {
-        None | Some(Value::Null) => EventTime::Missing,
-        Some(Value::Number(n)) => match n.as_i64().map(from_epoch_number) {
+    let event_time = match &r.event_time {
+        None | Some(Scalar::Null) => EventTime::Missing,
+        Some(n @ (Scalar::Uint(_) | Scalar::Int(_) | Scalar::Float(_))) => match epoch_time(n) {
             Some(EventTime::Valid(t)) => EventTime::Valid(t),
             _ => return Err(format!("event_time: {n} is not a positive integer of s or ms since the epoch")),
         },
@@ -183,43 +335,118 @@ pub fn record_from_json(v: &Value) -> Result<IngestRecord, String> {
     })
 }
 
-/// Parse a request body (JSON array or NDJSON): every record and progress record, or every problem.
-pub fn parse_body(body: &[u8]) -> Result<IngestBatch, Vec<String>> {
-    let text = std::str::from_utf8(body).map_err(|e| vec![format!("body is not UTF-8: {e}")])?;
-    let trimmed = text.trim_start();
-    let values: Vec<(String, Result<Value, String>)> = if trimmed.starts_with('[') {
-        match serde_json::from_str::<Vec<Value>>(trimmed) {
-            Ok(vs) if vs.is_empty() => return Ok(IngestBatch::default()),
-            Ok(vs) => vs.into_iter().enumerate().map(|(i, v)| (format!("record {}", i + 1), Ok(v))).collect(),
-            Err(e) => return Err(vec![format!("body is not valid JSON: {e}")]),
+fn validate(item: &RawItem<'_>) -> Result<IngestLine, String> {
+    match item {
+        RawItem::Record(r) => record_from_raw(r).map(IngestLine::Record),
+        RawItem::Progress(inner, outer) => progress_from_raw(inner, outer).map(IngestLine::Progress),
+        RawItem::NotAnObject(other) => Err(format!("expected an object, got {other}")),
+    }
+}
+
+/// Validated records and the problems so far, bounded.
+#[derive(Default)]
+struct Collected {
+    batch: IngestBatch,
+    rejection: Rejection,
+    /// Elements or non-empty lines seen.
+    seen: usize,
+}
+
+impl Collected {
+    /// Take the next element (at `place`); `Err` once past [`MAX_RECORDS`].
+    fn take(&mut self, item: Result<RawItem<'_>, String>, place: impl FnOnce() -> String) -> Result<(), String> {
+        self.seen += 1;
+        if self.seen > MAX_RECORDS {
+            return Err(format!(
+                "more than {MAX_RECORDS} records ({} is past the limit); at most {MAX_RECORDS} per request",
+                place()
+            ));
         }
-    } else {
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| (format!("line {}", i + 1), serde_json::from_str(l).map_err(|e| format!("not JSON: {e}"))))
-            .collect()
-    };
-    if values.is_empty() {
-        return Err(vec!["no records".into()]);
+        match item.and_then(|item| validate(&item)) {
+            // Once a problem is found nothing will be counted: stop keeping records.
+            Ok(_) if self.rejection.total() > 0 => {}
+            Ok(IngestLine::Record(r)) => self.batch.records.push(r),
+            Ok(IngestLine::Progress(p)) => self.batch.progress.push(p),
+            Err(e) => {
+                self.batch = IngestBatch::default();
+                self.rejection.push(format!("{}: {e}", place()));
+            }
+        }
+        Ok(())
     }
-    if values.len() > MAX_RECORDS {
-        return Err(vec![format!("{} records; at most {MAX_RECORDS} per request", values.len())]);
+
+    fn finish(mut self) -> Result<IngestBatch, Rejection> {
+        self.rejection.records = self.seen;
+        if self.rejection.total() == 0 { Ok(self.batch) } else { Err(self.rejection) }
     }
-    let mut batch = IngestBatch { records: Vec::with_capacity(values.len()), progress: Vec::new() };
-    let mut problems = Vec::new();
-    for (place, value) in values {
-        let parsed = value.and_then(|v| match v.get("progress") {
-            Some(_) => progress_from_json(&v).map(IngestLine::Progress),
-            None => record_from_json(&v).map(IngestLine::Record),
-        });
-        match parsed {
-            Ok(IngestLine::Record(r)) => batch.records.push(r),
-            Ok(IngestLine::Progress(p)) => batch.progress.push(p),
-            Err(e) => problems.push(format!("{place}: {e}")),
+}
+
+/// Reads a JSON array element by element into a [`Collected`].
+struct ArrayVisitor<'c> {
+    collected: &'c mut Collected,
+    /// Set when the record limit ended the parse (rather than a JSON error).
+    limit: &'c mut Option<String>,
+}
+
+impl<'de> Visitor<'de> for ArrayVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<RawItem<'de>>()? {
+            let n = self.collected.seen + 1;
+            if let Err(e) = self.collected.take(Ok(item), || format!("record {n}")) {
+                *self.limit = Some(e);
+                return Err(de::Error::custom("record limit"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_array(body: &[u8]) -> Result<IngestBatch, Rejection> {
+    let mut collected = Collected::default();
+    let mut limit = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed =
+        de.deserialize_seq(ArrayVisitor { collected: &mut collected, limit: &mut limit }).and_then(|()| de.end());
+    if let Some(e) = limit {
+        return Err(Rejection::body(e, collected.seen));
+    }
+    if let Err(e) = parsed {
+        return Err(Rejection::body(format!("body is not valid JSON: {e}"), collected.seen));
+    }
+    collected.finish()
+}
+
+fn parse_ndjson(body: &[u8]) -> Result<IngestBatch, Rejection> {
+    let mut collected = Collected::default();
+    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        let item = serde_json::from_slice::<RawItem<'_>>(line).map_err(|e| format!("not JSON: {e}"));
+        if let Err(e) = collected.take(item, || format!("line {}", i + 1)) {
+            return Err(Rejection::body(e, collected.seen));
         }
     }
-    if problems.is_empty() { Ok(batch) } else { Err(problems) }
+    if collected.seen == 0 {
+        return Err(Rejection::body("no records".into(), 0));
+    }
+    collected.finish()
+}
+
+/// Parse a request body (JSON array or NDJSON): every record and progress record, or the problems
+/// (at most [`MAX_PROBLEMS`] listed). Stops at the first record past [`MAX_RECORDS`].
+pub fn parse_body(body: &[u8]) -> Result<IngestBatch, Rejection> {
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(Rejection::body(format!("body is not UTF-8: {e}"), 0));
+    }
+    if body.trim_ascii_start().starts_with(b"[") { parse_array(body) } else { parse_ndjson(body) }
 }
 
 /// Parse one UDP line: a record (`v1 …`) or a progress record (`v1p …`).
@@ -228,8 +455,14 @@ pub fn parse_line(line: &str) -> Result<IngestLine, String> {
         "v1" => parse_record_line(line).map(IngestLine::Record),
         "v1p" => parse_progress_line(line).map(IngestLine::Progress),
         "" => Err("missing version".into()),
-        version => Err(format!("unknown version {version:?}; expected v1 or v1p")),
+        version => Err(format!("unknown version {}; expected v1 or v1p", shown(version))),
     }
+}
+
+fn line_names<'a>(topic: &'a str, tier: &'a str) -> Result<(String, String), String> {
+    check_topic(topic).map_err(|e| format!("topic: {e}"))?;
+    check_tier(tier).map_err(|e| format!("tier: {e}"))?;
+    Ok((topic.into(), tier.into()))
 }
 
 /// `v1p <topic> <tier> <event_time_ms>`.
@@ -240,10 +473,19 @@ fn parse_progress_line(line: &str) -> Result<ProgressRecord, String> {
     if parts.next().is_some() {
         return Err("v1p takes 3 fields: <topic> <tier> <event_time_ms>".into());
     }
-    match time.parse::<i64>().map(from_epoch_number) {
-        Ok(EventTime::Valid(t)) => Ok(ProgressRecord { topic: topic.into(), tier: tier.into(), event_time_ms: t }),
-        _ => Err(format!("event_time {time:?} is not a positive integer of s or ms")),
+    let (topic, tier) = line_names(topic, tier)?;
+    match strict_i64(time).map(from_epoch_number) {
+        Some(EventTime::Valid(t)) => Ok(ProgressRecord { topic, tier, event_time_ms: t }),
+        _ => Err(format!("event_time {} is not a positive integer of s or ms", shown(time))),
     }
+}
+
+/// Decimal digits only (no sign), as an i64.
+fn strict_i64(text: &str) -> Option<i64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// `v1 <topic> <tier> xxh=<hex>|fp=<hex> <bytes> <event_time_ms|-> <business_id>`.
@@ -254,136 +496,43 @@ fn parse_record_line(line: &str) -> Result<IngestRecord, String> {
     let (topic, tier, hash, bytes, time) =
         (next("topic")?, next("tier")?, next("hash")?, next("bytes")?, next("event_time")?);
     let business_id = parts.next().unwrap_or("");
-    let parse_hex = |h: &str| u64::from_str_radix(h, 16).map_err(|_| format!("{h:?} is not a hex u64"));
+    let (topic, tier) = line_names(topic, tier)?;
+    let parse_hex = |h: &str| parse_hex_u64(h).ok_or_else(|| format!("{} is not 1 to 16 hex digits", shown(h)));
     let fingerprint = if let Some(h) = hash.strip_prefix("xxh=") {
         fingerprint_from_xxh64(business_id.as_bytes(), parse_hex(h)?)
     } else if let Some(h) = hash.strip_prefix("fp=") {
         parse_hex(h)?
     } else {
-        return Err(format!("hash {hash:?} must be xxh=<hex> or fp=<hex>"));
+        return Err(format!("hash {} must be xxh=<hex> or fp=<hex>", shown(hash)));
     };
-    let bytes: u64 = bytes.parse().map_err(|_| format!("bytes {bytes:?} is not a non-negative integer"))?;
+    let digits = bytes.bytes().all(|b| b.is_ascii_digit());
+    let bytes = digits
+        .then(|| bytes.parse::<u64>().ok())
+        .flatten()
+        .ok_or_else(|| format!("bytes {} is not a non-negative integer", shown(bytes)))?;
     let event_time = match time {
         "-" => EventTime::Missing,
-        t => match t.parse::<i64>().map(from_epoch_number) {
-            Ok(EventTime::Valid(v)) => EventTime::Valid(v),
-            _ => return Err(format!("event_time {t:?} is not a positive integer of s or ms, or -")),
+        t => match strict_i64(t).map(from_epoch_number) {
+            Some(EventTime::Valid(v)) => EventTime::Valid(v),
+            _ => return Err(format!("event_time {} is not a positive integer of s or ms, or -", shown(t))),
         },
     };
-    Ok(IngestRecord {
-        topic: topic.into(),
-        tier: tier.into(),
-        observation: Observation { fingerprint, bytes, event_time, malformed_id: false },
-    })
+    Ok(IngestRecord { topic, tier, observation: Observation { fingerprint, bytes, event_time, malformed_id: false } })
+}
+
+/// A record as one UDP line (for clients and tests): the inverse of [`parse_line`] for records
+/// given by fingerprint.
+pub fn record_line(
+    topic: &str,
+    tier: &str,
+    fingerprint: u64,
+    bytes: u64,
+    event_time: Option<EpochMillis>,
+    business_id: &str,
+) -> String {
+    let time: Cow<'_, str> = event_time.map_or(Cow::Borrowed("-"), |t| Cow::Owned(t.to_string()));
+    format!("v1 {topic} {tier} fp={fingerprint:x} {bytes} {time} {business_id}")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fingerprint::fingerprint;
-
-    #[test]
-    fn json_records_make_the_same_fingerprint_as_the_agent() {
-        let xxh = xxhash_rust::xxh64::xxh64(b"{\"id\":\"order-42\",\"amount\":1999}", 0);
-        let body = format!(
-            r#"[{{"topic":"orders","tier":"producer/php","business_id":"order-42","payload_xxh64":"{xxh:016x}","bytes":31,"event_time":1700000000}}]"#
-        );
-        let records = parse_body(body.as_bytes()).unwrap().records;
-        assert_eq!(
-            records[0].observation.fingerprint,
-            fingerprint(b"order-42", b"{\"id\":\"order-42\",\"amount\":1999}")
-        );
-        assert_eq!(records[0].observation.fingerprint, 0xc283aaa0f9f3f99e, "the shared vector");
-        assert_eq!(records[0].observation.event_time, EventTime::Valid(1_700_000_000_000));
-    }
-
-    #[test]
-    fn ndjson_and_every_problem_reported() {
-        let ok = "{\"topic\":\"t\",\"tier\":\"p\",\"fingerprint\":\"ff\"}\n\n{\"topic\":\"t\",\"tier\":\"p\",\"fingerprint\":255,\"event_time\":null}\n";
-        let records = parse_body(ok.as_bytes()).unwrap().records;
-        assert_eq!(records.len(), 2);
-        assert_eq!(records[1].observation.event_time, EventTime::Missing);
-        let bad = "{\"topic\":\"t\",\"tier\":\"p\"}\nnot json\n{\"topic\":\"\",\"tier\":\"p\",\"fingerprint\":\"zz\"}\n{\"topic\":\"t\",\"tier\":\"p\",\"fingerprint\":\"1\",\"event_time\":\"now\"}\n{\"topic\":\"t\",\"tier\":\"p\",\"fingerprint\":\"1\",\"extra\":1}";
-        let problems = parse_body(bad.as_bytes()).unwrap_err();
-        assert_eq!(problems.len(), 5, "{problems:#?}");
-        assert!(problems[0].starts_with("line 1: payload_xxh64 or fingerprint: missing"));
-        assert!(problems[1].starts_with("line 2: not JSON"));
-        assert!(problems[2].starts_with("line 3: topic: must not be empty"));
-        assert!(problems[3].contains("event_time: expected a number"));
-        assert!(problems[4].contains("extra: unknown field"));
-        assert_eq!(parse_body(b"[]").unwrap(), IngestBatch::default(), "an empty batch is fine");
-        assert_eq!(parse_body(b"  ").unwrap_err(), vec!["no records".to_string()]);
-        assert!(parse_body(b"[{").unwrap_err()[0].contains("not valid JSON"));
-        assert!(parse_body(b"[{\"topic\":\"t\"}]").unwrap_err()[0].starts_with("record 1: "), "records count from 1");
-    }
-
-    fn record(line: &str) -> IngestRecord {
-        match parse_line(line) {
-            Ok(IngestLine::Record(r)) => r,
-            other => panic!("{line}: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn udp_lines() {
-        let r = record("v1 orders consumer/go xxh=c28358e5d775f99e 31 1700000000000 order-42");
-        assert_eq!(r.observation.fingerprint, 0xc283aaa0f9f3f99e);
-        assert_eq!((r.topic.as_str(), r.tier.as_str(), r.observation.bytes), ("orders", "consumer/go", 31));
-        let spaced = record("v1 t p fp=10 0 - id with spaces");
-        assert_eq!((spaced.observation.fingerprint, spaced.observation.event_time), (16, EventTime::Missing));
-        for (line, why) in [
-            ("v2 t p fp=1 0 -", "unknown version"),
-            ("v1 t p", "missing hash"),
-            ("v1 t p md5=1 0 -", "must be xxh="),
-            ("v1 t p fp=1 -3 -", "bytes"),
-            ("v1 t p fp=1 0 yesterday", "event_time"),
-            ("", "missing version"),
-            ("v1p t p", "missing event_time"),
-            ("v1p t p 1700000000000 extra", "3 fields"),
-            ("v1p t p -5", "event_time"),
-            ("v2p t p 1", "expected v1 or v1p"),
-        ] {
-            assert!(parse_line(line).unwrap_err().contains(why), "{line}");
-        }
-    }
-
-    #[test]
-    fn progress_records_in_bodies_and_lines() {
-        let body = r#"[{"topic":"orders","tier":"consumer/php","fingerprint":"1","event_time":1700000000500},
-                       {"progress":{"topic":"orders","tier":"consumer/php","event_time":1700000001}}]"#;
-        let batch = parse_body(body.as_bytes()).unwrap();
-        assert_eq!(batch.records.len(), 1);
-        let declared =
-            ProgressRecord { topic: "orders".into(), tier: "consumer/php".into(), event_time_ms: 1_700_000_001_000 };
-        assert_eq!(batch.progress, vec![declared.clone()], "seconds by magnitude, like records");
-        assert_eq!(batch.len(), 2);
-        let ndjson = "{\"progress\":{\"topic\":\"orders\",\"tier\":\"consumer/php\",\"event_time\":1700000001000}}\n";
-        assert_eq!(parse_body(ndjson.as_bytes()).unwrap().progress, vec![declared.clone()]);
-        assert_eq!(parse_line("v1p orders consumer/php 1700000001000"), Ok(IngestLine::Progress(declared)));
-    }
-
-    /// A request with one bad progress record is refused whole, each problem named.
-    #[test]
-    fn progress_records_are_validated_like_records() {
-        let good = r#"{"topic":"t","tier":"p","fingerprint":"1"}"#;
-        let bad = [
-            (r#"{"progress":{"topic":"t","tier":"p"}}"#, "progress.event_time: missing"),
-            (r#"{"progress":{"topic":"t","tier":"p","event_time":-1}}"#, "progress.event_time: -1 is not a positive"),
-            (r#"{"progress":{"topic":"t","tier":"p","event_time":"now"}}"#, "progress.event_time: expected a number"),
-            (r#"{"progress":{"topic":"","tier":"p","event_time":1}}"#, "progress.topic: must not be empty"),
-            (r#"{"progress":{"tier":"p","event_time":1}}"#, "progress.topic: missing"),
-            (r#"{"progress":{"topic":"t","tier":"p","event_time":1,"at":2}}"#, "progress.at: unknown field"),
-            (
-                r#"{"progress":{"topic":"t","tier":"p","event_time":1},"topic":"t"}"#,
-                "topic: a progress record has no key but progress",
-            ),
-            (r#"{"progress":1700000000000}"#, "progress: expected an object"),
-        ];
-        for (line, why) in bad {
-            let body = format!("{good}\n{line}\n");
-            let problems = parse_body(body.as_bytes()).unwrap_err();
-            assert_eq!(problems.len(), 1, "{line}: {problems:?}");
-            assert!(problems[0].starts_with(&format!("line 2: {why}")), "{line}: {}", problems[0]);
-        }
-    }
-}
+mod tests;

@@ -11,6 +11,9 @@
 //!   heartbeat `stopped`: the verifier tells lag from loss and a crash from a clean stop by them.
 //! * [`flusher`] and [`spool`]: periodic cumulative upserts, with an in-memory queue and a
 //!   bounded on-disk spool while the store is down.
+//! * [`ingest`], [`ingest_server`], [`ack`] and [`idempotency`]: records from apps in other
+//!   languages, parsed within bounds, acknowledged once durable, counted once per
+//!   `Idempotency-Key`.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -27,6 +30,7 @@
 //! assert!((990..=1010).contains(&p50)); // 1000 ms, within the sketch's 1 %
 //! ```
 
+pub mod ack;
 pub mod auditor;
 /// Wall-clock time, injected (defined in `kaudit-schema` so the verifier shares it).
 pub mod clock {
@@ -36,6 +40,7 @@ pub mod config;
 pub mod extract;
 pub mod fingerprint;
 pub mod flusher;
+pub mod idempotency;
 pub mod ingest;
 pub mod ingest_server;
 pub mod kafka;
@@ -46,13 +51,14 @@ pub mod spool;
 pub mod table;
 pub mod tap;
 
+pub use ack::AckGate;
 pub use auditor::{Auditor, AuditorOptions, PartitionProbe};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{AgentConfig, TopicRuleConfig};
 pub use extract::{AuditMessage, EventTime, OwnedMessage};
 pub use fingerprint::fingerprint;
 pub use flusher::{FlushReport, Flusher, FlusherOptions};
-pub use metrics::AgentMetrics;
+pub use metrics::{AgentMetrics, RefusedReason};
 pub use runtime::AgentHandle;
 pub use spool::Spool;
 pub use table::{PartitionPosition, ProgressBasis};

@@ -20,7 +20,28 @@ pub struct AgentMetrics {
     pub spool_batches: IntGauge,
     pub spool_bytes: IntGauge,
     pub spool_dropped_rows: IntCounter,
+    pub spool_quarantined: IntCounter,
+    pub spool_refused_batches: IntCounter,
+    pub refused_records: IntCounterVec,
     pub open_buckets: IntGauge,
+}
+
+/// Why records were refused: the `reason` label of `kaudit_agent_refused_records_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedReason {
+    /// A new (topic, tier) stream past `agent.max_streams`.
+    StreamCap,
+    /// A new bucket past `agent.max_open_buckets`: counted as malformed in its arrival bucket.
+    BucketCap,
+}
+
+impl RefusedReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusedReason::StreamCap => "stream_cap",
+            RefusedReason::BucketCap => "bucket_cap",
+        }
+    }
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounterVec> {
@@ -108,6 +129,29 @@ impl AgentMetrics {
                 "kaudit_agent_spool_dropped_rows_total",
                 "Tally rows dropped because the spool was full (audit data lost).",
             )?,
+            spool_quarantined: counter(
+                registry,
+                "kaudit_agent_spool_quarantined_total",
+                "Spool entries that could not be read or decoded, moved to <spool>/quarantine/.",
+            )?,
+            spool_refused_batches: counter(
+                registry,
+                "kaudit_agent_spool_refused_batches_total",
+                "Flush batches the spool could not take (larger than spool_max_bytes, or full in durable \
+                 mode); kept in memory.",
+            )?,
+            refused_records: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "kaudit_agent_refused_records_total",
+                        "Records refused (ingest) or counted as malformed in the ~overflow stream (Kafka \
+                         clients), by reason.",
+                    ),
+                    &["reason"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             open_buckets: gauge(registry, "kaudit_agent_open_buckets", "Open tally buckets held in memory.")?,
         })
     }

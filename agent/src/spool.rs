@@ -1,13 +1,23 @@
 //! The bounded on-disk spool: flush batches waiting for the store, one file each, replayed in order.
 //!
-//! A segment is written to a temporary name and renamed, so a crash leaves whole segments only; a
-//! restarted agent replays what its predecessor left (its rows keep their old agent id and
-//! version, so replay is harmless if they had landed after all).
+//! A segment is written to a temporary name, fsynced, renamed, and the directory fsynced, so a
+//! crash leaves whole, durable segments only (an appended batch survives `kill -9` and power loss:
+//! durable ingest acknowledgements rest on it); a restarted agent replays what its predecessor left
+//! (its rows keep their old agent id and version, so replay is harmless if they had landed after
+//! all).
 //!
 //! When appending would pass `max_bytes`, the spool first *compacts*: every row is cumulative, so
 //! of all the spooled versions of a key only the newest matters, and the whole spool collapses to
-//! one segment with one row per key. Only if that is still too big are the oldest segments dropped,
-//! which loses audit data: it is logged at ERROR and counted.
+//! one segment with one row per key. Only if that is still too big are the oldest segments dropped
+//! ([`Spool::append`]), which loses audit data: it is logged at ERROR and counted; or the batch is
+//! refused ([`Spool::append_durable`], for durable acknowledgements, which must not drop what was
+//! acknowledged). A single batch larger than `max_bytes` is refused either way
+//! ([`SpoolError::TooLarge`]): no segment larger than the bound is ever written.
+//!
+//! An entry that cannot be read or decoded (a truncated file, a directory with a segment's name) is
+//! moved to `<spool>/quarantine/`, logged once at ERROR and counted ([`Spool::take_quarantined`]),
+//! never retried: the spool goes on with the next segment. If even the move fails, the entry is
+//! forgotten until the next start.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -34,7 +44,16 @@ pub enum SpoolError {
         #[source]
         source: serde_json::Error,
     },
+    /// One batch is larger than the whole spool may be.
+    #[error("a flush batch of {bytes} bytes is larger than the spool's bound of {max_bytes} bytes")]
+    TooLarge { bytes: u64, max_bytes: u64 },
+    /// The spool is full even compacted, and may not drop older batches to make room.
+    #[error("the spool is full ({bytes} of {max_bytes} bytes, compacted) and may not drop acknowledged batches")]
+    Full { bytes: u64, max_bytes: u64 },
 }
+
+/// Name of the directory unreadable entries are moved to.
+pub const QUARANTINE_DIR: &str = "quarantine";
 
 /// What an append had to give up to stay within bounds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +69,8 @@ pub struct Spool {
     max_bytes: u64,
     segments: BTreeMap<u64, u64>, // sequence -> size in bytes
     next_seq: u64,
+    /// Entries quarantined since the last [`Spool::take_quarantined`].
+    quarantined: u64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -57,21 +78,32 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
 }
 
 impl Spool {
-    /// Open the spool in `dir` (creating it), picking up segments left by a previous run.
+    /// Open the spool in `dir` (creating it), picking up segments left by a previous run. An entry
+    /// with a segment's name that is not a file is quarantined.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let mut segments = BTreeMap::new();
+        let mut spool =
+            Self { dir: dir.to_path_buf(), max_bytes, segments: BTreeMap::new(), next_seq: 0, quarantined: 0 };
+        let mut odd = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
             let entry = entry.map_err(io_err(dir))?;
             let name = entry.file_name();
             let Some(seq) = name.to_str().and_then(|n| n.strip_suffix(".batch")).and_then(|n| n.parse().ok()) else {
-                continue; // temporary files of an interrupted write, or foreign files
+                continue; // temporary files of an interrupted write, the quarantine, or foreign files
             };
-            let len = entry.metadata().map_err(io_err(&entry.path()))?.len();
-            segments.insert(seq, len);
+            spool.next_seq = spool.next_seq.max(seq + 1);
+            match entry.metadata() {
+                Ok(meta) if meta.is_file() => {
+                    spool.segments.insert(seq, meta.len());
+                }
+                Ok(_) => odd.push((seq, "not a regular file".to_string())),
+                Err(e) => odd.push((seq, e.to_string())),
+            }
         }
-        let next_seq = segments.keys().next_back().map_or(0, |s| s + 1);
-        Ok(Self { dir: dir.to_path_buf(), max_bytes, segments, next_seq })
+        for (seq, why) in odd {
+            spool.quarantine(seq, &why);
+        }
+        Ok(spool)
     }
 
     fn path(&self, seq: u64) -> PathBuf {
@@ -91,9 +123,19 @@ impl Spool {
         self.segments.values().sum()
     }
 
+    /// The bound on [`Spool::bytes`].
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Entries moved to the quarantine since the last call.
+    pub fn take_quarantined(&mut self) -> u64 {
+        std::mem::take(&mut self.quarantined)
+    }
+
     /// Append `batch` as the newest segment, compacting or dropping the oldest to stay in bounds.
     pub fn append(&mut self, batch: &FlushBatch) -> Result<AppendOutcome, SpoolError> {
-        let encoded = serde_json::to_vec(batch).expect("flush batches always serialise");
+        let encoded = self.encode(batch)?;
         let mut outcome = AppendOutcome::default();
         if self.bytes() + encoded.len() as u64 > self.max_bytes && !self.is_empty() {
             self.compact()?;
@@ -107,38 +149,97 @@ impl Spool {
         Ok(outcome)
     }
 
+    /// Append `batch` without dropping anything: compact if need be, and refuse
+    /// ([`SpoolError::Full`]) if it still does not fit. Once this returns `Ok`, the batch is on disk
+    /// (fsynced).
+    pub fn append_durable(&mut self, batch: &FlushBatch) -> Result<AppendOutcome, SpoolError> {
+        let encoded = self.encode(batch)?;
+        let fits = |s: &Self| s.bytes() + encoded.len() as u64 <= s.max_bytes;
+        let mut outcome = AppendOutcome::default();
+        if !fits(self) && !self.is_empty() {
+            self.compact()?;
+            outcome.compacted = true;
+        }
+        if !fits(self) {
+            return Err(SpoolError::Full { bytes: self.bytes(), max_bytes: self.max_bytes });
+        }
+        self.write_segment(&encoded)?;
+        Ok(outcome)
+    }
+
+    fn encode(&self, batch: &FlushBatch) -> Result<Vec<u8>, SpoolError> {
+        let encoded = serde_json::to_vec(batch).expect("flush batches always serialise");
+        match encoded.len() as u64 {
+            bytes if bytes > self.max_bytes => Err(SpoolError::TooLarge { bytes, max_bytes: self.max_bytes }),
+            _ => Ok(encoded),
+        }
+    }
+
+    /// Write, fsync, rename, fsync the directory: once this returns, the segment survives a crash.
     fn write_segment(&mut self, encoded: &[u8]) -> Result<(), SpoolError> {
         let seq = self.next_seq;
         let path = self.path(seq);
         let tmp = path.with_extension("tmp");
-        fs::write(&tmp, encoded).map_err(io_err(&tmp))?;
+        let write = || -> io::Result<()> {
+            let mut file = fs::File::create(&tmp)?;
+            io::Write::write_all(&mut file, encoded)?;
+            file.sync_all()
+        };
+        write().map_err(io_err(&tmp))?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         self.segments.insert(seq, encoded.len() as u64);
         self.next_seq += 1;
         Ok(())
     }
 
-    /// The oldest batch, without removing it.
-    pub fn front(&self) -> Result<Option<FlushBatch>, SpoolError> {
-        let Some(seq) = self.segments.keys().next().copied() else {
-            return Ok(None);
-        };
+    /// Read and decode segment `seq`.
+    fn read(&self, seq: u64) -> Result<FlushBatch, SpoolError> {
         let path = self.path(seq);
         let bytes = fs::read(&path).map_err(io_err(&path))?;
-        serde_json::from_slice(&bytes).map(Some).map_err(|source| SpoolError::Corrupt { path, source })
+        serde_json::from_slice(&bytes).map_err(|source| SpoolError::Corrupt { path, source })
+    }
+
+    /// Move segment `seq` to the quarantine (or, failing that, forget it until the next start),
+    /// logged once and counted.
+    fn quarantine(&mut self, seq: u64, why: &str) {
+        let path = self.path(seq);
+        let dir = self.dir.join(QUARANTINE_DIR);
+        let target = dir.join(format!("{seq:020}.batch.{}", rand::random::<u32>()));
+        let moved = fs::create_dir_all(&dir).and_then(|()| fs::rename(&path, &target));
+        match moved {
+            Ok(()) => tracing::error!(
+                path = %path.display(),
+                quarantined = %target.display(),
+                why,
+                "unreadable spool entry moved to the quarantine; its audit rows are not replayed"
+            ),
+            Err(error) => tracing::error!(
+                path = %path.display(),
+                why,
+                %error,
+                "unreadable spool entry cannot be moved to the quarantine; ignored until the next start"
+            ),
+        }
+        self.segments.remove(&seq);
+        self.quarantined += 1;
+    }
+
+    /// The oldest batch, without removing it. Entries that cannot be read or decoded are
+    /// quarantined on the way; `Err` only if the spool's directory itself fails.
+    pub fn front(&mut self) -> Result<Option<FlushBatch>, SpoolError> {
+        while let Some(seq) = self.segments.keys().next().copied() {
+            match self.read(seq) {
+                Ok(batch) => return Ok(Some(batch)),
+                Err(e) => self.quarantine(seq, &kaudit_schema::error_chain(&e)),
+            }
+        }
+        Ok(None)
     }
 
     /// Remove and return the oldest batch.
     pub fn pop_front(&mut self) -> Result<Option<FlushBatch>, SpoolError> {
-        let batch = match self.front() {
-            Ok(b) => b,
-            // A corrupt segment can never be replayed: drop it rather than wedge the spool.
-            Err(SpoolError::Corrupt { path, source }) => {
-                tracing::error!(path = %path.display(), error = %source, "dropping corrupt spool segment");
-                None
-            }
-            Err(e) => return Err(e),
-        };
+        let batch = self.front()?;
         if let Some(seq) = self.segments.keys().next().copied() {
             let path = self.path(seq);
             fs::remove_file(&path).map_err(io_err(&path))?;
@@ -150,15 +251,15 @@ impl Spool {
     /// Collapse every segment into one holding only the newest version of each row and offset.
     pub fn compact(&mut self) -> Result<(), SpoolError> {
         let mut batches = Vec::with_capacity(self.len());
-        for seq in self.segments.keys() {
-            let path = self.path(*seq);
-            let bytes = fs::read(&path).map_err(io_err(&path))?;
-            match serde_json::from_slice::<FlushBatch>(&bytes) {
+        let seqs: Vec<u64> = self.segments.keys().copied().collect();
+        for seq in seqs {
+            match self.read(seq) {
                 Ok(b) => batches.push(b),
-                Err(source) => {
-                    tracing::error!(path = %path.display(), error = %source, "dropping corrupt spool segment")
-                }
+                Err(e) => self.quarantine(seq, &kaudit_schema::error_chain(&e)),
             }
+        }
+        if batches.is_empty() {
+            return Ok(());
         }
         let merged = compact_batches(batches);
         let encoded = serde_json::to_vec(&merged).expect("flush batches always serialise");
@@ -169,6 +270,19 @@ impl Spool {
             fs::remove_file(&path).map_err(io_err(&path))?;
             self.segments.remove(&seq);
         }
+        Ok(())
+    }
+}
+
+/// Make a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
         Ok(())
     }
 }

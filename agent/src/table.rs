@@ -1,8 +1,20 @@
 //! The in-memory table of open tallies: one per (topic, tier, event-time bucket).
 //!
 //! The hot path ([`TallyTable::record`]) finds its stream by comparing with the previous call's,
-//! else by one hash probe on borrowed `(topic, tier)` without allocating; it then finds its bucket in a short vector searched from the newest end (a stream rarely
-//! has more than two or three open buckets) and updates the tally in place.
+//! else by one hash probe on borrowed `(topic, tier)` without allocating; it then finds its bucket
+//! by comparing with the stream's newest bucket (where nearly every message lands), else in an
+//! ordered map of the stream's open buckets (`O(log n)`, however many late or odd buckets a
+//! stream holds), and updates the tally in place.
+//!
+//! ## Bounds
+//! * Streams: at most `max_streams` distinct (topic, tier) pairs ([`TallyTable::set_max_streams`]).
+//!   Past it, a message of a new stream is counted as malformed (in its arrival bucket) in the one
+//!   *overflow stream* ([`OVERFLOW_TOPIC`], [`OVERFLOW_TIER`]: `~` is not allowed in Kafka topic
+//!   names, so it names no real topic) and in the `stream_cap` refusal counter; ingest checks
+//!   [`TallyTable::admit`] first and refuses such records instead (see `crate::ingest_server`).
+//! * Future event times: an event time more than `max_future_ms` ahead of the arrival time is
+//!   counted as malformed, in the arrival bucket, so a bucket far in the future (which would never
+//!   close) is never opened.
 //!
 //! ## Closing buckets and late messages
 //! A bucket closes once `now >= bucket_end + close_after`; the snapshot that sees it closed emits
@@ -32,6 +44,7 @@
 //!   goes quiet is judged by time, as before; one that sends progress records is held exactly
 //!   where they say.
 
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use hashbrown::{Equivalent, HashMap};
@@ -68,9 +81,21 @@ impl Equivalent<StreamKey> for StreamRef<'_> {
     }
 }
 
+/// Topic of the overflow stream that counts messages of streams past the cap.
+pub const OVERFLOW_TOPIC: &str = "~overflow";
+/// Tier of the overflow stream.
+pub const OVERFLOW_TIER: &str = "~overflow";
+/// Default `max_open_buckets`: 20,000 open buckets across all streams (each holds a tally with a
+/// latency histogram of a few KiB).
+pub const DEFAULT_MAX_OPEN_BUCKETS: usize = 20_000;
+
+/// Default `max_streams`: 10,000 distinct (topic, tier) streams.
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+/// Default `max_future_ms`: event times up to one hour ahead of the clock are taken as real.
+pub const DEFAULT_MAX_FUTURE_MS: i64 = 3_600_000;
+
 #[derive(Debug)]
 struct OpenBucket {
-    start: EpochMillis,
     /// 0 for a bucket opened before it closed; otherwise the late generation it was reopened in.
     late_generation: u64,
     tally: Tally,
@@ -88,15 +113,21 @@ pub struct StreamCounters {
     pub no_time: u64,
     pub malformed: u64,
     pub late: u64,
+    /// Event times further ahead than `max_future_ms` (also counted in `malformed`).
+    pub future: u64,
 }
 
 #[derive(Debug)]
 struct Stream {
     key: StreamKey,
-    buckets: Vec<OpenBucket>,
+    /// Open buckets by start.
+    buckets: BTreeMap<EpochMillis, OpenBucket>,
     counters: StreamCounters,
-    /// Start of the oldest bucket the latest snapshot wrote; `None`: it wrote nothing.
+    /// Start of the oldest bucket the latest full snapshot (with any rows-only snapshots since the
+    /// one before it) wrote; `None`: they wrote nothing.
     open_from: Option<EpochMillis>,
+    /// Start of the oldest bucket rows-only snapshots wrote since the latest full one.
+    written_from: Option<EpochMillis>,
     progress: StreamProgress,
 }
 
@@ -153,7 +184,8 @@ pub struct TallyTable {
     width: BucketWidth,
     close_after_ms: i64,
     agent_id: String,
-    /// Streams in order of first sight; never removed (one per topic × tier seen).
+    /// Streams in order of first sight; never removed (one per topic × tier seen, at most
+    /// `max_streams` of them, and the overflow stream).
     streams: Vec<Stream>,
     index: HashMap<StreamKey, usize>,
     /// The stream of the previous `record`: most callers record runs of one topic and tier, and
@@ -165,6 +197,21 @@ pub struct TallyTable {
     /// When the agent started, for its heartbeats.
     started_at_ms: EpochMillis,
     basis: ProgressBasis,
+    max_streams: usize,
+    max_future_ms: i64,
+    /// Most buckets open at once across all streams; past it a message that would open one more
+    /// counts as malformed in its arrival bucket.
+    max_open_buckets: usize,
+    /// Buckets open now, across all streams.
+    open_count: usize,
+    /// Messages diverted by the bucket cap since last taken.
+    refused_bucket_cap: u64,
+    /// Index of the overflow stream, once it exists.
+    overflow: Option<usize>,
+    /// Messages and records refused or overflowed because of the stream cap, since last taken.
+    refused_stream_cap: u64,
+    /// Snapshots taken (full and rows-only).
+    snapshots: u64,
 }
 
 /// One message, ready to be counted.
@@ -191,10 +238,10 @@ impl TallyTable {
 
     /// Put back a stored cumulative tally (not dirty: the store has it).
     pub fn seed(&mut self, topic: &str, tier: &str, bucket_start: EpochMillis, tally: Tally) {
-        let stream = self.stream_mut(topic, tier);
-        match stream.buckets.iter_mut().find(|b| b.start == bucket_start) {
-            Some(b) => b.tally = tally,
-            None => stream.buckets.push(OpenBucket { start: bucket_start, late_generation: 0, tally, dirty: false }),
+        let i = self.stream_index(topic, tier);
+        let bucket = OpenBucket { late_generation: 0, tally, dirty: false };
+        if self.streams[i].buckets.insert(bucket_start, bucket).is_none() {
+            self.open_count += 1;
         }
     }
 
@@ -212,7 +259,83 @@ impl TallyTable {
             last_version: 0,
             started_at_ms: 0,
             basis: ProgressBasis::Delivery,
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_future_ms: DEFAULT_MAX_FUTURE_MS,
+            max_open_buckets: DEFAULT_MAX_OPEN_BUCKETS,
+            open_count: 0,
+            refused_bucket_cap: 0,
+            overflow: None,
+            refused_stream_cap: 0,
+            snapshots: 0,
         }
+    }
+
+    /// At most `max_streams` distinct (topic, tier) streams; see the module doc.
+    pub fn set_max_streams(&mut self, max_streams: usize) {
+        self.max_streams = max_streams;
+    }
+
+    /// Past `max_open_buckets` open buckets, a message that would open another counts as
+    /// malformed in its arrival bucket (far-past or scattered event times cannot exhaust memory).
+    pub fn set_max_open_buckets(&mut self, max_open_buckets: usize) {
+        self.max_open_buckets = max_open_buckets.max(1);
+    }
+
+    /// Messages diverted by the bucket cap since the last call.
+    pub fn take_refused_bucket_cap(&mut self) -> u64 {
+        std::mem::take(&mut self.refused_bucket_cap)
+    }
+
+    /// Event times more than `max_future_ms` ahead of the arrival time count as malformed.
+    pub fn set_max_future_ms(&mut self, max_future_ms: i64) {
+        self.max_future_ms = max_future_ms.max(0);
+    }
+
+    /// Snapshots taken so far, full and rows-only. A message counted when this was `n` is in
+    /// snapshot `n + 1` (the `n + 1`-th) and, cumulatively, every later one that writes its bucket.
+    pub fn snapshots_taken(&self) -> u64 {
+        self.snapshots
+    }
+
+    /// Distinct (topic, tier) streams held, the overflow stream not included.
+    pub fn streams(&self) -> usize {
+        self.streams.len() - usize::from(self.overflow.is_some())
+    }
+
+    /// Whether a record of (topic, tier) would be counted in its own stream: it exists, or there
+    /// is room for a new one.
+    pub fn has_room_for(&self, topic: &str, tier: &str) -> bool {
+        self.streams() < self.max_streams || self.index.contains_key(&StreamRef(topic, tier))
+    }
+
+    /// Check that the streams of a request fit under the cap, all or nothing: `Err` with the
+    /// number of new streams (the request's distinct streams not held yet) when they do not.
+    /// Nothing is added; the caller counts the request (adding its streams) under the same lock.
+    pub fn admit<'a>(&self, streams: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), StreamCapExceeded> {
+        let room = self.max_streams.saturating_sub(self.streams());
+        let mut new: hashbrown::HashSet<(&str, &str)> = hashbrown::HashSet::new();
+        for (topic, tier) in streams {
+            if !self.index.contains_key(&StreamRef(topic, tier)) {
+                new.insert((topic, tier));
+            }
+        }
+        if new.len() <= room {
+            return Ok(());
+        }
+        let mut sample: Vec<(String, String)> = new.iter().map(|(t, r)| (t.to_string(), r.to_string())).collect();
+        sample.sort_unstable();
+        sample.truncate(3);
+        Err(StreamCapExceeded { cap: self.max_streams, held: self.streams(), new_streams: new.len(), sample })
+    }
+
+    /// Count `n` records refused for the stream cap (reported with the counters).
+    pub fn refuse_for_stream_cap(&mut self, n: u64) {
+        self.refused_stream_cap += n;
+    }
+
+    /// Records refused or overflowed for the stream cap since the last call.
+    pub fn take_refused_stream_cap(&mut self) -> u64 {
+        std::mem::take(&mut self.refused_stream_cap)
     }
 
     /// When the agent started (ms), as its heartbeats say.
@@ -239,58 +362,62 @@ impl TallyTable {
     }
 
     /// Count one message seen at `arrival_ms`.
+    ///
+    /// Returns the time it was bucketed by.
     #[inline]
-    pub fn record(&mut self, topic: &str, tier: &str, obs: Observation, arrival_ms: EpochMillis) {
-        let bucket_time = bucket_time(obs.event_time, arrival_ms);
-        let latency = match obs.event_time {
-            EventTime::Valid(t) => Some(arrival_ms.saturating_sub(t)),
-            EventTime::Missing | EventTime::Malformed => None,
-        };
-        let start = self.width.start_of(bucket_time);
+    pub fn record(&mut self, topic: &str, tier: &str, obs: Observation, arrival_ms: EpochMillis) -> EpochMillis {
+        let (i, overflow) = self.locate(topic, tier);
+        let future = matches!(obs.event_time, EventTime::Valid(t) if t > arrival_ms.saturating_add(self.max_future_ms));
+        let mut event_time = if overflow || future { EventTime::Malformed } else { obs.event_time };
+        let mut bucket_time = bucket_time(event_time, arrival_ms);
+        let mut start = self.width.start_of(bucket_time);
+        if self.open_count >= self.max_open_buckets && !self.streams[i].buckets.contains_key(&start) {
+            // No room for another bucket: count it where it arrived, as malformed.
+            self.refused_bucket_cap += 1;
+            event_time = EventTime::Malformed;
+            bucket_time = arrival_ms;
+            start = self.width.start_of(bucket_time);
+        }
         let late = start < self.frontier;
         let late_generation = if late { self.late_generation } else { 0 };
-        let stream = self.stream_mut(topic, tier);
-        stream.progress.max_time = stream.progress.max_time.max(bucket_time);
-        let c = &mut stream.counters;
+        self.refused_stream_cap += overflow as u64;
+        let Stream { buckets, counters: c, progress, .. } = &mut self.streams[i];
+        progress.max_time = progress.max_time.max(bucket_time);
         c.messages += 1;
-        c.bytes += obs.bytes;
+        c.bytes = c.bytes.saturating_add(obs.bytes);
         c.late += late as u64;
-        let bucket = match stream.buckets.iter().rposition(|b| b.start == start) {
-            Some(i) => &mut stream.buckets[i],
-            None => {
-                stream.buckets.push(OpenBucket { start, late_generation, tally: Tally::default(), dirty: true });
-                stream.buckets.last_mut().expect("just pushed")
-            }
-        };
+        c.future += future as u64;
+        let opened =
+            buckets.last_key_value().is_none_or(|(newest, _)| *newest != start) && !buckets.contains_key(&start);
+        self.open_count += usize::from(opened);
+        let bucket = bucket_mut(buckets, start, late_generation);
         let t = &mut bucket.tally;
         t.add(obs.fingerprint, obs.bytes);
-        match obs.event_time {
-            EventTime::Valid(_) => {}
+        let malformed = match event_time {
+            EventTime::Valid(event) => {
+                t.latency.record(arrival_ms.saturating_sub(event));
+                obs.malformed_id
+            }
             EventTime::Missing => {
                 t.no_time += 1;
-                stream.counters.no_time += 1;
+                c.no_time += 1;
+                obs.malformed_id
             }
-            EventTime::Malformed => {
-                t.malformed += 1;
-                stream.counters.malformed += 1;
-            }
-        }
-        if obs.malformed_id && obs.event_time != EventTime::Malformed {
+            EventTime::Malformed => true,
+        };
+        if malformed {
             t.malformed += 1;
-            stream.counters.malformed += 1;
-        }
-        if let Some(l) = latency {
-            t.latency.record(l);
+            c.malformed += 1;
         }
         bucket.dirty = true;
+        bucket_time
     }
 
     /// Count one message read from `partition` (consumer wrappers), noting how far that partition
     /// has been read.
     #[inline]
     pub fn record_read(&mut self, topic: &str, tier: &str, partition: i32, obs: Observation, arrival_ms: EpochMillis) {
-        self.record(topic, tier, obs, arrival_ms);
-        let time = bucket_time(obs.event_time, arrival_ms);
+        let time = self.record(topic, tier, obs, arrival_ms);
         let read = &mut self.streams[self.last].progress.partitions;
         match read.get_mut(partition as usize) {
             Some(t) => *t = (*t).max(time),
@@ -303,7 +430,8 @@ impl TallyTable {
     #[inline]
     pub fn hand_off(&mut self, topic: &str, tier: &str, bucket_time: EpochMillis) {
         let start = self.width.start_of(bucket_time);
-        let in_flight = &mut self.stream_mut(topic, tier).progress.in_flight;
+        let (i, _) = self.locate(topic, tier);
+        let in_flight = &mut self.streams[i].progress.in_flight;
         match in_flight.iter_mut().rev().find(|(b, _)| *b == start) {
             Some((_, n)) => *n += 1,
             None => in_flight.push((start, 1)),
@@ -318,7 +446,8 @@ impl TallyTable {
     #[inline]
     pub fn settle(&mut self, topic: &str, tier: &str, bucket_time: EpochMillis) {
         let start = self.width.start_of(bucket_time);
-        let in_flight = &mut self.stream_mut(topic, tier).progress.in_flight;
+        let (i, _) = self.locate(topic, tier);
+        let in_flight = &mut self.streams[i].progress.in_flight;
         if in_flight.is_empty() {
             return;
         }
@@ -333,9 +462,12 @@ impl TallyTable {
     }
 
     /// The app says it has reported everything of (topic, tier) before `event_time_ms` (ingest).
+    /// Ignored for a stream past the cap (it would only hold back the overflow stream).
     pub fn declare_progress(&mut self, topic: &str, tier: &str, event_time_ms: EpochMillis) {
-        let p = &mut self.stream_mut(topic, tier).progress;
-        p.declared = p.declared.max(event_time_ms);
+        if let (i, false) = self.locate(topic, tier) {
+            let p = &mut self.streams[i].progress;
+            p.declared = p.declared.max(event_time_ms);
+        }
     }
 
     /// Messages handed to a producer and not settled yet, over all streams.
@@ -343,16 +475,33 @@ impl TallyTable {
         self.streams.iter().flat_map(|s| &s.progress.in_flight).map(|(_, n)| n).sum()
     }
 
+    /// The stream of (topic, tier), added if there is room under the cap; else the overflow
+    /// stream, with `true`.
     #[inline]
-    fn stream_mut(&mut self, topic: &str, tier: &str) -> &mut Stream {
+    fn locate(&mut self, topic: &str, tier: &str) -> (usize, bool) {
         let hit = self.streams.get(self.last).is_some_and(|s| *s.key.topic == *topic && *s.key.tier == *tier);
-        if !hit {
-            self.last = match self.index.get(&StreamRef(topic, tier)) {
-                Some(&i) => i,
-                None => self.add_stream(topic, tier),
-            };
+        if hit {
+            return (self.last, false);
         }
-        &mut self.streams[self.last]
+        let (i, overflow) = match self.index.get(&StreamRef(topic, tier)) {
+            Some(&i) => (i, false),
+            None if self.streams() < self.max_streams => (self.add_stream(topic, tier), false),
+            None => (self.overflow_stream(), true),
+        };
+        self.last = i;
+        (i, overflow)
+    }
+
+    #[cold]
+    fn overflow_stream(&mut self) -> usize {
+        match self.overflow {
+            Some(i) => i,
+            None => {
+                let i = self.add_stream(OVERFLOW_TOPIC, OVERFLOW_TIER);
+                self.overflow = Some(i);
+                i
+            }
+        }
     }
 
     #[cold]
@@ -361,9 +510,10 @@ impl TallyTable {
         self.index.insert(key.clone(), self.streams.len());
         self.streams.push(Stream {
             key,
-            buckets: Vec::new(),
+            buckets: BTreeMap::new(),
             counters: StreamCounters::default(),
             open_from: None,
+            written_from: None,
             progress: StreamProgress::default(),
         });
         self.streams.len() - 1
@@ -374,16 +524,38 @@ impl TallyTable {
     /// Versions are microseconds of `now_ms`, bumped past the previous snapshot's so they grow
     /// strictly per agent even when the clock stalls or steps back.
     pub fn snapshot(&mut self, now_ms: EpochMillis) -> FlushBatch {
+        let batch = self.snapshot_rows(now_ms, true);
+        let new_frontier = self.width.start_of(now_ms.saturating_sub(self.close_after_ms));
+        if new_frontier > self.frontier {
+            for stream in &mut self.streams {
+                stream.buckets = stream.buckets.split_off(&new_frontier);
+            }
+            self.open_count = self.streams.iter().map(|s| s.buckets.len()).sum();
+            self.frontier = new_frontier;
+            self.late_generation += 1;
+        }
+        batch
+    }
+
+    /// Every dirty tally as a cumulative row, and nothing else: no bucket closes and the streams'
+    /// `open_from` (what the next heartbeat says) keeps accumulating until the next full
+    /// [`TallyTable::snapshot`]. For the early flushes that make ingest acknowledgements durable,
+    /// between the regular ones.
+    pub fn snapshot_rows_only(&mut self, now_ms: EpochMillis) -> FlushBatch {
+        self.snapshot_rows(now_ms, false)
+    }
+
+    fn snapshot_rows(&mut self, now_ms: EpochMillis, full: bool) -> FlushBatch {
         let version = (now_ms.max(0) as u64 * 1000).max(self.last_version + 1);
         self.last_version = version;
-        let new_frontier = self.width.start_of(now_ms.saturating_sub(self.close_after_ms));
+        self.snapshots += 1;
         let mut rows = Vec::new();
         for stream in &mut self.streams {
             let key = &stream.key;
-            stream.open_from = None;
-            for b in stream.buckets.iter_mut().filter(|b| b.dirty) {
+            let mut oldest = stream.written_from.take();
+            for (&start, b) in stream.buckets.iter_mut().filter(|(_, b)| b.dirty) {
                 b.dirty = false;
-                stream.open_from = Some(stream.open_from.map_or(b.start, |o| o.min(b.start)));
+                oldest = Some(oldest.map_or(start, |o| o.min(start)));
                 let agent_id = match b.late_generation {
                     0 => self.agent_id.clone(),
                     g => format!("{}~late{g}", self.agent_id),
@@ -391,7 +563,7 @@ impl TallyTable {
                 rows.push(TallyRow {
                     key: TallyKey {
                         topic: key.topic.to_string(),
-                        bucket_start_ms: b.start,
+                        bucket_start_ms: start,
                         tier: key.tier.to_string(),
                         agent_id,
                     },
@@ -400,13 +572,11 @@ impl TallyTable {
                     tally: b.tally.clone(),
                 });
             }
-        }
-        if new_frontier > self.frontier {
-            for stream in &mut self.streams {
-                stream.buckets.retain(|b| b.start >= new_frontier);
+            if full {
+                stream.open_from = oldest;
+            } else {
+                stream.written_from = oldest;
             }
-            self.frontier = new_frontier;
-            self.late_generation += 1;
         }
         rows.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         FlushBatch { rows, ..FlushBatch::default() }
@@ -425,8 +595,9 @@ impl TallyTable {
     pub fn add_progress(&mut self, now_ms: EpochMillis, positions: &[TierPositions], batch: &mut FlushBatch) {
         for (tier, assigned) in positions {
             for p in assigned {
-                let i = self.stream_index(&p.topic, tier);
-                self.streams[i].progress.per_partition = true;
+                if let (i, false) = self.locate(&p.topic, tier) {
+                    self.streams[i].progress.per_partition = true;
+                }
             }
         }
         let version = self.last_version;
@@ -502,6 +673,46 @@ impl TallyTable {
     pub fn open_buckets(&self) -> usize {
         self.streams.iter().map(|s| s.buckets.len()).sum()
     }
+}
+
+/// The open bucket starting at `start`, opened (in `late_generation`) if need be: the newest
+/// bucket first, where nearly every message lands, then the ordered map.
+#[inline]
+fn bucket_mut(
+    buckets: &mut BTreeMap<EpochMillis, OpenBucket>,
+    start: EpochMillis,
+    late_generation: u64,
+) -> &mut OpenBucket {
+    if buckets.last_key_value().is_some_and(|(newest, _)| *newest == start) {
+        return buckets.last_entry().expect("not empty").into_mut();
+    }
+    buckets.entry(start).or_insert_with(|| OpenBucket::new(late_generation))
+}
+
+impl OpenBucket {
+    #[cold]
+    fn new(late_generation: u64) -> Self {
+        Self { late_generation, tally: Tally::default(), dirty: true }
+    }
+}
+
+/// A request's new streams do not fit under the stream cap.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{new_streams} new (topic, tier) streams (e.g. {}) would pass this agent's cap of {cap} streams ({held} held); \
+     raise agent.max_streams or send fewer distinct topics and tiers",
+    sample_text(.sample)
+)]
+pub struct StreamCapExceeded {
+    pub cap: usize,
+    pub held: usize,
+    pub new_streams: usize,
+    /// Up to three of the new streams.
+    pub sample: Vec<(String, String)>,
+}
+
+fn sample_text(sample: &[(String, String)]) -> String {
+    sample.iter().map(|(topic, tier)| format!("{topic}/{tier}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The time a message is bucketed by: its event time, else its arrival.

@@ -6,6 +6,8 @@
 //! vanished without a clean stop). A resolved alert says what resolved it (`resolution`) and
 //! carries the numbers as they stand at resolution, not those of the last faulty pass.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// What went wrong.
@@ -21,6 +23,9 @@ pub enum AlertKind {
     Lag,
     /// No instance of a tier is alive and the last one vanished without a clean stop (critical).
     TierDown,
+    /// More alert transitions in one pass than `alerting.max_notifications_per_pass`: the rest
+    /// were stored without a notification each, and this one alert names them.
+    Flood,
 }
 
 impl AlertKind {
@@ -33,6 +38,7 @@ impl AlertKind {
             Self::MissingTier => "missing_tier",
             Self::Lag => "lag",
             Self::TierDown => "tier_down",
+            Self::Flood => "flood",
         }
     }
 }
@@ -84,6 +90,15 @@ pub struct AlertNumbers {
     /// `tier_down`: the last heartbeat of the tier's most recent instance, ms since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_ms: Option<i64>,
+    /// `flood`: transitions stored without their own notification since the flood began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
+    /// `flood`: those transitions by alert kind (`loss`, `missing_tier`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub suppressed_kinds: BTreeMap<String, u64>,
+    /// `flood`: the first few topics they concern.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressed_topics: Vec<String>,
 }
 
 /// One alert: a kind of fault on one edge (upstream → tier) of one topic.
@@ -146,17 +161,33 @@ impl Alert {
                 "no live agent; the last vanished without a clean stop after its heartbeat at {}",
                 n.last_heartbeat_ms.map_or("-".into(), crate::time::rfc3339)
             ),
+            AlertKind::Flood => flood_text(n),
         };
-        let edge = match self.kind {
-            AlertKind::TierDown => self.tier.clone(),
-            _ => format!("{} → {}", self.upstream_tier, self.tier),
+        let place = match self.kind {
+            AlertKind::TierDown => format!(" on {} {}", self.topic, self.tier),
+            AlertKind::Flood => String::new(),
+            _ => format!(" on {} {} → {}", self.topic, self.upstream_tier, self.tier),
         };
         let (state, kind) = (self.state.as_str().to_uppercase(), self.kind.as_str());
         match &self.resolution {
-            Some(why) => format!("[{state}] kaudit {kind} on {} {edge}: {what}; resolved: {why}", self.topic),
-            None => format!("[{state}] kaudit {kind} on {} {edge}: {what}", self.topic),
+            Some(why) => format!("[{state}] kaudit {kind}{place}: {what}; resolved: {why}"),
+            None => format!("[{state}] kaudit {kind}{place}: {what}"),
         }
     }
+}
+
+/// `40002 alert changes without their own notification (missing_tier 40002); topics orders.card0,
+/// orders.card1, ...`: what a flood alert says.
+fn flood_text(n: &AlertNumbers) -> String {
+    let total = n.suppressed.unwrap_or(0);
+    let kinds: Vec<String> = n.suppressed_kinds.iter().map(|(k, c)| format!("{k} {c}")).collect();
+    let more = if total as usize > n.suppressed_topics.len() { ", ..." } else { "" };
+    format!(
+        "{total} alert {} without their own notification ({}); topics {}{more}",
+        plural(total, "change"),
+        kinds.join(", "),
+        n.suppressed_topics.join(", ")
+    )
 }
 
 /// A duration for humans: `42 s`, `6 min 12 s`, `2 h 5 min`.

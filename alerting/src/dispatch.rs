@@ -6,6 +6,11 @@
 //! with a 4xx, logged at ERROR and counted). Failures are retried with exponential backoff and
 //! jitter, keeping order: a later notification never overtakes an earlier one for the same sink.
 //! A verifier that restarts finds the outbox where it was.
+//!
+//! Bounded: a newer notification of an alert replaces its undelivered older one for that sink
+//! (the store coalesces per dedup key), and past `max_outbox_per_sink` waiting notifications
+//! [`Dispatcher::trim_outboxes`] drops the oldest, at ERROR and counted. How many transitions of
+//! one pass get a notification at all is the verifier's flood guard (`max_notifications_per_pass`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -56,6 +61,21 @@ impl Backoff {
     }
 }
 
+/// Bounds on notifications (`[alerting]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Transitions of one evaluation pass notified one by one; past it, one summary alert. Default 5.
+    pub max_notifications_per_pass: usize,
+    /// Notifications waiting per sink; past it the oldest are dropped. Default 10000.
+    pub max_outbox_per_sink: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_notifications_per_pass: 5, max_outbox_per_sink: 10_000 }
+    }
+}
+
 /// Records alert transitions and delivers them to sinks.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -64,6 +84,7 @@ pub struct Dispatcher {
     http: HttpService,
     metrics: AlertMetrics,
     backoff: Backoff,
+    limits: Limits,
     last_seq: Arc<AtomicI64>,
 }
 
@@ -78,8 +99,18 @@ impl Dispatcher {
             http: HttpService::new(Duration::from_secs(10)),
             metrics,
             backoff,
+            limits: Limits::default(),
             last_seq: Arc::new(AtomicI64::new(0)),
         }
+    }
+
+    /// The same dispatcher with `limits` instead of the defaults.
+    pub fn with_limits(self, limits: Limits) -> Self {
+        Self { limits, ..self }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub fn sinks(&self) -> &[Sink] {
@@ -114,14 +145,34 @@ impl Dispatcher {
                 attempts: 0,
             })
             .collect();
-        let record = AlertRecord {
-            dedup_key: alert.dedup_key.clone(),
-            state: alert.state.as_str().into(),
-            body,
-            updated_at_ms: now_ms,
-        };
-        self.store.record_alert(&record, &entries).await?;
+        self.store.record_alert(&alert_record(alert, now_ms), &entries).await?;
         Ok(seq)
+    }
+
+    /// Store `alert`'s new state without a notification (a transition the flood guard held back:
+    /// the API lists it, a restart knows it, no receiver hears of it on its own).
+    pub async fn record_state(&self, alert: &Alert, now_ms: i64) -> Result<(), StoreError> {
+        self.store.record_alert(&alert_record(alert, now_ms), &[]).await
+    }
+
+    /// Drop the oldest notifications of every sink past `max_outbox_per_sink`, each drop at
+    /// ERROR (data lost: an operator should look at the receiver) and counted.
+    pub async fn trim_outboxes(&self) -> Result<usize, StoreError> {
+        let mut dropped = 0;
+        for sink in self.sinks.iter() {
+            let n = self.store.trim_outbox(&sink.name, self.limits.max_outbox_per_sink).await?;
+            if n > 0 {
+                self.metrics.dropped.with_label_values(&[sink.name.as_str()]).inc_by(n as u64);
+                tracing::error!(
+                    sink = %sink.name,
+                    dropped = n,
+                    max = self.limits.max_outbox_per_sink,
+                    "outbox full: dropped the oldest undelivered notifications (alerting.max_outbox_per_sink)"
+                );
+            }
+            dropped += n;
+        }
+        Ok(dropped)
     }
 
     /// Try every waiting notification of `sink` once, oldest first, stopping at the first that must
@@ -147,11 +198,13 @@ impl Dispatcher {
                     delivered += 1;
                 }
                 Outcome::Rejected(reason) => {
+                    let reason = sink.scrub(&reason);
                     self.store.ack_notification(&sink.name, entry.seq).await?;
                     self.metrics.failed.with_label_values(&[sink.name.as_str(), "rejected"]).inc();
                     tracing::error!(sink = %sink.name, key = %alert.dedup_key, %reason, "receiver refused the notification; dropped");
                 }
                 Outcome::Retry(reason) => {
+                    let reason = sink.scrub(&reason);
                     entry.attempts += 1;
                     self.store.record_attempt(&entry).await?;
                     self.metrics.failed.with_label_values(&[sink.name.as_str(), "retry"]).inc();
@@ -192,6 +245,16 @@ impl Dispatcher {
         for t in tasks {
             let _ = t.await;
         }
+    }
+}
+
+/// The stored form of `alert`'s state.
+fn alert_record(alert: &Alert, now_ms: i64) -> AlertRecord {
+    AlertRecord {
+        dedup_key: alert.dedup_key.clone(),
+        state: alert.state.as_str().into(),
+        body: serde_json::to_string(alert).expect("alerts serialise"),
+        updated_at_ms: now_ms,
     }
 }
 

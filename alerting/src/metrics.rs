@@ -10,6 +10,8 @@ pub struct AlertMetrics {
     pub failed: IntCounterVec,
     /// Notifications waiting in the outbox, by sink.
     pub pending: IntGaugeVec,
+    /// Undelivered notifications dropped because the sink's outbox was full, by sink.
+    pub dropped: IntCounterVec,
 }
 
 impl AlertMetrics {
@@ -29,9 +31,17 @@ impl AlertMetrics {
             Opts::new("kaudit_verifier_notifications_pending", "Notifications waiting in the outbox, by sink."),
             &["sink"],
         )?;
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "kaudit_verifier_notifications_dropped_total",
+                "Undelivered notifications dropped because the sink's outbox was full, by sink.",
+            ),
+            &["sink"],
+        )?;
         registry.register(Box::new(sent.clone()))?;
         registry.register(Box::new(failed.clone()))?;
         registry.register(Box::new(pending.clone()))?;
-        Ok(Self { sent, failed, pending })
+        registry.register(Box::new(dropped.clone()))?;
+        Ok(Self { sent, failed, pending, dropped })
     }
 }

@@ -7,7 +7,7 @@ pub mod service;
 mod slack;
 mod webhook;
 
-use kaudit_schema::ConfigIssue;
+use kaudit_schema::{ConfigIssue, Secret, redact_url};
 use serde::{Deserialize, Serialize};
 
 pub use self::alertmanager::AlertmanagerConfig;
@@ -16,12 +16,24 @@ pub use self::slack::SlackConfig;
 pub use self::webhook::{WebhookConfig, signature as webhook_signature};
 use crate::alert::Alert;
 
-/// An HTTP request to make, built without I/O.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An HTTP request to make, built without I/O. Its URL and body may hold credentials (a Slack
+/// path, a PagerDuty routing key): `Debug` shows neither.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpRequest {
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("HttpRequest")
+            .field("url", &redact_url(&self.url))
+            .field("headers", &names)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 /// One configured sink (`[[alerting.sinks]]`), by `type`.
@@ -38,29 +50,50 @@ pub enum SinkConfig {
     Alertmanager(AlertmanagerConfig),
 }
 
-/// A sink ready to build requests (secrets resolved).
-#[derive(Debug, Clone)]
+/// A sink ready to build requests (secrets resolved). `Debug` shows its name, type and
+/// `scheme://host:port`, never a path, query or key.
+#[derive(Clone)]
 pub struct Sink {
     pub name: String,
     kind: SinkKind,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum SinkKind {
-    Webhook { url: String, secret: Option<Vec<u8>> },
+    Webhook { url: String, secret: Option<Secret> },
     Slack { url: String },
-    Pagerduty { url: String, routing_key: String },
+    Pagerduty { url: String, routing_key: Secret },
     Alertmanager { url: String, generator_url: Option<String> },
 }
 
-fn secret(value: &Option<String>, env: &Option<String>, what: &str) -> Result<Option<String>, String> {
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (ty, url) = match &self.kind {
+            SinkKind::Webhook { url, .. } => ("webhook", url),
+            SinkKind::Slack { url } => ("slack", url),
+            SinkKind::Pagerduty { url, .. } => ("pagerduty", url),
+            SinkKind::Alertmanager { url, .. } => ("alertmanager", url),
+        };
+        f.debug_struct("Sink").field("name", &self.name).field("type", &ty).field("url", &redact_url(url)).finish()
+    }
+}
+
+fn secret(value: &Option<String>, env: &Option<String>, what: &str) -> Result<Option<Secret>, String> {
     match (value, env) {
-        (Some(v), _) => Ok(Some(v.clone())),
-        (None, Some(var)) => {
-            std::env::var(var).map(Some).map_err(|_| format!("{what}: environment variable {var} is not set"))
-        }
+        (Some(v), _) => Ok(Some(Secret::new(v.as_str()))),
+        (None, Some(var)) => std::env::var(var)
+            .map(|v| Some(Secret::new(v)))
+            .map_err(|_| format!("{what}: environment variable {var} is not set")),
         (None, None) => Ok(None),
     }
+}
+
+/// An issue at `prefix.key` when the variable `var` names is not set (and no value is given).
+fn missing_env(prefix: &str, key: &str, value: &Option<String>, var: &Option<String>) -> Option<ConfigIssue> {
+    let var = var.as_deref().filter(|_| value.is_none())?;
+    std::env::var_os(var)
+        .is_none()
+        .then(|| ConfigIssue::at(prefix, key, format!("environment variable {var} is not set")))
 }
 
 impl SinkConfig {
@@ -87,7 +120,8 @@ impl SinkConfig {
             Self::Alertmanager(c) => &c.url,
         };
         if !url_ok(url) {
-            issues.push(ConfigIssue::at(prefix, "url", format!("url {url:?} must start with http:// or https://")));
+            // Not echoed: a sink URL may be its credential. The key and line say which one.
+            issues.push(ConfigIssue::at(prefix, "url", "must start with http:// or https://"));
         }
         if let Self::Pagerduty(c) = self
             && c.routing_key.is_none()
@@ -95,16 +129,20 @@ impl SinkConfig {
         {
             issues.push(ConfigIssue::at(prefix, "routing_key", "set routing_key or routing_key_env"));
         }
+        issues.extend(match self {
+            Self::Webhook(c) => missing_env(prefix, "secret_env", &c.secret, &c.secret_env),
+            Self::Pagerduty(c) => missing_env(prefix, "routing_key_env", &c.routing_key, &c.routing_key_env),
+            Self::Slack(_) | Self::Alertmanager(_) => None,
+        });
         issues
     }
 
     /// Resolve secrets from the environment.
     pub fn build(&self) -> Result<Sink, String> {
         let kind = match self {
-            Self::Webhook(c) => SinkKind::Webhook {
-                url: c.url.clone(),
-                secret: secret(&c.secret, &c.secret_env, "webhook secret")?.map(String::into_bytes),
-            },
+            Self::Webhook(c) => {
+                SinkKind::Webhook { url: c.url.clone(), secret: secret(&c.secret, &c.secret_env, "webhook secret")? }
+            }
             Self::Slack(c) => SinkKind::Slack { url: c.url.clone() },
             Self::Pagerduty(c) => SinkKind::Pagerduty {
                 url: c.url.clone(),
@@ -124,13 +162,37 @@ impl Sink {
     pub fn request(&self, alert: &Alert, seq: i64) -> HttpRequest {
         let idempotency = format!("{}:{seq}", alert.dedup_key);
         match &self.kind {
-            SinkKind::Webhook { url, secret } => webhook::request(url, secret.as_deref(), alert, seq, &idempotency),
+            SinkKind::Webhook { url, secret } => {
+                webhook::request(url, secret.as_ref().map(|s| s.expose().as_bytes()), alert, seq, &idempotency)
+            }
             SinkKind::Slack { url } => slack::request(url, alert),
-            SinkKind::Pagerduty { url, routing_key } => pagerduty::request(url, routing_key, alert),
+            SinkKind::Pagerduty { url, routing_key } => pagerduty::request(url, routing_key.expose(), alert),
             SinkKind::Alertmanager { url, generator_url } => {
                 alertmanager::request(url, generator_url.as_deref(), alert)
             }
         }
+    }
+}
+
+impl Sink {
+    /// `text` (a receiver's answer, an error) with this sink's credentials cut out: its URL, the
+    /// URL's path and query, and its key or secret each show as `***`. A receiver that echoes the
+    /// request line back must not put a token in our logs.
+    pub fn scrub(&self, text: &str) -> String {
+        let (url, key) = match &self.kind {
+            SinkKind::Webhook { url, secret } => (url, secret.as_ref()),
+            SinkKind::Slack { url } => (url, None),
+            SinkKind::Pagerduty { url, routing_key } => (url, Some(routing_key)),
+            SinkKind::Alertmanager { url, .. } => (url, None),
+        };
+        let after_host = url.split_once("://").and_then(|(_, rest)| rest.find(['/', '?']).map(|i| &rest[i..]));
+        let mut out = text.to_string();
+        for secret in [Some(url.as_str()), after_host, key.map(Secret::expose)].into_iter().flatten() {
+            if secret.trim_matches('/').len() >= 4 {
+                out = out.replace(secret, kaudit_schema::secret::REDACTED);
+            }
+        }
+        out
     }
 }
 

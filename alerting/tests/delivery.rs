@@ -87,6 +87,8 @@ async fn an_outage_is_retried_and_each_notification_accepted_once() {
     let registry = prometheus::Registry::new();
     let d = dispatcher(&store, format!("http://{addr}/hook"), &registry);
     d.record(&alert("orders", AlertState::Firing), 1_000).await.unwrap();
+    d.record(&alert("payments", AlertState::Firing), 1_500).await.unwrap();
+    // Coalesced: the receiver, down, will hear of `orders` once, in its latest state.
     d.record(&alert("orders", AlertState::Resolved), 2_000).await.unwrap();
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -97,8 +99,11 @@ async fn an_outage_is_retried_and_each_notification_accepted_once() {
 
     assert_eq!(receiver.refused.load(Ordering::SeqCst), 4);
     let accepted = receiver.accepted.lock().unwrap().clone();
-    let states: Vec<&str> = accepted.iter().map(|(_, b)| b["alert"]["state"].as_str().unwrap()).collect();
-    assert_eq!(states, ["firing", "resolved"], "in order, each once");
+    let states: Vec<(&str, &str)> = accepted
+        .iter()
+        .map(|(_, b)| (b["alert"]["topic"].as_str().unwrap(), b["alert"]["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("payments", "firing"), ("orders", "resolved")], "in order, each once");
     for (headers, body) in accepted.iter() {
         let sig = headers["x-kaudit-signature"].to_str().unwrap();
         let raw = serde_json::to_vec(body).unwrap();
@@ -172,11 +177,14 @@ async fn slack_and_pagerduty_receive_their_own_formats() {
         Backoff::default(),
     );
     d.record(&alert("orders", AlertState::Firing), 1_000).await.unwrap();
+    for sink in &sinks {
+        assert_eq!(d.deliver_pending(sink).await.unwrap(), (1, None), "{}", sink.name);
+    }
     let mut resolved = alert("orders", AlertState::Resolved);
     resolved.ends_at_ms = Some(9_000);
     d.record(&resolved, 9_000).await.unwrap();
     for sink in &sinks {
-        assert_eq!(d.deliver_pending(sink).await.unwrap(), (2, None), "{}", sink.name);
+        assert_eq!(d.deliver_pending(sink).await.unwrap(), (1, None), "{}", sink.name);
     }
     let got = receiver.accepted.lock().unwrap().clone();
     let slack: Vec<&str> = got.iter().filter_map(|(_, b)| b["text"].as_str()).collect();

@@ -21,6 +21,7 @@ pub mod errors;
 pub mod progress;
 pub mod records;
 pub mod scylladb;
+pub mod secret;
 pub mod shutdown;
 pub mod sketch;
 pub mod sqlite;
@@ -37,6 +38,7 @@ pub use records::{
     AlertRecord, OutboxEntry, Outcome, UnknownVerdictKind, VanishedAgent, VerdictDetail, VerdictKind, VerdictRow,
 };
 pub use scylladb::{ScyllaOptions, ScyllaStore};
+pub use secret::{Secret, redact_url};
 pub use shutdown::{Shutdown, ShutdownSignal};
 pub use sketch::LatencySketch;
 pub use sqlite::SqliteStore;

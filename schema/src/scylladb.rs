@@ -125,8 +125,10 @@ pub async fn connect_session(hosts: &[String], options: &ScyllaOptions) -> Resul
         .connection_timeout(Duration::from_millis(options.connection_timeout_ms))
         .auto_await_schema_agreement(options.await_schema_agreement)
         .default_execution_profile_handle(profile.into_handle());
-    if let Some(user) = &options.username {
-        builder = builder.user(user, options.resolve_password().unwrap_or_default());
+    if let (Some(user), Some(password)) =
+        (&options.username, options.resolve_password().map_err(|e| open_err(hosts, boxed(e)))?)
+    {
+        builder = builder.user(user, password.expose());
     }
     if let Some(tls) = &options.tls {
         builder = builder.tls_context(Some(tls::context(tls).map_err(|e| open_err(hosts, e))?));
@@ -412,6 +414,10 @@ impl Store for ScyllaStore {
 
     async fn ack_notification(&self, sink: &str, seq: i64) -> Result<(), StoreError> {
         self.delete_notification(sink, seq).await
+    }
+
+    async fn trim_outbox(&self, sink: &str, max: usize) -> Result<usize, StoreError> {
+        self.trim_sink(sink, max).await
     }
 
     async fn record_attempt(&self, entry: &OutboxEntry) -> Result<(), StoreError> {

@@ -77,7 +77,7 @@ impl SqliteStore {
         }
         let conn = Connection::open(path).map_err(|e| open_err(boxed(e)))?;
         conn.busy_timeout(options.busy_timeout).map_err(|e| open_err(boxed(e)))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| open_err(boxed(e)))?;
+        wal_mode(&conn, options.busy_timeout).map_err(|e| open_err(boxed(e)))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| open_err(boxed(e)))?;
         migrate(&conn)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
@@ -102,19 +102,43 @@ impl SqliteStore {
     }
 }
 
+/// Switch to WAL. Switching needs the file to itself and SQLite does not wait for that (no busy
+/// handler), so a process opening the file while another one migrates it retries here, for up to
+/// `timeout`.
+fn wal_mode(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn current_version(conn: &Connection) -> rusqlite::Result<u32> {
     conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
 }
 
+/// Apply every migration not yet recorded. Safe when several processes open a new file at once
+/// (a compose stack starting its services): each migration runs in a `BEGIN IMMEDIATE`
+/// transaction, which takes the write lock up front, and re-reads the version inside it, so the
+/// processes that lose the race wait (up to the busy timeout) and then find it applied.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let fail = |version, e| StoreError::Migrate { version, source: boxed(e) };
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)",
-    )
-    .map_err(|e| fail(0, e))?;
-    let have = current_version(conn).map_err(|e| fail(0, e))?;
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > have) {
-        let tx = conn.unchecked_transaction().map_err(|e| fail(*version, e))?;
+    for (version, name, sql) in MIGRATIONS {
+        let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| fail(*version, e))?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)",
+        )
+        .map_err(|e| fail(*version, e))?;
+        if current_version(&tx).map_err(|e| fail(*version, e))? >= *version {
+            continue; // applied, by us earlier or by a process that won the race; dropping rolls back
+        }
         tx.execute_batch(sql).map_err(|e| fail(*version, e))?;
         tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)", params![version, name])
             .map_err(|e| fail(*version, e))?;
@@ -311,6 +335,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn trim_outbox(&self, sink: &str, max: usize) -> Result<usize, StoreError> {
+        let sink = sink.to_string();
+        self.blocking(move |conn| {
+            trim_outbox(conn, &sink, max).map_err(|e| StoreError::TrimOutbox { sink: sink.clone(), source: boxed(e) })
+        })
+        .await
+    }
+
     async fn list_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
         self.blocking(|conn| {
             let read_err = |e| StoreError::ReadAlerts { source: boxed(e) };
@@ -437,12 +469,21 @@ fn record_alert(conn: &mut Connection, alert: &AlertRecord, notifications: &[Out
         params![alert.dedup_key, alert.state, alert.body, alert.updated_at_ms],
     )?;
     for n in notifications {
+        tx.execute("DELETE FROM alert_outbox WHERE sink = ?1 AND dedup_key = ?2", params![n.sink, n.dedup_key])?;
         tx.execute(
             "INSERT OR REPLACE INTO alert_outbox (sink, seq, dedup_key, payload, attempts) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![n.sink, n.seq, n.dedup_key, n.payload, n.attempts],
         )?;
     }
     tx.commit()
+}
+
+fn trim_outbox(conn: &Connection, sink: &str, max: usize) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM alert_outbox WHERE sink = ?1 AND seq NOT IN \
+         (SELECT seq FROM alert_outbox WHERE sink = ?1 ORDER BY seq DESC LIMIT ?2)",
+        params![sink, max as i64],
+    )
 }
 
 fn outbox(conn: &Connection, sink: &str, limit: usize) -> rusqlite::Result<Vec<OutboxEntry>> {

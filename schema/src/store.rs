@@ -183,6 +183,13 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// Dropping the oldest notifications of a sink past its bound failed; the outbox stays longer.
+    #[error("trim of the outbox of sink {sink} failed")]
+    TrimOutbox {
+        sink: String,
+        #[source]
+        source: BoxError,
+    },
     /// Counting a failed delivery attempt failed.
     #[error("write of the attempt count of notification {seq} of sink {sink} failed")]
     RecordAttempt {
@@ -239,7 +246,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Record an alert's new state together with the notifications it causes, atomically: after
     /// a crash either both are stored or neither, so a restart neither repeats nor loses one.
+    /// Coalescing: a notification replaces every waiting notification of its sink with the same
+    /// dedup key, so a receiver that was down gets the alert's latest state, not every step.
+    /// No notifications: the state alone is stored.
     async fn record_alert(&self, alert: &AlertRecord, notifications: &[OutboxEntry]) -> Result<(), StoreError>;
+
+    /// Drop the oldest waiting notifications of `sink` past the newest `max`; returns how many
+    /// were dropped.
+    async fn trim_outbox(&self, sink: &str, max: usize) -> Result<usize, StoreError>;
 
     /// Every alert's last state.
     async fn list_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;

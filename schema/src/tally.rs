@@ -35,7 +35,7 @@ impl Tally {
     #[inline]
     pub fn add(&mut self, fp: u64, bytes: u64) {
         self.count += 1;
-        self.bytes += bytes;
+        self.bytes = self.bytes.saturating_add(bytes);
         self.fp_xor ^= fp;
         self.fp_sum = self.fp_sum.wrapping_add(fp);
     }
@@ -43,7 +43,7 @@ impl Tally {
     /// Fold `other` into `self`. Associative and commutative, with `Tally::default()` as identity.
     pub fn merge(&mut self, other: &Tally) {
         self.count += other.count;
-        self.bytes += other.bytes;
+        self.bytes = self.bytes.saturating_add(other.bytes);
         self.fp_xor ^= other.fp_xor;
         self.fp_sum = self.fp_sum.wrapping_add(other.fp_sum);
         self.no_time += other.no_time;

@@ -11,7 +11,12 @@ pub enum StoreUrl {
     Scylla(Vec<String>),
 }
 
-/// A store URL that cannot be used, with the reason.
+/// `url` as an error may show it: without userinfo (which may hold a password).
+fn shown(url: &str) -> String {
+    if crate::secret::has_userinfo(url) { crate::secret::redact_url(url) } else { url.to_string() }
+}
+
+/// A store URL that cannot be used, with the reason. `url` never shows credentials.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid store url {url:?}: {reason}")]
 pub struct StoreUrlError {
@@ -23,7 +28,13 @@ impl std::str::FromStr for StoreUrl {
     type Err = StoreUrlError;
 
     fn from_str(url: &str) -> Result<Self, Self::Err> {
-        let fail = |reason: &str| StoreUrlError { url: url.to_string(), reason: reason.to_string() };
+        let fail = |reason: &str| StoreUrlError { url: shown(url), reason: reason.to_string() };
+        if crate::secret::has_userinfo(url) {
+            return Err(fail(
+                "credentials do not belong in the store url: set scylla.username and scylla.password_env \
+                 (the name of an environment variable holding the password)",
+            ));
+        }
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
                 return Err(fail("missing database path, e.g. sqlite:///var/lib/kaudit/audit.db"));
@@ -78,9 +89,18 @@ mod tests {
             ("scylla://db1", "has no port"),
             ("scylla://db1:notaport", "not host:port"),
             ("scylla://:9042", "not host:port"),
+            ("scylla://kaudit:hunter2@db1:9042", "scylla.username and scylla.password_env"),
         ] {
             let err = url.parse::<StoreUrl>().unwrap_err();
             assert!(err.to_string().contains(why), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn credentials_in_a_store_url_are_refused_without_being_echoed() {
+        let err = "scylla://kaudit:hunter2@db1:9042".parse::<StoreUrl>().unwrap_err();
+        let all = format!("{err} {err:?}");
+        assert!(!all.contains("hunter2") && !all.contains("kaudit:"), "{all}");
+        assert!(all.contains("scylla://db1:9042"), "{all}");
     }
 }

@@ -1,7 +1,8 @@
 //! `kaudit agent --config FILE`: the sidecar. Tap mode consumes topics as a tier and tallies them
 //! exactly once; ingest mode takes records from apps in other languages over HTTP and UDP; both
 //! can run in one process. `/metrics`, `/healthz`, `/readyz` (and `POST /v1/records` with ingest)
-//! are served on `agent_listen`. SIGTERM or Ctrl-C stops it after writing everything.
+//! are served on `agent_listen`, with the tokens, TLS and limits of `[http]` (`kaudit_net`).
+//! SIGTERM or Ctrl-C stops it after writing everything.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use axum::routing::get;
 use clap::Args;
 use kaudit_agent::ingest_server::{self, IngestConfig, IngestMetrics};
 use kaudit_agent::tap::{TapHandle, TapHandleOptions, TapShared};
-use kaudit_agent::{AgentHandle, AgentMetrics, FlushReport, Spool};
+use kaudit_agent::{AgentHandle, AgentMetrics, FlushReport, FlusherOptions, Spool};
 use kaudit_schema::{Shutdown, Store, SystemClock};
 use tokio::task::JoinHandle;
 
@@ -56,6 +57,7 @@ async fn serve(config: &KauditConfig) -> Result<(), BoxError> {
     let store = kaudit_schema::open_store(&url, &config.scylla).await?;
     let registry = prometheus::Registry::new();
     let metrics = AgentMetrics::register(&registry)?;
+    let http_options = config.http.build()?.with_metrics(&registry)?;
     let shutdown = Shutdown::new();
     let agent = &config.agent;
     let tap = match &config.tap {
@@ -83,10 +85,11 @@ async fn serve(config: &KauditConfig) -> Result<(), BoxError> {
     let listener = tokio::net::TcpListener::bind(&config.agent_listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.agent_listen))?;
-    eprintln!("kaudit agent: store {url}; http on http://{}", listener.local_addr()?);
+    let scheme = if http_options.tls.is_some() { "https" } else { "http" };
+    eprintln!("kaudit agent: store {url}; http on {scheme}://{}", listener.local_addr()?);
     let app = app.merge(probes(registry, tap.as_ref().map(|t| t.shared().clone())));
     let stopped = shutdown.signal();
-    let http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped.wait()).into_future());
+    let http = tokio::spawn(kaudit_net::serve(listener, app, &http_options, stopped.wait()));
     let agent = Agent { tap, ingest, http, shutdown };
     shutdown_signal().await;
     tracing::info!("stopping: writing everything");
@@ -105,10 +108,15 @@ async fn start_ingest(
 ) -> Result<Ingest, BoxError> {
     let settings = &config.agent;
     let auditor = settings.auditor(Arc::new(SystemClock));
-    let spool = Spool::open(&settings.spool_dir(&config.data_dir).join("ingest"), settings.spool_max_bytes)?;
-    let agent = AgentHandle::start(auditor.clone(), store, Some(spool), settings.flusher_options(), metrics);
+    let spool_dir = settings.spool_dir(&config.data_dir);
+    let spool = Spool::open(&spool_dir.join("ingest"), settings.spool_max_bytes)?;
+    // Durable acknowledgements (the default): the flusher and the handlers share one gate, and
+    // Idempotency-Keys are journalled beside the spool (see kaudit_agent::ack, ::idempotency).
+    let options = ingest.options(spool_dir.join("ingest.keys"), Arc::new(SystemClock))?;
+    let flusher = FlusherOptions { ack_gate: options.ack_gate.clone(), ..settings.flusher_options() };
+    let agent = AgentHandle::start(auditor.clone(), store, Some(spool), flusher, metrics);
     let ingest_metrics = IngestMetrics::register(registry)?;
-    *app = std::mem::take(app).merge(ingest_server::router(auditor.clone(), ingest_metrics.clone()));
+    *app = std::mem::take(app).merge(ingest_server::router_with(auditor.clone(), ingest_metrics.clone(), options));
     let udp = match &ingest.udp_listen {
         Some(addr) => {
             let socket = tokio::net::UdpSocket::bind(addr).await.map_err(|e| format!("cannot bind udp {addr}: {e}"))?;

@@ -36,21 +36,25 @@ pub async fn run(args: VerifierArgs) -> Result<(), Exit> {
         let file = args.config.display();
         return Err(Exit::config(format!("{file}: no [[verifier.pipelines]]: nothing to verify")));
     }
+    let http = config.http.build().map_err(Exit::config)?;
     let listen = args.listen.clone().unwrap_or_else(|| config.verifier.listen.clone());
     let url = config.store_url()?;
     let store = kaudit_schema::open_store(&url, &config.scylla).await?;
     let listener =
         tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     tracing::info!(%listen, store = %url, "verifier started");
-    eprintln!("kaudit verifier: store {url}; API and /metrics on http://{}", listener.local_addr()?);
+    let scheme = if http.tls.is_some() { "https" } else { "http" };
+    eprintln!("kaudit verifier: store {url}; API and /metrics on {scheme}://{}", listener.local_addr()?);
     let parts = ServiceParts {
         store,
         config: config.verifier.clone(),
         sinks,
         backoff: backoff(&config),
+        limits: config.alerting.limits(),
         flush_interval_ms: config.agent.flush_interval_ms,
         registry: prometheus::Registry::new(),
         clock: Arc::new(SystemClock),
+        http,
     };
     let result = serve(listener, parts, shutdown_signal()).await;
     tracing::info!("verifier stopped");

@@ -214,16 +214,31 @@ fn clean(message: &str) -> String {
     message.trim().trim_end_matches('.').replace('\n', " ")
 }
 
+/// Problems shown one by one; past it, one line says how many more there are.
+pub(super) const MAX_SHOWN: usize = 64;
+/// Structural errors counted at most (each costs a parse of the file): past it, "at least".
+const MAX_COUNTED: usize = 256;
+
+/// The first [`MAX_SHOWN`] problems in file order, then `... and N more` if there are more.
+fn shown(mut problems: Vec<Problem>, counted_all: bool) -> Vec<Problem> {
+    problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column));
+    if problems.len() > MAX_SHOWN || !counted_all {
+        let more = problems.len().saturating_sub(MAX_SHOWN);
+        problems.truncate(MAX_SHOWN);
+        let at_least = if counted_all { "" } else { "at least " };
+        let message = format!("... and {at_least}{more} more (fix these and run again)");
+        problems.push(Problem { key: String::new(), line: None, column: None, message });
+    }
+    problems
+}
+
 /// Deserialise `text` into `T`, gathering every error with its key and line, then validate.
 pub(super) fn load_all_errors<T: DeserializeOwned>(
     text: &str,
     file: &Path,
     validate: impl Fn(&T) -> Vec<ConfigIssue>,
 ) -> Result<T, ConfigError> {
-    let fail = |mut problems: Vec<Problem>| {
-        problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column));
-        ConfigError { file: file.to_path_buf(), problems }
-    };
+    let fail = |problems: Vec<Problem>| ConfigError { file: file.to_path_buf(), problems: shown(problems, true) };
     let original = match Document::parse(text) {
         Ok(d) => d,
         Err(e) => {
@@ -233,7 +248,7 @@ pub(super) fn load_all_errors<T: DeserializeOwned>(
     };
     let mut problems = Vec::new();
     let mut current = text.to_string();
-    for _ in 0..64 {
+    for _ in 0..MAX_COUNTED {
         let err = match toml::from_str::<T>(&current) {
             Ok(config) if problems.is_empty() => {
                 let issues = validate(&config);
@@ -263,5 +278,5 @@ pub(super) fn load_all_errors<T: DeserializeOwned>(
         problems.push(problem(&original, text, path, clean(err.message())));
         current = editable.to_string();
     }
-    Err(fail(problems))
+    Err(ConfigError { file: file.to_path_buf(), problems: shown(problems, false) })
 }

@@ -45,6 +45,8 @@ pub struct KauditConfig {
     pub ingest: Option<kaudit_agent::ingest_server::IngestConfig>,
     /// Address of `kaudit agent`'s `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:9465`.
     pub agent_listen: String,
+    /// Bearer tokens, TLS and connection limits of every HTTP listener of the process (`[http]`).
+    pub http: kaudit_net::HttpConfig,
 }
 
 /// Alert delivery.
@@ -58,11 +60,33 @@ pub struct AlertingConfig {
     pub retry_base_ms: u64,
     /// Longest retry delay, ms. Default 60000.
     pub retry_max_ms: u64,
+    /// Flood guard: alert changes of one evaluation pass notified one by one; past it the rest are
+    /// stored and listed but not sent, and one `flood` alert names them. Default 5: a few specific pages, then one summary, for one pass.
+    pub max_notifications_per_pass: usize,
+    /// Undelivered notifications kept per sink; past it the oldest are dropped (ERROR, and
+    /// `kaudit_verifier_notifications_dropped_total`). Default 10000.
+    pub max_outbox_per_sink: usize,
 }
 
 impl Default for AlertingConfig {
     fn default() -> Self {
-        Self { sinks: Vec::new(), retry_base_ms: 500, retry_max_ms: 60_000 }
+        Self {
+            sinks: Vec::new(),
+            retry_base_ms: 500,
+            retry_max_ms: 60_000,
+            max_notifications_per_pass: 5,
+            max_outbox_per_sink: 10_000,
+        }
+    }
+}
+
+impl AlertingConfig {
+    /// The dispatcher's bounds.
+    pub fn limits(&self) -> kaudit_alerting::dispatch::Limits {
+        kaudit_alerting::dispatch::Limits {
+            max_notifications_per_pass: self.max_notifications_per_pass,
+            max_outbox_per_sink: self.max_outbox_per_sink,
+        }
     }
 }
 
@@ -115,6 +139,7 @@ impl Default for KauditConfig {
             tap: None,
             ingest: None,
             agent_listen: "127.0.0.1:9465".into(),
+            http: kaudit_net::HttpConfig::default(),
         }
     }
 }
@@ -147,6 +172,17 @@ impl KauditConfig {
             issues.push(ConfigIssue::new("store", e.reason));
         }
         issues.extend(self.scylla.validate("scylla"));
+        if matches!(self.store_url(), Ok(StoreUrl::Scylla(_))) {
+            issues.extend(self.scylla.validate_env("scylla"));
+        }
+        if self.alerting.max_notifications_per_pass == 0 || self.alerting.max_outbox_per_sink == 0 {
+            let key = if self.alerting.max_outbox_per_sink == 0 {
+                "max_outbox_per_sink"
+            } else {
+                "max_notifications_per_pass"
+            };
+            issues.push(ConfigIssue::at("alerting", key, "must be positive"));
+        }
         issues.extend(self.verifier.validate("verifier"));
         issues.extend(self.verifier.validate_with_flush_interval("verifier", self.agent.flush_interval_ms));
         for (i, sink) in self.alerting.sinks.iter().enumerate() {
@@ -166,11 +202,11 @@ impl KauditConfig {
                 }
             }
         }
-        if let Some(udp) = self.ingest.as_ref().and_then(|i| i.udp_listen.as_ref())
-            && udp.parse::<std::net::SocketAddr>().is_err()
-        {
-            issues.push(ConfigIssue::new("ingest.udp_listen", "must be an address such as 127.0.0.1:9467"));
+        if let Some(ingest) = &self.ingest {
+            issues.extend(ingest.validate("ingest"));
+            issues.extend(udp_issues(ingest));
         }
+        issues.extend(self.http.validate("http"));
         if self.agent_listen.parse::<std::net::SocketAddr>().is_err() {
             issues.push(ConfigIssue::new("agent_listen", "must be an address such as 127.0.0.1:9465"));
         }
@@ -212,6 +248,23 @@ impl KauditConfig {
     pub fn from_toml(text: &str, file: &Path) -> Result<Self, ConfigError> {
         locate::load_all_errors::<KauditConfig>(text, file, KauditConfig::validate)
     }
+}
+
+/// `ingest.udp_listen`: an address, on loopback unless `ingest.udp_allow_network`.
+fn udp_issues(ingest: &kaudit_agent::ingest_server::IngestConfig) -> Option<ConfigIssue> {
+    let udp = ingest.udp_listen.as_ref()?;
+    let Ok(addr) = udp.parse::<std::net::SocketAddr>() else {
+        return Some(ConfigIssue::new("ingest.udp_listen", "must be an address such as 127.0.0.1:9467"));
+    };
+    (!addr.ip().is_loopback() && !ingest.udp_allow_network).then(|| {
+        ConfigIssue::new(
+            "ingest.udp_listen",
+            format!(
+                "{addr} is not loopback and UDP datagrams carry no token; \
+                 listen on 127.0.0.1 or set ingest.udp_allow_network = true to accept them from the network"
+            ),
+        )
+    })
 }
 
 /// Everything wrong with one configuration file.

@@ -160,9 +160,12 @@ impl Verifier {
             config: verifier,
             sinks,
             backoff: settings::backoff(config),
+            limits: config.alerting.limits(),
             flush_interval_ms: agent.flush_interval_ms,
             registry: registry.clone(),
             clock: Arc::new(SystemClock),
+            // Plain HTTP without tokens: the demo listens on loopback.
+            http: kaudit_net::HttpOptions::default(),
         };
         let shutdown = Shutdown::new();
         let service = tokio::spawn(serve(listener, parts, shutdown.signal().wait()));

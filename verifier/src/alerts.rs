@@ -12,6 +12,7 @@
 //! its bucket range) and what resolved it. The `lag` and `tier_down` alerts, about a tier's
 //! progress and liveness rather than its verdicts, are decided in [`tier`].
 
+pub mod flood;
 pub mod tier;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,7 +55,7 @@ pub fn severity(kind: AlertKind) -> Severity {
         AlertKind::Loss | AlertKind::ContentMismatch | AlertKind::MissingTier | AlertKind::TierDown => {
             Severity::Critical
         }
-        AlertKind::Duplicates | AlertKind::Delay | AlertKind::Lag => Severity::Warning,
+        AlertKind::Duplicates | AlertKind::Delay | AlertKind::Lag | AlertKind::Flood => Severity::Warning,
     }
 }
 

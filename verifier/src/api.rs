@@ -1,16 +1,22 @@
 //! The verifier's HTTP API (axum).
 //!
-//! * `GET /api/v1/topics`: topics with tallies, and the pipeline that applies to each.
-//! * `GET /api/v1/buckets?topic=T&from=F&to=T`: per bucket, each tier's merged tally (counts,
-//!   bytes, fingerprint aggregates, latency quantiles, agents) and the stored verdicts, each with
-//!   its `detail` (why it is pending, unreached or indeterminate; `null` otherwise). `from` and
-//!   `to` are ms since the epoch or RFC 3339 UTC (`2026-11-21T10:00:00Z`); at most 7 days.
-//! * `GET /api/v1/alerts[?state=firing|resolved]`: alerts by dedup key.
+//! * `GET /api/v1/topics[?limit=N&after=NAME]`: topics with tallies, and the pipeline that
+//!   applies to each.
+//! * `GET /api/v1/buckets?topic=T&from=F&to=T[&limit=N]`: per bucket, each tier's merged tally
+//!   (counts, bytes, fingerprint aggregates, latency quantiles, agents) and the stored verdicts,
+//!   each with its `detail` (why it is pending, unreached or indeterminate; `null` otherwise).
+//!   `from` and `to` are ms since the epoch, RFC 3339 (`2026-11-21T10:00:00Z`) or a date; at most
+//!   7 days apart.
+//! * `GET /api/v1/alerts[?state=firing|resolved&limit=N&after=KEY]`: alerts by dedup key.
 //! * `/metrics`, `/healthz` (the process is up), `/readyz` (an evaluation pass has succeeded).
 //!
-//! Bad parameters answer 400 with `{"error": "<reason>"}`.
+//! Lists are paged (`limit`, default 500, at most 5000): an answer with more to come carries
+//! `next`, the `after` (or, for buckets, the `from`) of the next page; `null` on the last page.
+//! Bad parameters answer 400 with `{"error": "<reason>"}` ([`query`] parses them).
 
-use std::collections::{BTreeMap, HashMap};
+pub mod query;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,14 +26,14 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use kaudit_alerting::time::{parse_rfc3339, rfc3339};
+use kaudit_alerting::time::rfc3339;
 use kaudit_schema::Store;
 use serde_json::{Value, json};
 
+use self::query::{Params, paginate};
 use crate::pipeline::{Pipeline, pipeline_for};
 
-/// Longest range one `/api/v1/buckets` call may ask for.
-pub const MAX_RANGE_MS: i64 = 7 * 86_400_000;
+pub use self::query::MAX_RANGE_MS;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -75,58 +81,22 @@ impl From<kaudit_schema::StoreError> for ApiError {
     }
 }
 
-type Params = Query<HashMap<String, String>>;
-
-fn only(params: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
-    match params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::BadRequest(format!("unknown parameter {k:?}; expected {}", allowed.join(", ")))),
-        None => Ok(()),
-    }
-}
-
-fn time_param(params: &HashMap<String, String>, name: &str) -> Result<i64, ApiError> {
-    let raw = params
-        .get(name)
-        .ok_or_else(|| ApiError::BadRequest(format!("missing parameter {name:?} (ms since the epoch or RFC 3339)")))?;
-    let t = raw.parse::<i64>().ok().or_else(|| parse_rfc3339(raw)).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "{name}={raw:?} is neither ms since the epoch nor RFC 3339 UTC like 2026-11-21T10:00:00Z"
-        ))
-    })?;
-    if t < 0 {
-        return Err(ApiError::BadRequest(format!("{name}={raw:?} is before 1970")));
-    }
-    Ok(t)
-}
-
-async fn topics(State(s): State<ApiState>, Query(params): Params) -> Result<Json<Value>, ApiError> {
-    only(&params, &[])?;
-    let list: Vec<Value> = s
-        .store
-        .list_topics()
-        .await?
+async fn topics(State(s): State<ApiState>, Query(params): Query<Params>) -> Result<Json<Value>, ApiError> {
+    let page = query::topics_query(&params).map_err(ApiError::BadRequest)?;
+    let (names, next) = paginate(s.store.list_topics().await?, &page, |t| t.as_str());
+    let list: Vec<Value> = names
         .into_iter()
         .map(|t| {
             let pipeline = pipeline_for(&s.pipelines, &t).map(|p| p.tiers().to_vec());
             json!({ "name": t, "tiers": pipeline })
         })
         .collect();
-    Ok(Json(json!({ "topics": list })))
+    Ok(Json(json!({ "topics": list, "next": next })))
 }
 
-async fn buckets(State(s): State<ApiState>, Query(params): Params) -> Result<Json<Value>, ApiError> {
-    only(&params, &["topic", "from", "to"])?;
-    let topic = params
-        .get("topic")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::BadRequest("missing parameter \"topic\"".into()))?;
-    let (from, to) = (time_param(&params, "from")?, time_param(&params, "to")?);
-    if from >= to {
-        return Err(ApiError::BadRequest(format!("from ({from}) must be before to ({to})")));
-    }
-    if to - from > MAX_RANGE_MS {
-        return Err(ApiError::BadRequest(format!("range of {} ms is over the 7-day limit", to - from)));
-    }
+async fn buckets(State(s): State<ApiState>, Query(params): Query<Params>) -> Result<Json<Value>, ApiError> {
+    let q = query::buckets_query(&params).map_err(ApiError::BadRequest)?;
+    let (topic, from, to) = (q.topic.as_str(), q.from, q.to);
     let rows = s.store.read_range(topic, from, to).await?;
     let verdicts = s.store.read_verdicts(topic, from, to).await?;
     let mut by_bucket: BTreeMap<i64, BTreeMap<String, (kaudit_schema::Tally, usize)>> = BTreeMap::new();
@@ -134,6 +104,10 @@ async fn buckets(State(s): State<ApiState>, Query(params): Params) -> Result<Jso
         let e = by_bucket.entry(r.key.bucket_start_ms).or_default().entry(r.key.tier.clone()).or_default();
         e.0.merge(&r.tally);
         e.1 += 1;
+    }
+    let next = by_bucket.keys().nth(q.limit).copied();
+    if let Some(cut) = next {
+        by_bucket.split_off(&cut);
     }
     let mut verdicts_by: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
     for v in verdicts {
@@ -159,24 +133,17 @@ async fn buckets(State(s): State<ApiState>, Query(params): Params) -> Result<Jso
             })
         })
         .collect();
-    Ok(Json(json!({ "topic": topic, "from": from, "to": to, "buckets": buckets })))
+    Ok(Json(json!({ "topic": topic, "from": from, "to": to, "buckets": buckets, "next": next })))
 }
 
-async fn alerts(State(s): State<ApiState>, Query(params): Params) -> Result<Json<Value>, ApiError> {
-    only(&params, &["state"])?;
-    let state = params.get("state").map(String::as_str);
-    if let Some(st) = state.filter(|st| !["firing", "resolved"].contains(st)) {
-        return Err(ApiError::BadRequest(format!("state={st:?}: expected firing or resolved")));
-    }
-    let list: Vec<Value> = s
-        .store
-        .list_alerts()
-        .await?
-        .into_iter()
-        .filter(|a| state.is_none_or(|st| a.state == st))
-        .filter_map(|a| serde_json::from_str(&a.body).ok())
-        .collect();
-    Ok(Json(json!({ "alerts": list })))
+async fn alerts(State(s): State<ApiState>, Query(params): Query<Params>) -> Result<Json<Value>, ApiError> {
+    let q = query::alerts_query(&params).map_err(ApiError::BadRequest)?;
+    let mut records = s.store.list_alerts().await?;
+    records.retain(|a| q.state.as_deref().is_none_or(|st| a.state == st));
+    records.sort_by(|a, b| a.dedup_key.cmp(&b.dedup_key));
+    let (page, next) = paginate(records, &q.page, |a| a.dedup_key.as_str());
+    let list: Vec<Value> = page.into_iter().filter_map(|a| serde_json::from_str(&a.body).ok()).collect();
+    Ok(Json(json!({ "alerts": list, "next": next })))
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {

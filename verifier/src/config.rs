@@ -42,6 +42,13 @@ pub struct VerifierConfig {
     pub sigma_floor_delay_ms: f64,
     /// Address of the HTTP API and `/metrics`. Default `127.0.0.1:9464`.
     pub listen: String,
+    /// New topics taken under watch per evaluation pass; the rest wait for later passes (the
+    /// `kaudit_verifier_topics_waiting` gauge). Bounds the work a burst of new topic names can
+    /// add to one pass. Default 100.
+    pub max_new_topics_per_pass: usize,
+    /// Topics watched at all; past it new topics are ignored (`kaudit_verifier_topics_ignored`,
+    /// and a WARN at most every 10 s) until a restart. Default 10000.
+    pub max_topics: usize,
 }
 
 impl Default for VerifierConfig {
@@ -60,6 +67,8 @@ impl Default for VerifierConfig {
             sigma_floor_ratio: 0.0001,
             sigma_floor_delay_ms: 10.0,
             listen: "127.0.0.1:9464".into(),
+            max_new_topics_per_pass: 100,
+            max_topics: 10_000,
         }
     }
 }
@@ -116,6 +125,12 @@ impl VerifierConfig {
         }
         if self.agent_timeout_ms == Some(0) {
             bad("agent_timeout_ms", "must be positive (ms; default 3 × agent.flush_interval_ms + 5000)");
+        }
+        if self.max_new_topics_per_pass == 0 {
+            bad("max_new_topics_per_pass", "must be positive (topics; default 100)");
+        }
+        if self.max_topics == 0 {
+            bad("max_topics", "must be positive (topics; default 10000)");
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             bad("listen", "must be an address such as 127.0.0.1:9464");

@@ -13,6 +13,10 @@
 //! `unreached` if never), takes differences in buckets a crashed agent held open for
 //! `indeterminate`, and raises `lag` and `tier_down` instead of loss or missing-tier alerts.
 //!
+//! Bounded: topics are taken under watch a few per pass and up to a limit ([`Watchlist`]), and
+//! a pass's alert transitions beyond `alerting.max_notifications_per_pass` are stored without a
+//! notification each, one flood alert naming them instead ([`guard`]).
+//!
 //! Every decision is made by the pure [`EngineCore`]; this file is its driver: it reads from the
 //! store, asks the core, writes the verdicts, records alert transitions through the dispatcher and
 //! updates the metrics. The core remembers a pass only once its verdicts are written.
@@ -21,14 +25,24 @@ mod core;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use kaudit_alerting::dispatch::Limits;
 use kaudit_alerting::{Alert, Dispatcher};
 use kaudit_schema::{Clock, EpochMillis, Store, StoreError, TallyRow};
 
+use crate::alerts::flood::{FLOOD_KEY, Guarded, guard};
 use crate::config::VerifierConfig;
 use crate::metrics::VerifierMetrics;
 use crate::pipeline::{Pipeline, pipeline_for};
+use crate::watch::{Admission, Watchlist};
+
+/// Most one log line about waiting or ignored topics per this long.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The flood alert resolves after this many evaluation intervals without a pass over the limit
+/// (and at least a minute), so a flood that comes in waves pages once.
+const FLOOD_QUIET_PASSES: u64 = 10;
 
 pub use self::core::{
     AlertUpdate, CusumReading, Decision, EngineCore, MetricDeltas, Phase, Reports, TierGauge, TopicPass, Watermark,
@@ -53,6 +67,11 @@ pub struct Engine {
     /// Stored alerts have been taken up (once, before the first pass).
     alerts_loaded: bool,
     ready: Arc<AtomicBool>,
+    watch: Watchlist,
+    /// How long the flood alert waits without a pass over the limit before it resolves, ms.
+    flood_quiet_ms: i64,
+    /// When waiting and ignored topics were last logged.
+    logged: [Option<Instant>; 2],
 }
 
 impl Engine {
@@ -69,6 +88,8 @@ impl Engine {
         let evaluate_interval_ms = config.evaluate_interval_ms;
         let grace_ms = config.grace_ms(flush_interval_ms);
         let agent_timeout_ms = config.agent_timeout_ms(flush_interval_ms);
+        let watch = Watchlist::new(config.max_new_topics_per_pass, config.max_topics);
+        let flood_quiet_ms = (FLOOD_QUIET_PASSES * evaluate_interval_ms).max(60_000) as i64;
         let core = EngineCore::new(config, grace_ms, agent_timeout_ms);
         Self {
             store,
@@ -80,6 +101,9 @@ impl Engine {
             metrics,
             alerts_loaded: false,
             ready: Arc::default(),
+            watch,
+            flood_quiet_ms,
+            logged: [None, None],
         }
     }
 
@@ -114,12 +138,14 @@ impl Engine {
         }
         let now = self.clock.now_ms();
         let mut report = TickReport::default();
-        for topic in self.store.list_topics().await? {
-            let Some(pipeline) = pipeline_for(&self.pipelines, &topic) else { continue };
-            let pipeline = pipeline.clone();
-            self.evaluate_topic(&topic, &pipeline, now, &mut report).await?;
-            report.notifications += self.update_alerts(&topic, &pipeline, now).await?;
+        let admission = self.admit(self.store.list_topics().await?);
+        let mut updates = Vec::new();
+        for topic in &admission.topics {
+            let pipeline = pipeline_for(&self.pipelines, topic).expect("admitted topics have a pipeline").clone();
+            self.evaluate_topic(topic, &pipeline, now, &mut report).await?;
+            updates.extend(self.core.alert_updates(topic, &pipeline, now));
         }
+        report.notifications += self.record_alerts(updates, now).await?;
         self.metrics.alerts_firing.set(self.core.firing() as i64);
         self.metrics.evaluation_duration.observe(started.elapsed().as_secs_f64());
         self.ready.store(true, Ordering::SeqCst);
@@ -173,18 +199,75 @@ impl Engine {
         Ok((from, rows))
     }
 
-    /// Record each alert transition through the dispatcher, then keep the alert; returns how many.
-    async fn update_alerts(&mut self, topic: &str, pipeline: &Pipeline, now: EpochMillis) -> Result<usize, StoreError> {
+    /// The topics with a pipeline this pass looks at ([`Watchlist`]), with the gauges and the
+    /// rate-limited log lines about the others.
+    fn admit(&mut self, topics: Vec<String>) -> Admission {
+        let candidates = topics.into_iter().filter(|t| pipeline_for(&self.pipelines, t).is_some()).collect();
+        let known: std::collections::HashSet<&str> = self.core.alerts().values().map(|a| a.topic.as_str()).collect();
+        let admission = self.watch.admit(candidates, |t| known.contains(t));
+        self.metrics.topics_watched.set(self.watch.len() as i64);
+        self.metrics.topics_waiting.set(admission.waiting as i64);
+        self.metrics.topics_ignored.set(admission.ignored as i64);
+        let due = |last: &mut Option<Instant>| {
+            let due = last.is_none_or(|t| t.elapsed() >= LOG_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if admission.waiting > 0 && due(&mut self.logged[0]) {
+            tracing::info!(
+                waiting = admission.waiting,
+                admitted = admission.admitted,
+                "new topics wait for later passes (verifier.max_new_topics_per_pass)"
+            );
+        }
+        if admission.ignored > 0 && due(&mut self.logged[1]) {
+            tracing::warn!(
+                ignored = admission.ignored,
+                watched = self.watch.len(),
+                "topics ignored: verifier.max_topics topics are watched already"
+            );
+        }
+        admission
+    }
+
+    /// Record a pass's alert transitions under the flood guard, then keep the alerts; returns how
+    /// many were notified.
+    async fn record_alerts(&mut self, updates: Vec<AlertUpdate>, now: EpochMillis) -> Result<usize, StoreError> {
+        let limits = self.dispatcher.as_ref().map_or(Limits::default(), Dispatcher::limits);
+        let previous = self.core.alerts().get(FLOOD_KEY);
+        let Guarded { notify, quiet, unchanged, flood } =
+            guard(updates, limits.max_notifications_per_pass, previous, self.flood_quiet_ms, now);
+        unchanged.into_iter().for_each(|a| self.core.apply_alert(a));
+        let (flood_notify, flood_quiet) = match flood {
+            Some(f) if f.transition => (Some(f.alert), None),
+            Some(f) => (None, Some(f.alert)),
+            None => (None, None),
+        };
         let mut sent = 0;
-        for AlertUpdate { alert, transition } in self.core.alert_updates(topic, pipeline, now) {
-            if transition {
-                tracing::warn!(key = %alert.dedup_key, state = alert.state.as_str(), summary = %alert.summary(), "alert");
-                if let Some(d) = &self.dispatcher {
-                    d.record(&alert, now).await?;
-                }
-                sent += 1;
+        for alert in notify.into_iter().chain(flood_notify) {
+            tracing::warn!(key = %alert.dedup_key, state = alert.state.as_str(), summary = %alert.summary(), "alert");
+            if let Some(d) = &self.dispatcher {
+                d.record(&alert, now).await?;
+            }
+            sent += 1;
+            self.core.apply_alert(alert);
+        }
+        for alert in quiet.into_iter().chain(flood_quiet) {
+            tracing::debug!(key = %alert.dedup_key, state = alert.state.as_str(), "alert (flood guard: not notified)");
+            if alert.kind != kaudit_alerting::AlertKind::Flood {
+                self.metrics.notifications_suppressed.with_label_values(&[alert.kind.as_str()]).inc();
+            }
+            if let Some(d) = &self.dispatcher {
+                d.record_state(&alert, now).await?;
             }
             self.core.apply_alert(alert);
+        }
+        if let Some(d) = &self.dispatcher
+            && sent > 0
+        {
+            d.trim_outboxes().await?;
         }
         Ok(sent)
     }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod service;
+pub mod watch;
 
 pub use compare::{Side, Verdict, compare, compare_tiers};
 pub use config::VerifierConfig;

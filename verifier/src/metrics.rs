@@ -19,6 +19,14 @@ pub struct VerifierMetrics {
     pub alerts_firing: IntGauge,
     pub evaluation_duration: Histogram,
     pub evaluation_failures: IntCounter,
+    /// Topics with a pipeline under watch (evaluated every pass).
+    pub topics_watched: IntGauge,
+    /// New topics waiting for a later pass (`verifier.max_new_topics_per_pass`).
+    pub topics_waiting: IntGauge,
+    /// Topics ignored because `verifier.max_topics` are watched.
+    pub topics_ignored: IntGauge,
+    /// Alert transitions stored without their own notification by the flood guard, by kind.
+    pub notifications_suppressed: IntCounterVec,
 }
 
 impl VerifierMetrics {
@@ -74,6 +82,25 @@ impl VerifierMetrics {
                 "kaudit_verifier_evaluation_failures_total",
                 "Evaluation passes that failed (store errors).",
             )?,
+            topics_watched: IntGauge::new(
+                "kaudit_verifier_topics_watched",
+                "Topics with a pipeline under watch (evaluated every pass).",
+            )?,
+            topics_waiting: IntGauge::new(
+                "kaudit_verifier_topics_waiting",
+                "New topics waiting for a later pass (verifier.max_new_topics_per_pass).",
+            )?,
+            topics_ignored: IntGauge::new(
+                "kaudit_verifier_topics_ignored",
+                "Topics ignored because verifier.max_topics topics are watched.",
+            )?,
+            notifications_suppressed: IntCounterVec::new(
+                Opts::new(
+                    "kaudit_verifier_notifications_suppressed_total",
+                    "Alert transitions stored without their own notification by the flood guard, by kind.",
+                ),
+                &["kind"],
+            )?,
         };
         r.register(Box::new(m.buckets_evaluated.clone()))?;
         r.register(Box::new(m.verdicts.clone()))?;
@@ -86,6 +113,10 @@ impl VerifierMetrics {
         r.register(Box::new(m.alerts_firing.clone()))?;
         r.register(Box::new(m.evaluation_duration.clone()))?;
         r.register(Box::new(m.evaluation_failures.clone()))?;
+        r.register(Box::new(m.topics_watched.clone()))?;
+        r.register(Box::new(m.topics_waiting.clone()))?;
+        r.register(Box::new(m.topics_ignored.clone()))?;
+        r.register(Box::new(m.notifications_suppressed.clone()))?;
         Ok(m)
     }
 }

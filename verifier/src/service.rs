@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use kaudit_alerting::dispatch::Backoff;
+use kaudit_alerting::dispatch::{Backoff, Limits};
 use kaudit_alerting::{AlertMetrics, Dispatcher, Sink};
 use kaudit_schema::{Clock, Shutdown, Store};
 use tokio::net::TcpListener;
@@ -19,10 +19,14 @@ pub struct ServiceParts {
     pub config: VerifierConfig,
     pub sinks: Vec<Sink>,
     pub backoff: Backoff,
+    /// Notifications per pass and per sink's outbox (`[alerting]`).
+    pub limits: Limits,
     /// The agents' flush interval, for the default grace period.
     pub flush_interval_ms: u64,
     pub registry: prometheus::Registry,
     pub clock: Arc<dyn Clock>,
+    /// Tokens, TLS and connection limits of the API listener (`[http]`).
+    pub http: kaudit_net::HttpOptions,
 }
 
 /// Run until `shutdown` resolves: evaluate, deliver notifications, and serve the API on `listener`.
@@ -31,10 +35,11 @@ pub async fn serve(
     parts: ServiceParts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let ServiceParts { store, config, sinks, backoff, flush_interval_ms, registry, clock } = parts;
+    let ServiceParts { store, config, sinks, backoff, limits, flush_interval_ms, registry, clock, http } = parts;
     let metrics = VerifierMetrics::register(&registry)?;
     let alert_metrics = AlertMetrics::register(&registry)?;
-    let dispatcher = Dispatcher::new(store.clone(), sinks, alert_metrics, backoff);
+    let http = http.with_metrics(&registry)?;
+    let dispatcher = Dispatcher::new(store.clone(), sinks, alert_metrics, backoff).with_limits(limits);
     let pipelines = Arc::new(config.pipelines.iter().map(|p| p.build()).collect::<Vec<_>>());
     let engine = Engine::new(store.clone(), Some(dispatcher.clone()), config, flush_interval_ms, clock, metrics);
     let state = ApiState { store, registry, pipelines, ready: engine.ready_flag() };
@@ -42,8 +47,7 @@ pub async fn serve(
     let stop = Shutdown::new();
     let engine_task = tokio::spawn(engine.run(stop.signal().wait()));
     let dispatch_task = tokio::spawn(dispatcher.run(stop.signal().wait()));
-    let api = axum::serve(listener, router(state)).with_graceful_shutdown(stop.signal().wait());
-    let api_task = tokio::spawn(async move { api.await });
+    let api_task = tokio::spawn(kaudit_net::serve(listener, router(state), &http, stop.signal().wait()));
     shutdown.await;
     stop.trigger();
     engine_task.await?;

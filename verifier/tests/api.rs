@@ -52,9 +52,11 @@ async fn query_api_answers_and_rejects_bad_requests() {
         config,
         sinks: vec![],
         backoff: Backoff::default(),
+        limits: Default::default(),
         flush_interval_ms: 5_000,
         registry: prometheus::Registry::new(),
         clock: Arc::new(ManualClock::new(T0 + 2 * W)),
+        http: kaudit_net::HttpOptions::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, parts, async { stopped.await.unwrap_or(()) }));
@@ -94,15 +96,36 @@ async fn query_api_answers_and_rejects_bad_requests() {
     let alerts: Value = get("/api/v1/alerts?state=firing".into()).await.json().await.unwrap();
     assert_eq!(alerts["alerts"][0]["dedup_key"], "loss/orders/consumer");
     assert_eq!(alerts["alerts"][0]["numbers"]["missing"], 3);
+    assert_eq!(alerts["next"], Value::Null, "one page");
+
+    // Lists come in pages: `next` is the `after` of the following one.
+    let more = |topic: &str| TallyRow {
+        key: TallyKey { topic: topic.into(), ..tally(T0, "producer", "p", 1).key },
+        ..tally(T0, "producer", "p", 1)
+    };
+    store.write(&FlushBatch { rows: vec![more("zz1"), more("zz2")], ..FlushBatch::default() }).await.unwrap();
+    let page: Value = get("/api/v1/topics?limit=2".into()).await.json().await.unwrap();
+    let names = |v: &Value| {
+        v["topics"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!((names(&page), page["next"].as_str()), (vec!["orders".to_string(), "zz1".into()], Some("zz1")));
+    let last: Value = get("/api/v1/topics?limit=2&after=zz1".into()).await.json().await.unwrap();
+    assert_eq!((names(&last), &last["next"]), (vec!["zz2".to_string()], &Value::Null));
+    let one: Value =
+        get(format!("/api/v1/buckets?topic=orders&from={}&to={}&limit=1", T0 - W, T0 + W)).await.json().await.unwrap();
+    assert_eq!(one["buckets"].as_array().unwrap().len(), 1);
 
     for (path, reason) in [
         ("/api/v1/buckets?from=0&to=1".to_string(), "missing parameter \"topic\""),
-        ("/api/v1/buckets?topic=orders&from=soon&to=1".to_string(), "neither ms since the epoch nor RFC 3339"),
+        ("/api/v1/buckets?topic=orders&from=soon&to=1".to_string(), "from=\"soon\" is not a time: "),
+        ("/api/v1/buckets?topic=orders&from=2026-02-31&to=2026-03-02".to_string(), "February 2026 has 28 days"),
         ("/api/v1/buckets?topic=orders&from=5&to=5".to_string(), "must be before"),
         ("/api/v1/buckets?topic=orders&from=-1&to=5".to_string(), "before 1970"),
         (format!("/api/v1/buckets?topic=orders&from=0&to={}", 8 * 86_400_000), "7-day limit"),
-        ("/api/v1/buckets?topic=orders&from=0&to=1&limit=3".to_string(), "unknown parameter \"limit\""),
+        ("/api/v1/buckets?topic=orders&from=0&to=1&page=3".to_string(), "unknown parameter \"page\""),
         ("/api/v1/alerts?state=burning".to_string(), "expected firing or resolved"),
+        ("/api/v1/alerts?limit=5001".to_string(), "not a number from 1 to 5000"),
+        ("/api/v1/topics?limit=0".to_string(), "not a number from 1 to 5000"),
     ] {
         let resp = get(path.clone()).await;
         assert_eq!(resp.status(), 400, "{path}");
@@ -180,9 +203,11 @@ async fn held_verdicts_are_served_with_their_detail() {
         config,
         sinks: vec![],
         backoff: Backoff::default(),
+        limits: Default::default(),
         flush_interval_ms: 5_000,
         registry: prometheus::Registry::new(),
         clock: Arc::new(ManualClock::new(now)),
+        http: kaudit_net::HttpOptions::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, parts, async { stopped.await.unwrap_or(()) }));
@@ -226,4 +251,70 @@ async fn held_verdicts_are_served_with_their_detail() {
 
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
+}
+
+/// The API behind read tokens (two, for rotation): 401 without, 403 for a write token, 200 with
+/// either read token or an admin one; probes stay open. Over TLS nothing changes but the scheme.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_needs_a_read_token_and_probes_stay_open() {
+    use kaudit_net::{HttpOptions, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("v.db"), &SqliteOptions::default()).unwrap();
+    seed(&store).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (read_a, read_b) = ("read-token-aaaaaaaaaaaaaa", "read-token-bbbbbbbbbbbbbb");
+    let (write, admin) = ("write-token-cccccccccccc", "admin-token-dddddddddddd");
+    let http_options = HttpOptions::default()
+        .with_token(Role::Read, read_a)
+        .with_token(Role::Read, read_b)
+        .with_token(Role::Write, write)
+        .with_token(Role::Admin, admin);
+    let parts = ServiceParts {
+        store: Arc::new(store.clone()),
+        config: VerifierConfig {
+            pipelines: vec![PipelineConfig {
+                topics: vec!["orders".into()],
+                tiers: vec!["producer".into()],
+                consumers: vec!["consumer".into()],
+            }],
+            evaluate_interval_ms: 50,
+            ..VerifierConfig::default()
+        },
+        sinks: vec![],
+        backoff: Backoff::default(),
+        limits: Default::default(),
+        flush_interval_ms: 5_000,
+        registry: prometheus::Registry::new(),
+        clock: Arc::new(ManualClock::new(T0 + 2 * W)),
+        http: http_options,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, parts, async { stopped.await.unwrap_or(()) }));
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let unauthorized = get("/api/v1/topics", None).await;
+    assert_eq!(unauthorized.status(), 401);
+    assert_eq!(unauthorized.headers()["www-authenticate"], "Bearer realm=\"kaudit\"");
+    assert_eq!(get("/api/v1/topics", Some("read-token-not-configured")).await.status(), 401);
+    assert_eq!(get("/api/v1/topics", Some(write)).await.status(), 403);
+    for token in [read_a, read_b, admin] {
+        let answer = get("/api/v1/topics", Some(token)).await;
+        assert_eq!(answer.status(), 200);
+        let topics: Value = answer.json().await.unwrap();
+        assert_eq!(topics["topics"][0]["name"], "orders");
+    }
+    for probe in ["/healthz", "/metrics"] {
+        assert_eq!(get(probe, None).await.status(), 200, "{probe}");
+    }
+    let metrics = get("/metrics", None).await.text().await.unwrap();
+    assert!(metrics.contains(r#"kaudit_http_requests_refused_total{reason="wrong_role"} 1"#), "{metrics}");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
 }

@@ -250,3 +250,64 @@ async fn a_crash_switch_stops_the_agent_without_its_final_flush() {
     assert_eq!(stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0), Some(1), "the second count died with it");
     assert!(!r.store.read_heartbeats("orders").await.unwrap()[0].stopped, "no stop marker");
 }
+
+fn durable_flusher(r: &Rig, spool: Spool) -> (Flusher<Auditor>, crate::ack::AckGate) {
+    let gate = crate::ack::AckGate::new(Duration::ZERO);
+    let options = FlusherOptions { ack_gate: Some(gate.clone()), ..FlusherOptions::default() };
+    let f = Flusher::new(r.auditor.clone(), Arc::new(r.store.clone()), Some(spool), options, r.metrics.clone());
+    (f, gate)
+}
+
+/// Durable mode: a batch the store refuses goes straight to the spool (never to memory), the
+/// watermark covers it, and while the store is failing early flushes do not retry it.
+#[tokio::test]
+async fn durable_flushes_publish_and_spill_refused_writes_straight_to_the_spool() {
+    let r = rig();
+    let spool = Spool::open(&r._dir.path().join("spool"), 64 << 20).unwrap();
+    let (mut f, gate) = durable_flusher(&r, spool);
+    r.auditor.record("orders", "producer", b"a", b"x", Some(T0));
+    let needs = r.auditor.snapshots_taken() + 1;
+    assert_eq!(f.flush_early().await, FlushReport { written: 1, pending: 0 });
+    assert!(gate.durable() >= needs);
+
+    let locker = rusqlite::Connection::open(&r.path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    for (id, pending) in [(b"b", 1), (b"c", 2)] {
+        r.auditor.record("orders", "producer", id, b"x", Some(T0));
+        let needs = r.auditor.snapshots_taken() + 1;
+        assert_eq!(f.flush_early().await, FlushReport { written: 0, pending });
+        assert_eq!(gate.durable(), needs, "spooled and fsynced counts as durable");
+        assert_eq!(metric_line(&r.registry, "kaudit_agent_queued_batches"), Some(0.0), "nothing in memory");
+    }
+    assert_eq!(
+        metric_line(&r.registry, "kaudit_agent_flush_failures_total"),
+        Some(1.0),
+        "one attempt, not one per flush"
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    assert_eq!(f.flush_once().await.pending, 0);
+    assert_eq!(stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0), Some(3));
+}
+
+/// Store down and a spool that cannot take the batch: the watermark stays behind it (waiters get
+/// 503) while the batch waits in memory, and moves once the store takes it.
+#[tokio::test]
+async fn durable_watermark_waits_while_neither_store_nor_spool_takes_a_batch() {
+    let r = rig();
+    let spool = Spool::open(&r._dir.path().join("spool"), 16).unwrap(); // smaller than any batch
+    let (mut f, gate) = durable_flusher(&r, spool);
+    let locker = rusqlite::Connection::open(&r.path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    r.auditor.record("orders", "producer", b"a", b"x", Some(T0));
+    let needs = r.auditor.snapshots_taken() + 1;
+    f.flush_early().await;
+    assert!(gate.durable() < needs);
+    assert_eq!(metric_line(&r.registry, "kaudit_agent_spool_refused_batches_total"), Some(1.0));
+    assert_eq!(metric_line(&r.registry, "kaudit_agent_queued_batches"), Some(1.0));
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+    f.flush_once().await;
+    assert!(gate.durable() >= needs);
+    assert_eq!(stored_by_bucket(&r.store).await.get(&T0).map(|t| t.0), Some(1));
+}

@@ -80,16 +80,108 @@ fn past_its_bound_the_spool_drops_oldest_and_says_how_much() {
     assert!(spool.bytes() <= one + one / 2);
 }
 
+fn quarantined(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir.join(QUARANTINE_DIR)) {
+        Ok(entries) => entries.map(|e| e.unwrap().file_name().into_string().unwrap()).collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+/// A truncated segment (a torn write of an older version, a full disk) is moved aside once,
+/// counted, and the spool goes on with the next one.
 #[test]
-fn corrupt_segments_are_dropped_not_wedged_on() {
+fn a_truncated_segment_is_quarantined_once_and_the_spool_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
     spool.append(&batch(1, &[0], 1)).unwrap();
     spool.append(&batch(2, &[0], 1)).unwrap();
-    std::fs::write(dir.path().join(format!("{:020}.batch", 0)), b"{not json").unwrap();
-    assert!(matches!(spool.front(), Err(SpoolError::Corrupt { .. })));
-    assert!(spool.pop_front().unwrap().is_none());
+    let first = dir.path().join(format!("{:020}.batch", 0));
+    let whole = std::fs::read(&first).unwrap();
+    std::fs::write(&first, &whole[..whole.len() / 2]).unwrap();
+    assert_eq!(spool.front().unwrap().unwrap().rows[0].version, 2, "the next segment");
+    assert_eq!(spool.take_quarantined(), 1);
+    assert_eq!(spool.front().unwrap().unwrap().rows[0].version, 2);
+    assert_eq!(spool.take_quarantined(), 0, "moved aside once, never retried");
+    assert!(!first.exists());
+    assert_eq!(quarantined(dir.path()).len(), 1);
+    assert!(quarantined(dir.path())[0].starts_with("00000000000000000000.batch."));
     assert_eq!(spool.pop_front().unwrap().unwrap().rows[0].version, 2);
+    assert_eq!((spool.len(), spool.bytes()), (0, 0));
+}
+
+/// A directory with a segment's name (the wedge: 1.35 M ERROR lines in 13 s) is moved to
+/// the quarantine when the spool opens; segments around it replay in order.
+#[test]
+fn a_directory_named_like_a_segment_is_quarantined_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        for v in 1..=3 {
+            spool.append(&batch(v, &[0], 1)).unwrap();
+        }
+    }
+    let seven = dir.path().join("00000000000000000007.batch");
+    std::fs::create_dir(&seven).unwrap();
+    std::fs::write(seven.join("inside"), b"x").unwrap();
+    let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(spool.take_quarantined(), 1);
+    assert!(!seven.exists());
+    assert_eq!(quarantined(dir.path()).len(), 1);
+    spool.append(&batch(4, &[0], 1)).unwrap();
+    assert!(dir.path().join("00000000000000000008.batch").exists(), "sequence numbers go on past it");
+    let versions: Vec<u64> = std::iter::from_fn(|| spool.pop_front().unwrap()).map(|b| b.rows[0].version).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4]);
+    assert_eq!(spool.take_quarantined(), 0);
+    // Reopened, the quarantine is not taken for a segment.
+    let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!((spool.len(), spool.take_quarantined()), (0, 0));
+}
+
+/// The 191 KB segment under a 64 KiB bound: a batch larger than the bound is refused
+/// (the flusher keeps it in memory, counts it and logs an ERROR), and no file over the bound is left.
+#[test]
+fn a_batch_larger_than_the_bound_is_refused_and_no_file_passes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 64 << 10;
+    let mut spool = Spool::open(dir.path(), max).unwrap();
+    let buckets: Vec<i64> = (0..2_000).map(|b| b * 60_000).collect();
+    let big = batch(1, &buckets, 1);
+    let size = serde_json::to_vec(&big).unwrap().len() as u64;
+    assert!(size > max, "{size}");
+    assert!(
+        matches!(spool.append(&big), Err(SpoolError::TooLarge { bytes, max_bytes }) if bytes == size && max_bytes == max)
+    );
+    assert!(matches!(spool.append_durable(&big), Err(SpoolError::TooLarge { .. })));
+    spool.append(&batch(2, &[0], 1)).unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        assert!(entry.unwrap().metadata().unwrap().len() <= max);
+    }
+    assert!(spool.bytes() <= max);
+}
+
+/// Durable appends never drop what is spooled: compacted if that helps, else refused.
+#[test]
+fn a_durable_append_compacts_or_refuses_but_never_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = serde_json::to_vec(&batch(1, &[0], 1)).unwrap().len() as u64;
+    let mut spool = Spool::open(dir.path(), 2 * one + one / 2).unwrap();
+    spool.append_durable(&batch(1, &[0], 1)).unwrap();
+    spool.append_durable(&batch(2, &[0], 1)).unwrap();
+    // Same key: compaction makes room.
+    let outcome = spool.append_durable(&batch(3, &[0], 1)).unwrap();
+    assert!(outcome.compacted);
+    assert_eq!(spool.len(), 2);
+    spool.append_durable(&batch(4, &[60_000], 1)).unwrap_or_else(|e| panic!("{e}"));
+    // Different keys and no room even compacted: refused, nothing dropped.
+    assert!(matches!(spool.append_durable(&batch(5, &[120_000], 1)), Err(SpoolError::Full { .. })));
+    let mut kept: Vec<(i64, u64)> = std::iter::from_fn(|| spool.pop_front().unwrap())
+        .flat_map(|b| b.rows)
+        .map(|r| (r.key.bucket_start_ms, r.version))
+        .collect();
+    kept.sort();
+    assert_eq!(kept, vec![(0, 3), (60_000, 4)]);
 }
 
 #[test]

@@ -39,7 +39,7 @@ fn missing_and_malformed_times_go_to_the_arrival_bucket() {
     let tally = &rows[0].tally;
     assert_eq!((tally.count, tally.no_time, tally.malformed, tally.latency.len()), (3, 1, 2, 1));
     let c = t.take_counters();
-    assert_eq!(c[0].2, StreamCounters { messages: 3, bytes: 30, no_time: 1, malformed: 2, late: 0 });
+    assert_eq!(c[0].2, StreamCounters { messages: 3, bytes: 30, no_time: 1, malformed: 2, late: 0, future: 0 });
     assert!(t.take_counters().is_empty(), "counters reset once taken");
 }
 
@@ -244,4 +244,110 @@ fn consumer_progress_is_per_assigned_partition() {
     assert_eq!(batch.progress.len(), 1, "t's partitions are no longer assigned: not reported");
     assert_eq!((batch.progress[0].topic.as_str(), batch.progress[0].caught_up), ("v", true));
     assert_eq!(batch.heartbeats.len(), 2);
+}
+
+/// Past the cap, a Kafka client's message of a new stream is counted as malformed, in its arrival
+/// bucket, in the overflow stream, and as refused; held streams go on as before.
+#[test]
+fn past_the_stream_cap_new_streams_overflow_as_malformed() {
+    let mut t = table();
+    t.set_max_streams(2);
+    t.record("a", "p", obs(1, EventTime::Valid(W)), W + 1);
+    t.record("b", "p", obs(2, EventTime::Valid(W)), W + 1);
+    assert!(t.has_room_for("a", "p") && !t.has_room_for("c", "p"));
+    t.record("c", "p", obs(3, EventTime::Valid(0)), 2 * W + 5);
+    t.record("d", "q", obs(4, EventTime::Missing), 2 * W + 6);
+    t.declare_progress("e", "p", 2 * W);
+    t.record("a", "p", obs(5, EventTime::Valid(W)), W + 2);
+    assert_eq!((t.streams(), t.take_refused_stream_cap()), (2, 2));
+    let rows = t.snapshot(2 * W + 10).rows;
+    let got: Vec<_> =
+        rows.iter().map(|r| (&*r.key.topic, &*r.key.tier, r.key.bucket_start_ms, r.tally.count)).collect();
+    assert_eq!(got, vec![("a", "p", W, 2), ("b", "p", W, 1), (OVERFLOW_TOPIC, OVERFLOW_TIER, 2 * W, 2)]);
+    let overflow = &rows[2].tally;
+    assert_eq!((overflow.malformed, overflow.no_time, overflow.fp_sum), (2, 0, 7), "malformed, not no_time");
+    let err = t.admit([("a", "p"), ("x", "p"), ("x", "p"), ("y", "p")]).unwrap_err();
+    assert_eq!((err.cap, err.held, err.new_streams), (2, 2, 2));
+    assert!(
+        err.to_string().contains("2 new (topic, tier) streams (e.g. x/p, y/p) would pass this agent's cap of 2"),
+        "{err}"
+    );
+    assert!(t.admit([("a", "p"), ("b", "p")]).is_ok());
+    t.set_max_streams(3);
+    assert!(t.admit([("x", "p")]).is_ok() && t.admit([("x", "p"), ("y", "p")]).is_err());
+}
+
+/// An event time more than `max_future_ms` ahead is malformed, in the arrival bucket; within it, real.
+#[test]
+fn far_future_event_times_are_malformed_in_the_arrival_bucket() {
+    let mut t = table();
+    t.set_max_future_ms(3_600_000);
+    let now = 100 * W;
+    t.record("t", "p", obs(1, EventTime::Valid(now + 3_600_000)), now);
+    t.record("t", "p", obs(2, EventTime::Valid(now + 3_600_001)), now);
+    t.record("t", "p", obs(3, EventTime::Valid(253_402_300_799_999)), now);
+    let rows = t.snapshot(now).rows;
+    let got: Vec<_> = rows.iter().map(|r| (r.key.bucket_start_ms, r.tally.count, r.tally.malformed)).collect();
+    assert_eq!(got, vec![(now, 2, 2), (now + 60 * W, 1, 0)]);
+    assert_eq!(t.take_counters()[0].2.future, 2);
+}
+
+/// Thousands of open buckets in one stream, met in any order, each found again (the issue's
+/// request across 140k buckets walked a list per record).
+#[test]
+fn many_open_buckets_are_each_found_again_in_any_order() {
+    let mut t = TallyTable::new("a", BucketWidth::from_millis(W as u64).unwrap(), 100_000 * W);
+    let n = 10_000i64;
+    let now = n * W;
+    let order: Vec<i64> = (0..n).map(|i| (i * 7_919) % n).collect(); // a permutation (7919 is prime)
+    for round in 0..2u64 {
+        for &b in &order {
+            t.record("t", "p", obs(round, EventTime::Valid(b * W + 1)), now);
+        }
+    }
+    assert_eq!(t.open_buckets(), n as usize);
+    let rows = t.snapshot(now).rows;
+    assert_eq!(rows.len(), n as usize);
+    assert!(rows.iter().all(|r| r.tally.count == 2 && r.tally.fp_sum == 1));
+}
+
+/// Rows-only snapshots (durable acknowledgements' early flushes) write dirty rows, and the next
+/// full snapshot's heartbeat still names the oldest bucket written since the previous one.
+#[test]
+fn rows_only_snapshots_leave_heartbeats_and_closing_to_full_ones() {
+    let mut t = table();
+    t.record("t", "p", obs(1, EventTime::Valid(2 * W)), 3 * W);
+    let early = t.snapshot_rows_only(3 * W);
+    assert_eq!(early.rows.len(), 1);
+    assert!(early.heartbeats.is_empty() && early.progress.is_empty());
+    assert_eq!(t.snapshots_taken(), 1);
+    t.record("t", "p", obs(2, EventTime::Valid(3 * W)), 3 * W);
+    let early = t.snapshot_rows_only(3 * W);
+    assert_eq!(early.rows.iter().map(|r| r.key.bucket_start_ms).collect::<Vec<_>>(), vec![3 * W]);
+    let full = flush(&mut t, 3 * W, &[]);
+    assert!(full.rows.is_empty(), "nothing changed since");
+    assert_eq!(full.heartbeats[0].open_from_ms, Some(2 * W), "oldest written since the last heartbeat");
+    assert_eq!(t.snapshots_taken(), 3);
+    let next = flush(&mut t, 3 * W, &[]);
+    assert_eq!(next.heartbeats[0].open_from_ms, None);
+}
+
+/// Past `max_open_buckets`, scattered event times are counted (exactly) as malformed in their
+/// arrival bucket instead of opening more buckets; buckets already open still take messages.
+#[test]
+fn the_bucket_cap_diverts_scattered_event_times_to_the_arrival_bucket() {
+    let mut t = table();
+    t.set_max_open_buckets(3);
+    let now = 1_000 * W;
+    for i in 0..10 {
+        t.record("t", "ingest", obs(i, EventTime::Valid(now - (i as i64 + 1) * 7 * W)), now);
+    }
+    t.record("t", "ingest", obs(99, EventTime::Valid(now - 7 * W)), now); // an open bucket still counts
+    assert_eq!(t.open_buckets(), 4, "three scattered buckets, then the arrival bucket the rest go to");
+    assert_eq!(t.take_refused_bucket_cap(), 7);
+    let batch = t.snapshot(now);
+    let total: u64 = batch.rows.iter().map(|r| r.tally.count).sum();
+    assert_eq!(total, 11, "every message counted");
+    let arrival = batch.rows.iter().find(|r| r.key.bucket_start_ms == now).expect("arrival bucket");
+    assert_eq!((arrival.tally.count, arrival.tally.malformed), (7, 7));
 }

@@ -47,6 +47,19 @@ impl TapConfig {
         if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
             issues.push(ConfigIssue::at(prefix, "topics", "name at least one topic or ^regex"));
         }
+        for (i, topic) in self.topics.iter().enumerate().filter(|(_, t)| t.starts_with('^')) {
+            // librdkafka compiles `^` subscriptions itself, at subscribe time; its syntax (POSIX
+            // extended) and the regex crate's agree on what makes a pattern unbalanced.
+            if let Err(e) = regex::Regex::new(topic) {
+                let text = e.to_string();
+                let reason = text.lines().last().unwrap_or_default().trim().trim_start_matches("error: ");
+                issues.push(ConfigIssue::at(
+                    prefix,
+                    &format!("topics[{i}]"),
+                    format!("{topic:?} is not a regex: {reason}"),
+                ));
+            }
+        }
         issues
     }
 
@@ -90,5 +103,20 @@ mod tests {
         assert_eq!(client.get("group.id"), Some("kaudit-tap-broker"));
         assert_eq!(client.get("auto.offset.reset"), Some("latest"));
         assert_eq!(client.get("enable.partition.eof"), Some("true"));
+    }
+
+    #[test]
+    fn a_regex_subscription_is_compiled_at_validation() {
+        let config = TapConfig {
+            tier: "broker".into(),
+            topics: vec!["plain".into(), "^([".into(), "^orders\\..*".into()],
+            group_id: None,
+            start_from: StartFrom::Earliest,
+        };
+        let issues = config.validate("tap");
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "tap.topics[1]");
+        assert!(issues[0].message.starts_with("\"^([\" is not a regex: "), "{}", issues[0].message);
+        assert!(issues[0].message.contains("unclosed"), "{}", issues[0].message);
     }
 }

@@ -76,6 +76,7 @@ pub struct TapShared {
     tier: String,
     width: BucketWidth,
     close_after_ms: i64,
+    max_future_ms: i64,
     pub(super) start_from: StartFrom,
     pub(super) clock: Arc<dyn Clock>,
     /// How long a revocation keeps trying to write before releasing anyway (logged).
@@ -92,6 +93,8 @@ pub struct TapOptions {
     pub rules: TopicRules,
     pub width: BucketWidth,
     pub close_after_ms: i64,
+    /// Event times further than this ahead of the clock count as malformed, ms.
+    pub max_future_ms: i64,
     pub clock: Arc<dyn Clock>,
     pub store: Arc<dyn Store>,
     pub runtime: tokio::runtime::Handle,
@@ -108,6 +111,7 @@ impl TapOptions {
             rules: agent.topic_rules(),
             width: BucketWidth::from_millis(agent.bucket_width_ms).expect("validated"),
             close_after_ms: agent.close_after_ms as i64,
+            max_future_ms: agent.max_future_ms as i64,
             clock: Arc::new(crate::SystemClock),
             store,
             runtime: tokio::runtime::Handle::current(),
@@ -130,6 +134,7 @@ impl TapShared {
             tier: o.config.tier,
             width: o.width,
             close_after_ms: o.close_after_ms,
+            max_future_ms: o.max_future_ms,
             start_from: o.config.start_from,
             clock: o.clock,
             revoke_timeout: o.revoke_timeout,
@@ -216,6 +221,7 @@ impl TapShared {
         let now = self.clock.now_ms();
         let (offsets, rows) = self.read_stored(&agent_id, topic, partition, now);
         let mut table = TallyTable::resuming(agent_id.clone(), self.width, self.close_after_ms, now);
+        table.set_max_future_ms(self.max_future_ms);
         let mut seeded = 0;
         for row in rows.into_iter().filter(|r| r.key.agent_id == agent_id) {
             table.seed(&row.key.topic, &row.key.tier, row.key.bucket_start_ms, row.tally);

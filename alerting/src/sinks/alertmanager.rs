@@ -2,12 +2,14 @@
 //! `alertname` is `Kaudit` + the kind in camel case (`KauditLoss`, `KauditLag`, `KauditTierDown`);
 //! a resolved alert's summary and `resolution` annotation say what resolved it.
 
+use kaudit_schema::redact_url;
 use serde::{Deserialize, Serialize};
 
 use super::{HttpRequest, json_request};
 use crate::alert::{Alert, Severity};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Debug` shows the URL as `scheme://host:port` (basic-auth userinfo would be a credential).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerConfig {
     /// Sink name. Default `alertmanager`.
@@ -18,6 +20,16 @@ pub struct AlertmanagerConfig {
     /// Link shown with the alert (e.g. the verifier's API).
     #[serde(default)]
     pub generator_url: Option<String>,
+}
+
+impl std::fmt::Debug for AlertmanagerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertmanagerConfig")
+            .field("name", &self.name)
+            .field("url", &redact_url(&self.url))
+            .field("generator_url", &self.generator_url)
+            .finish()
+    }
 }
 
 pub(super) fn request(base: &str, generator_url: Option<&str>, alert: &Alert) -> HttpRequest {

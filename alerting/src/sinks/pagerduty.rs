@@ -1,5 +1,7 @@
 //! PagerDuty Events API v2: `trigger` while firing, `resolve` when resolved, one `dedup_key`.
 
+use kaudit_schema::redact_url;
+use kaudit_schema::secret::debug_opt;
 use serde::{Deserialize, Serialize};
 
 use super::{HttpRequest, json_request};
@@ -9,7 +11,8 @@ fn default_url() -> String {
     "https://events.pagerduty.com/v2/enqueue".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Debug` shows the routing key as `***`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PagerDutyConfig {
     /// Sink name. Default `pagerduty`.
@@ -23,6 +26,17 @@ pub struct PagerDutyConfig {
     pub routing_key: Option<String>,
     #[serde(default)]
     pub routing_key_env: Option<String>,
+}
+
+impl std::fmt::Debug for PagerDutyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PagerDutyConfig")
+            .field("name", &self.name)
+            .field("url", &redact_url(&self.url))
+            .field("routing_key", &debug_opt(&self.routing_key))
+            .field("routing_key_env", &self.routing_key_env)
+            .finish()
+    }
 }
 
 pub(super) fn request(url: &str, routing_key: &str, alert: &Alert) -> HttpRequest {

@@ -36,7 +36,8 @@ impl HttpService {
         }
         match builder.send().await {
             // reqwest's own message is generic ("error sending request"); the cause is below it.
-            Err(e) => Outcome::Retry(error_chain(&e)),
+            // `without_url`: reqwest names the URL in its errors, and a sink URL may be a secret.
+            Err(e) => Outcome::Retry(error_chain(&e.without_url())),
             Ok(resp) => {
                 let status = resp.status();
                 if status.is_success() {

@@ -1,12 +1,14 @@
 //! Slack incoming webhook: a message with the summary (and the resolution, once resolved) and the
 //! numbers.
 
+use kaudit_schema::redact_url;
 use serde::{Deserialize, Serialize};
 
 use super::{HttpRequest, json_request};
 use crate::alert::{Alert, AlertKind, AlertState, duration_text};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Debug` shows the URL as `scheme://host:port`: a Slack webhook's path is its credential.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlackConfig {
     /// Sink name. Default `slack`.
@@ -14,6 +16,12 @@ pub struct SlackConfig {
     pub name: Option<String>,
     /// The incoming webhook URL.
     pub url: String,
+}
+
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackConfig").field("name", &self.name).field("url", &redact_url(&self.url)).finish()
+    }
 }
 
 pub(super) fn request(url: &str, alert: &Alert) -> HttpRequest {
@@ -36,6 +44,7 @@ fn details(alert: &Alert) -> String {
             duration_text(n.lag_ms.unwrap_or(0)),
             time(n.behind_since_ms),
         ),
+        AlertKind::Flood => "see the verifier's `/api/v1/alerts` for each of them".into(),
         AlertKind::TierDown => {
             format!("topic `{}`, tier `{}`\nlast heartbeat {}", alert.topic, alert.tier, time(n.last_heartbeat_ms))
         }

@@ -5,13 +5,16 @@
 //! `Idempotency-Key: <dedup_key>:<seq>`, the same on every retry of one notification.
 
 use hmac::{Hmac, Mac};
+use kaudit_schema::redact_url;
+use kaudit_schema::secret::debug_opt;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::{HttpRequest, json_request};
 use crate::alert::Alert;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Debug` shows the URL as `scheme://host:port` and the secret as `***`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Sink name (outbox and metrics label). Default `webhook`.
@@ -24,6 +27,17 @@ pub struct WebhookConfig {
     /// Environment variable holding the HMAC secret.
     #[serde(default)]
     pub secret_env: Option<String>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("url", &redact_url(&self.url))
+            .field("secret", &debug_opt(&self.secret))
+            .field("secret_env", &self.secret_env)
+            .finish()
+    }
 }
 
 /// `sha256=<hex>` of the body.

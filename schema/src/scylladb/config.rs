@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config_issue::ConfigIssue;
 
-/// How to reach and use the cluster. Contact points come from the store URL.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How to reach and use the cluster. Contact points come from the store URL. `Debug` shows
+/// `***` for the password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScyllaOptions {
     /// Keyspace holding kaudit's tables. Default `kaudit`.
@@ -35,6 +36,31 @@ pub struct ScyllaOptions {
     pub password_env: Option<String>,
     /// TLS to the cluster; off when absent.
     pub tls: Option<TlsOptions>,
+}
+
+impl std::fmt::Debug for ScyllaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScyllaOptions")
+            .field("keyspace", &self.keyspace)
+            .field("replication", &self.replication)
+            .field("consistency", &self.consistency)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("connection_timeout_ms", &self.connection_timeout_ms)
+            .field("retention_days", &self.retention_days)
+            .field("await_schema_agreement", &self.await_schema_agreement)
+            .field("username", &self.username)
+            .field("password", &crate::secret::debug_opt(&self.password))
+            .field("password_env", &self.password_env)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// The password variable named in `password_env`, or the default one, is not set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("scylla.username is set but environment variable {var} (scylla.password_env) is not")]
+pub struct MissingPassword {
+    pub var: String,
 }
 
 /// Keyspace replication.
@@ -121,7 +147,9 @@ impl Replication {
                 format!("{{'class': 'SimpleStrategy', 'replication_factor': {}}}", self.replication_factor.unwrap_or(1))
             }
             ReplicationClass::NetworkTopologyStrategy => {
-                let dcs: Vec<String> = self.datacenters.iter().map(|(dc, n)| format!("'{dc}': {n}")).collect();
+                // Names are checked by `validate`; quoting them anyway keeps the literal whole.
+                let dcs: Vec<String> =
+                    self.datacenters.iter().map(|(dc, n)| format!("'{}': {n}", dc.replace('\'', "''"))).collect();
                 format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
             }
         }
@@ -150,6 +178,12 @@ fn valid_identifier(name: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && name.len() <= 48
+}
+
+/// A data center name as Scylla and Cassandra spell them: letters, digits, `_`, `-` and `.`
+/// (`dc1`, `eu-west`, `us-east-1.aws`), at most 64.
+fn valid_datacenter(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }
 
 impl ScyllaOptions {
@@ -182,6 +216,14 @@ impl ScyllaOptions {
                 if self.replication.replication_factor.is_some() {
                     bad("replication.replication_factor", "only for SimpleStrategy; use datacenters".into());
                 }
+                for (dc, n) in &self.replication.datacenters {
+                    if !valid_datacenter(dc) {
+                        let why = "is not a data center name: letters, digits, '_', '-' and '.' only (at most 64)";
+                        bad(&format!("replication.datacenters.{dc:?}"), format!("{dc:?} {why}"));
+                    } else if *n == 0 {
+                        bad(&format!("replication.datacenters.{dc:?}"), "needs at least 1 replica".into());
+                    }
+                }
             }
         }
         if self.retention_days == 0 {
@@ -201,13 +243,33 @@ impl ScyllaOptions {
         issues
     }
 
-    /// The password, from `password` or the environment.
-    pub fn resolve_password(&self) -> Option<String> {
-        if let Some(p) = &self.password {
-            return Some(p.clone());
+    /// The variable the password is read from when `password` is not set.
+    pub fn password_var(&self) -> &str {
+        self.password_env.as_deref().unwrap_or("KAUDIT_SCYLLA_PASSWORD")
+    }
+
+    /// The password, from `password` or the environment; `None` without a username. A username
+    /// whose password variable is unset is an error, never an empty password.
+    pub fn resolve_password(&self) -> Result<Option<crate::secret::Secret>, MissingPassword> {
+        if self.username.is_none() {
+            return Ok(None);
         }
-        let var = self.password_env.as_deref().unwrap_or("KAUDIT_SCYLLA_PASSWORD");
-        std::env::var(var).ok()
+        if let Some(p) = &self.password {
+            return Ok(Some(crate::secret::Secret::new(p.as_str())));
+        }
+        let var = self.password_var();
+        std::env::var(var).map(|p| Some(crate::secret::Secret::new(p))).map_err(|_| MissingPassword { var: var.into() })
+    }
+
+    /// Problems that depend on the environment, for a configuration whose store is Scylla: the
+    /// password variable must be set when a username is.
+    pub fn validate_env(&self, prefix: &str) -> Vec<ConfigIssue> {
+        match self.resolve_password() {
+            Err(MissingPassword { var }) => {
+                vec![ConfigIssue::at(prefix, "password_env", format!("environment variable {var} is not set"))]
+            }
+            Ok(_) => Vec::new(),
+        }
     }
 
     /// Table default TTL in seconds.
@@ -252,6 +314,47 @@ mod tests {
             ]
         );
         assert!(ScyllaOptions::default().validate("scylla").is_empty());
+        let dcs = ScyllaOptions {
+            replication: Replication::network_topology([
+                ("dc1': 1, 'x".to_string(), 3),
+                ("eu-west".to_string(), 3),
+                ("us-east.1".to_string(), 0),
+            ]),
+            ..ScyllaOptions::default()
+        };
+        let issues = dcs.validate("scylla");
+        let keys: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["scylla.replication.datacenters.\"dc1': 1, 'x\"", "scylla.replication.datacenters.\"us-east.1\""]
+        );
+        assert!(issues[0].message.contains("not a data center name"), "{}", issues[0].message);
+        assert_eq!(
+            Replication::network_topology([("a'b".to_string(), 1)]).to_cql(),
+            "{'class': 'NetworkTopologyStrategy', 'a''b': 1}",
+            "quotes in a name stay inside its literal"
+        );
         assert_eq!(ScyllaOptions::default().ttl_seconds(), 14 * 86_400);
+    }
+
+    #[test]
+    fn the_password_never_shows_and_a_missing_variable_is_an_error() {
+        let opts = ScyllaOptions {
+            username: Some("kaudit".into()),
+            password: Some("hunter2-PLANTED".into()),
+            ..ScyllaOptions::default()
+        };
+        assert!(!format!("{opts:?}").contains("hunter2"), "{opts:?}");
+        assert_eq!(opts.resolve_password().unwrap().unwrap().expose(), "hunter2-PLANTED");
+        let env = ScyllaOptions {
+            username: Some("kaudit".into()),
+            password_env: Some("KAUDIT_TEST_SURELY_UNSET_PASSWORD".into()),
+            ..ScyllaOptions::default()
+        };
+        let issues = env.validate_env("scylla");
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].path, "scylla.password_env");
+        assert_eq!(issues[0].message, "environment variable KAUDIT_TEST_SURELY_UNSET_PASSWORD is not set");
+        assert!(ScyllaOptions::default().validate_env("scylla").is_empty(), "no username, no password needed");
     }
 }

@@ -186,3 +186,29 @@ async fn a_version_2_database_is_migrated_to_3() {
     store.write(&FlushBatch { heartbeats: vec![heartbeat(1, false)], ..FlushBatch::default() }).await.unwrap();
     assert_eq!(store.read_heartbeats("t").await.unwrap().len(), 1);
 }
+
+/// Services of a compose stack start together on a new file: every opener succeeds and finds the
+/// schema complete, whichever wins the race (threads stand in for processes: each opens its own
+/// connection, and SQLite locks the file the same way).
+#[test]
+fn concurrent_opens_of_a_new_file_all_migrate() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let openers: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    SqliteStore::open(&path, &SqliteOptions::default()).map(|s| s.schema_version())
+                })
+            })
+            .collect();
+        for opener in openers {
+            let version =
+                opener.join().unwrap().unwrap_or_else(|e| panic!("round {round}: {}", crate::error_chain(&e)));
+            assert_eq!(version.unwrap(), MIGRATIONS.len() as u32, "round {round}");
+        }
+    }
+}

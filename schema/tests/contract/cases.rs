@@ -278,8 +278,13 @@ pub async fn alerts_and_outbox(store: &dyn Store) {
         attempts: 0,
     };
     store.record_alert(&alert("firing", 1), &[note("slack", 2), note("pagerduty", 2)]).await.unwrap();
-    store.record_alert(&alert("resolved", 5), &[note("slack", 7)]).await.unwrap();
-    assert_eq!(store.list_alerts().await.unwrap(), vec![alert("resolved", 5)]);
+    store.record_alert(&alert("resolved", 5), &[]).await.unwrap();
+    assert_eq!(store.list_alerts().await.unwrap(), vec![alert("resolved", 5)], "the state alone is stored");
+    let other = OutboxEntry { dedup_key: "lag/orders/broker".into(), ..note("slack", 7) };
+    store
+        .record_alert(&AlertRecord { dedup_key: other.dedup_key.clone(), ..alert("firing", 6) }, &[other])
+        .await
+        .unwrap();
     let slack = store.outbox("slack", 10).await.unwrap();
     assert_eq!(slack.iter().map(|n| n.seq).collect::<Vec<_>>(), vec![2, 7]);
     assert_eq!(store.outbox("slack", 1).await.unwrap().len(), 1);
@@ -291,6 +296,47 @@ pub async fn alerts_and_outbox(store: &dyn Store) {
     assert_eq!(store.outbox("slack", 10).await.unwrap().iter().map(|n| n.seq).collect::<Vec<_>>(), vec![7]);
     assert_eq!(store.outbox("pagerduty", 10).await.unwrap().len(), 1);
     assert!(store.outbox("webhook", 10).await.unwrap().is_empty());
+}
+
+/// A newer notification of a dedup key replaces its waiting older one for that sink, and only
+/// for that sink; trimming drops the oldest past the bound and nothing when within it.
+pub async fn outbox_coalesces_and_is_trimmed(store: &dyn Store) {
+    use kaudit_schema::{AlertRecord, OutboxEntry};
+    let alert = |key: &str, state: &str| AlertRecord {
+        dedup_key: key.into(),
+        state: state.into(),
+        body: format!("{{\"state\":\"{state}\"}}"),
+        updated_at_ms: 1,
+    };
+    let note = |sink: &str, seq: i64, key: &str| OutboxEntry {
+        sink: sink.into(),
+        seq,
+        dedup_key: key.into(),
+        payload: format!("{{\"seq\":{seq}}}"),
+        attempts: 0,
+    };
+    let seqs = |v: Vec<OutboxEntry>| v.iter().map(|n| (n.seq, n.dedup_key.clone())).collect::<Vec<_>>();
+    store.record_alert(&alert("a", "firing"), &[note("slack", 1, "a"), note("pd", 1, "a")]).await.unwrap();
+    store.record_alert(&alert("b", "firing"), &[note("slack", 2, "b")]).await.unwrap();
+    store.ack_notification("pd", 1).await.unwrap();
+    store.record_alert(&alert("a", "resolved"), &[note("slack", 3, "a"), note("pd", 3, "a")]).await.unwrap();
+    assert_eq!(seqs(store.outbox("slack", 10).await.unwrap()), vec![(2, "b".into()), (3, "a".into())]);
+    assert_eq!(seqs(store.outbox("pd", 10).await.unwrap()), vec![(3, "a".into())]);
+    assert_eq!(store.outbox("slack", 10).await.unwrap()[1].payload, "{\"seq\":3}");
+    // An attempt counted on a notification that was replaced meanwhile does not bring it back.
+    store.record_attempt(&OutboxEntry { attempts: 2, ..note("slack", 1, "a") }).await.unwrap();
+    assert_eq!(seqs(store.outbox("slack", 10).await.unwrap()), vec![(2, "b".into()), (3, "a".into())]);
+
+    for seq in 10..16 {
+        let key = format!("k{seq}");
+        store.record_alert(&alert(&key, "firing"), &[note("slack", seq, &key)]).await.unwrap();
+    }
+    assert_eq!(store.trim_outbox("slack", 8).await.unwrap(), 0, "8 waiting: within the bound");
+    assert_eq!(store.trim_outbox("slack", 3).await.unwrap(), 5);
+    let left: Vec<i64> = store.outbox("slack", 10).await.unwrap().iter().map(|n| n.seq).collect();
+    assert_eq!(left, vec![13, 14, 15], "the newest are kept");
+    assert_eq!(store.trim_outbox("nobody", 3).await.unwrap(), 0);
+    assert_eq!(store.outbox("pd", 10).await.unwrap().len(), 1, "another sink is untouched");
 }
 
 /// With its store broken (tables dropped, or the cluster gone), every operation fails with an error
@@ -320,6 +366,7 @@ pub async fn errors_name_their_operation(store: &dyn Store) {
     assert_eq!(message(store.outbox("slack", 10).await.unwrap_err()), "read of the outbox of sink slack failed");
     let ack = message(store.ack_notification("slack", 2).await.unwrap_err());
     assert_eq!(ack, "outbox ack of notification 2 of sink slack failed");
+    assert_eq!(message(store.trim_outbox("slack", 5).await.unwrap_err()), "trim of the outbox of sink slack failed");
     let attempt = message(store.record_attempt(&note).await.unwrap_err());
     assert_eq!(attempt, "write of the attempt count of notification 2 of sink slack failed");
 }

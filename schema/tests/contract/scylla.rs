@@ -44,6 +44,7 @@ contract!(
     mixed_versions_in_one_batch,
     verdicts_are_revised_in_place,
     alerts_and_outbox,
+    outbox_coalesces_and_is_trimmed,
     progress_and_heartbeats_round_trip,
     later_progress_replaces_the_stream,
     verdict_details_round_trip
@@ -87,4 +88,19 @@ async fn errors_name_their_operation() {
     let store = store(&server, "t_errors").await;
     server.stop();
     cases::errors_name_their_operation(&store).await;
+}
+
+/// Two `kaudit migrate` runs (or a verifier and an agent's operator) at the same moment on a new
+/// keyspace: both succeed, and the keyspace ends migrated once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_both_succeed() {
+    let server = CqlServer::start();
+    let options = options("t_concurrent");
+    let hosts = vec![server.addr().to_string()];
+    let (a, b) = (connect_session(&hosts, &options).await.unwrap(), connect_session(&hosts, &options).await.unwrap());
+    let (ra, rb) = tokio::join!(migrate(&a, &options), migrate(&b, &options));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(!ra.is_empty() || !rb.is_empty(), "one of them applied the migrations: {ra:?} {rb:?}");
+    assert_eq!(applied_versions(&a).await.unwrap(), vec![1, 2, 3]);
+    ScyllaStore::from_session(b, &hosts, &options).await.expect("the keyspace is usable");
 }

@@ -29,6 +29,7 @@ contract!(
     mixed_versions_in_one_batch,
     verdicts_are_revised_in_place,
     alerts_and_outbox,
+    outbox_coalesces_and_is_trimmed,
     progress_and_heartbeats_round_trip,
     later_progress_replaces_the_stream,
     stale_progress_is_ignored,

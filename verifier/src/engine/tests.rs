@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use kaudit_alerting::AlertState;
-use kaudit_alerting::dispatch::Backoff;
+use kaudit_alerting::dispatch::{Backoff, Limits};
 use kaudit_alerting::sinks::WebhookConfig;
 use kaudit_alerting::{AlertMetrics, SinkConfig};
 use kaudit_schema::sqlite::SqliteOptions;
@@ -102,7 +102,8 @@ async fn loss_fires_a_late_tally_revises_and_resolves_and_a_restart_repeats_noth
     let report = e.tick().await.unwrap();
     assert_eq!((report.revisions, report.notifications), (1, 1));
     let outbox = r.store.outbox("webhook", 10).await.unwrap();
-    let resolved: Alert = serde_json::from_str(&outbox[1].payload).unwrap();
+    assert_eq!(outbox.len(), 1, "undelivered, the firing notification is replaced by the resolution");
+    let resolved: Alert = serde_json::from_str(&outbox[0].payload).unwrap();
     assert_eq!(resolved.state, AlertState::Resolved);
     assert_eq!(r.store.read_verdicts("orders", T0, T0 + W).await.unwrap()[0].kind, Outcome::Complete.into());
 
@@ -211,8 +212,8 @@ async fn a_lagging_consumer_is_pending_and_lag_not_loss_until_it_catches_up() {
     let stored = r.store.read_verdicts("orders", T0, T0 + W).await.unwrap();
     assert_eq!((stored[0].kind, stored[0].detail.clone()), (Outcome::Complete.into(), None));
     let outbox = r.store.outbox("webhook", 10).await.unwrap();
-    assert_eq!(outbox.len(), 2, "lag fired and resolved, nothing else");
-    let resolved: Alert = serde_json::from_str(&outbox[1].payload).unwrap();
+    assert_eq!(outbox.len(), 1, "lag fired and resolved, nothing else (coalesced, undelivered)");
+    let resolved: Alert = serde_json::from_str(&outbox[0].payload).unwrap();
     assert_eq!((resolved.dedup_key.as_str(), resolved.state), ("lag/orders/consumer", AlertState::Resolved));
     assert_eq!(resolved.resolution.as_deref(), Some("caught up (lag 0 s)"));
 
@@ -228,4 +229,87 @@ async fn a_lagging_consumer_is_pending_and_lag_not_loss_until_it_catches_up() {
     ] {
         assert!(text.contains(line), "{line} in {text}");
     }
+}
+
+/// 300 invented topics matching the pipeline, each missing its consumer tier (two alerts each:
+/// loss and missing tier): topics come under watch 100 a pass up to 250; the first pass notifies
+/// 20 alerts and one flood alert names the rest, later passes of the flood nothing more; the
+/// outbox keeps the newest 10.
+#[tokio::test]
+async fn a_flood_of_topics_is_bounded_and_summarised() {
+    let r = rig();
+    let config = VerifierConfig {
+        pipelines: vec![PipelineConfig {
+            topics: vec!["orders.*".into()],
+            tiers: vec!["producer".into()],
+            consumers: vec!["consumer".into()],
+        }],
+        max_new_topics_per_pass: 100,
+        max_topics: 250,
+        ..VerifierConfig::default()
+    };
+    let rows = (0..300)
+        .map(|i| {
+            let key = TallyKey {
+                topic: format!("orders.card{i:03}"),
+                bucket_start_ms: T0,
+                tier: "producer".into(),
+                agent_id: "p".into(),
+            };
+            let mut tally = Tally::default();
+            tally.add(1, 1);
+            TallyRow { key, bucket_width_ms: W, version: 1, tally }
+        })
+        .collect();
+    r.store.write(&FlushBatch { rows, ..FlushBatch::default() }).await.unwrap();
+    let sink = SinkConfig::Webhook(WebhookConfig {
+        name: None,
+        url: "http://127.0.0.1:9/".into(),
+        secret: None,
+        secret_env: None,
+    });
+    let alert_registry = prometheus::Registry::new();
+    let limits = Limits { max_notifications_per_pass: 20, max_outbox_per_sink: 10 };
+    let dispatcher = Dispatcher::new(
+        Arc::new(r.store.clone()),
+        vec![sink.build().unwrap()],
+        AlertMetrics::register(&alert_registry).unwrap(),
+        Backoff::default(),
+    )
+    .with_limits(limits);
+    let vm = VerifierMetrics::register(&r.registry).unwrap();
+    let mut e = Engine::new(Arc::new(r.store.clone()), Some(dispatcher), config, 5_000, Arc::new(r.clock.clone()), vm);
+    r.clock.set(T0 + 2 * W);
+
+    let notified: Vec<usize> = {
+        let mut n = Vec::new();
+        for _ in 0..4 {
+            n.push(e.tick().await.unwrap().notifications);
+            r.clock.advance(5_000);
+        }
+        n
+    };
+    assert_eq!(notified, [21, 0, 0, 0], "20, plus the flood alert once");
+    let flood = &e.alerts()[crate::alerts::flood::FLOOD_KEY];
+    assert_eq!((flood.state, flood.numbers.suppressed), (AlertState::Firing, Some(2 * 250 - 20)));
+    assert_eq!(flood.numbers.suppressed_kinds.values().sum::<u64>(), 480);
+    assert_eq!(flood.numbers.suppressed_topics.len(), 5);
+    assert_eq!(e.alerts().len(), 501, "every alert is stored as state");
+    assert_eq!(r.store.list_alerts().await.unwrap().len(), 501);
+    let outbox = r.store.outbox("webhook", 100).await.unwrap();
+    assert_eq!(outbox.len(), 10, "the newest 10 of 21");
+
+    let text = prometheus::TextEncoder::new().encode_to_string(&r.registry.gather()).unwrap();
+    for line in
+        ["kaudit_verifier_topics_watched 250", "kaudit_verifier_topics_ignored 50", "kaudit_verifier_topics_waiting 0"]
+    {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+    let text = prometheus::TextEncoder::new().encode_to_string(&alert_registry.gather()).unwrap();
+    assert!(text.contains(r#"kaudit_verifier_notifications_dropped_total{sink="webhook"} 11"#), "{text}");
+
+    // No more passes over the limit: the flood alert resolves, once.
+    r.clock.advance(60_000);
+    assert_eq!(e.tick().await.unwrap().notifications, 1);
+    assert_eq!(e.alerts()[crate::alerts::flood::FLOOD_KEY].state, AlertState::Resolved);
 }
