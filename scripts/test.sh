@@ -25,9 +25,14 @@ fi
 # Run everything, then close with one summary line over every test binary and doc-test run.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# The output goes to a file followed by tail, not through a pipe: a child process a failing test
+# left behind would hold a pipe open and hang the run; it cannot hold tail up.
 set +e
-cargo test --workspace --locked "$@" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+cargo test --workspace --locked "$@" >"$log" 2>&1 &
+cargo_pid=$!
+tail -n +1 --pid="$cargo_pid" -f "$log"
+wait "$cargo_pid"
+status=$?
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -170,11 +170,22 @@ fn verifier_serves_its_api_and_stops_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kaudit"))
-        .args(["verifier", "--config", config.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    /// Killed when dropped, so a failing assertion leaves no verifier running.
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_kaudit"))
+            .args(["verifier", "--config", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let get = |path: &str| -> Option<String> {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
@@ -190,9 +201,9 @@ fn verifier_serves_its_api_and_stops_on_sigterm() {
     let topics = get("/api/v1/topics").unwrap();
     assert!(topics.contains("\"topics\":[]") && topics.starts_with("HTTP/1.1 200"), "{topics}");
     assert!(get("/api/v1/buckets?topic=x").unwrap().starts_with("HTTP/1.1 400"));
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "exit after SIGTERM: {status:?}");
 
     std::fs::write(&config, "[verifier]\nlisten = \"127.0.0.1:1\"\n").unwrap();
