@@ -10,6 +10,9 @@ missing=()
 for cmd in "${!needs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
 done
+# OpenSSL's headers for librdkafka's TLS/SASL and the Scylla driver (no command tells).
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq

@@ -11,6 +11,16 @@
 //! (the store coalesces per dedup key), and past `max_outbox_per_sink` waiting notifications
 //! [`Dispatcher::trim_outboxes`] drops the oldest, at ERROR and counted. How many transitions of
 //! one pass get a notification at all is the verifier's flood guard (`max_notifications_per_pass`).
+//!
+//! Re-posts keep Alertmanager current (it forgets an alert it has not heard of lately): each
+//! interval (`repost_interval_ms`), an Alertmanager sink's loop posts every alert the store holds
+//! as firing again, straight to the receiver and not through the outbox, since a re-post carries
+//! no news: lost, it is simply made again next interval, and it never queues behind or floods the
+//! durable transitions. It runs in the same loop as the sink's outbox delivery and only when the
+//! outbox is drained, so a resolve still waiting to be delivered cannot be overtaken by a stale
+//! firing re-post (and one read just before a resolve is recorded is followed by that resolve,
+//! which Alertmanager then takes as the newer). Alerts the flood guard held back are firing in the
+//! store too, so they are re-posted: Alertmanager's own grouping bundles them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,7 +30,7 @@ use std::time::Duration;
 use kaudit_schema::{AlertRecord, OutboxEntry, Shutdown, Store, StoreError};
 use rand::Rng;
 
-use crate::alert::Alert;
+use crate::alert::{Alert, AlertState};
 use crate::metrics::AlertMetrics;
 use crate::sinks::Sink;
 use crate::sinks::service::{HttpService, Outcome};
@@ -216,6 +226,28 @@ impl Dispatcher {
         Ok((delivered, None))
     }
 
+    /// Post every alert the store holds as firing to `sink` once more, at `now_ms`: Alertmanager's
+    /// refresh. Best effort: a failure is logged and the next interval tries again. Returns how many
+    /// were accepted.
+    pub async fn repost_firing(&self, sink: &Sink, now_ms: i64) -> Result<usize, StoreError> {
+        let mut accepted = 0;
+        for record in self.store.list_alerts().await? {
+            if record.state != AlertState::Firing.as_str() {
+                continue;
+            }
+            let Ok(alert) = serde_json::from_str::<Alert>(&record.body) else { continue };
+            match self.http.send(&sink.request_at(&alert, 0, now_ms)).await {
+                Outcome::Delivered => accepted += 1,
+                Outcome::Rejected(reason) | Outcome::Retry(reason) => {
+                    let reason = sink.scrub(&reason);
+                    tracing::warn!(sink = %sink.name, key = %alert.dedup_key, %reason, "re-post of a firing alert failed; next interval tries again");
+                    return Ok(accepted);
+                }
+            }
+        }
+        Ok(accepted)
+    }
+
     /// Deliver for every sink until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let stop_all = Shutdown::new();
@@ -224,10 +256,23 @@ impl Dispatcher {
             let me = self.clone();
             let stop = stop_all.signal();
             tasks.push(tokio::spawn(async move {
+                let repost = sink.repost_interval();
+                let mut next_repost = tokio::time::Instant::now();
                 loop {
                     let wait = match me.deliver_pending(&sink).await {
                         Ok((_, Some(attempts))) => me.backoff.delay(attempts),
-                        Ok((_, None)) => me.backoff.poll,
+                        Ok((_, None)) => match repost {
+                            Some(every) => {
+                                if tokio::time::Instant::now() >= next_repost {
+                                    next_repost = tokio::time::Instant::now() + every;
+                                    if let Err(error) = me.repost_firing(&sink, crate::time::now_ms()).await {
+                                        tracing::warn!(sink = %sink.name, %error, "cannot list alerts to re-post; will retry");
+                                    }
+                                }
+                                me.backoff.poll.min(next_repost.saturating_duration_since(tokio::time::Instant::now()))
+                            }
+                            None => me.backoff.poll,
+                        },
                         Err(error) => {
                             tracing::warn!(sink = %sink.name, %error, "cannot read the outbox; will retry");
                             me.backoff.max.min(Duration::from_secs(5))

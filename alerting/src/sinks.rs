@@ -63,7 +63,7 @@ enum SinkKind {
     Webhook { url: String, secret: Option<Secret> },
     Slack { url: String },
     Pagerduty { url: String, routing_key: Secret },
-    Alertmanager { url: String, generator_url: Option<String> },
+    Alertmanager { url: String, generator_url: Option<String>, repost_ms: u64 },
 }
 
 impl std::fmt::Debug for Sink {
@@ -123,6 +123,11 @@ impl SinkConfig {
             // Not echoed: a sink URL may be its credential. The key and line say which one.
             issues.push(ConfigIssue::at(prefix, "url", "must start with http:// or https://"));
         }
+        if let Self::Alertmanager(c) = self
+            && c.repost_interval_ms == 0
+        {
+            issues.push(ConfigIssue::at(prefix, "repost_interval_ms", "must be positive"));
+        }
         if let Self::Pagerduty(c) = self
             && c.routing_key.is_none()
             && c.routing_key_env.is_none()
@@ -149,17 +154,34 @@ impl SinkConfig {
                 routing_key: secret(&c.routing_key, &c.routing_key_env, "pagerduty routing key")?
                     .ok_or("pagerduty: set routing_key or routing_key_env")?,
             },
-            Self::Alertmanager(c) => {
-                SinkKind::Alertmanager { url: c.url.clone(), generator_url: c.generator_url.clone() }
-            }
+            Self::Alertmanager(c) => SinkKind::Alertmanager {
+                url: c.url.clone(),
+                generator_url: c.generator_url.clone(),
+                repost_ms: c.repost_interval_ms,
+            },
         };
         Ok(Sink { name: self.name(), kind })
     }
 }
 
 impl Sink {
-    /// The request that delivers `alert` as notification `seq`.
+    /// The request that delivers `alert` as notification `seq`, now (wall clock).
     pub fn request(&self, alert: &Alert, seq: i64) -> HttpRequest {
+        self.request_at(alert, seq, crate::time::now_ms())
+    }
+
+    /// How often this sink wants every firing alert posted again: Alertmanager's, which forgets
+    /// an alert it has not heard of for a while. `None` for sinks that page once per transition.
+    pub fn repost_interval(&self) -> Option<std::time::Duration> {
+        match &self.kind {
+            SinkKind::Alertmanager { repost_ms, .. } => Some(std::time::Duration::from_millis(*repost_ms)),
+            _ => None,
+        }
+    }
+
+    /// The request that delivers `alert` as notification `seq` at `now_ms` (Alertmanager's
+    /// `endsAt` of a firing alert is counted from it).
+    pub fn request_at(&self, alert: &Alert, seq: i64, now_ms: i64) -> HttpRequest {
         let idempotency = format!("{}:{seq}", alert.dedup_key);
         match &self.kind {
             SinkKind::Webhook { url, secret } => {
@@ -167,8 +189,8 @@ impl Sink {
             }
             SinkKind::Slack { url } => slack::request(url, alert),
             SinkKind::Pagerduty { url, routing_key } => pagerduty::request(url, routing_key.expose(), alert),
-            SinkKind::Alertmanager { url, generator_url } => {
-                alertmanager::request(url, generator_url.as_deref(), alert)
+            SinkKind::Alertmanager { url, generator_url, repost_ms } => {
+                alertmanager::request(url, generator_url.as_deref(), alert, now_ms, *repost_ms)
             }
         }
     }

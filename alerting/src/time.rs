@@ -28,6 +28,11 @@ mod tests {
 }
 
 /// Parse `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC only) to ms since the epoch.
+/// Wall-clock time, ms since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
     let (date, time) = s.split_once(['T', ' '])?;

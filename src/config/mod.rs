@@ -123,6 +123,34 @@ impl fmt::Display for KafkaOptionValue {
     }
 }
 
+impl KafkaConfig {
+    /// Each pass-through option librdkafka itself refuses (an unknown or misspelt property, a value
+    /// it cannot parse or a feature it was built without), with librdkafka's own message. Each is
+    /// set on a fresh configuration object: no client is created, nothing connects.
+    pub fn option_issues(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        for (key, value) in &self.options {
+            let at =
+                KeyPath(["kafka", "options", key].map(|k| locate::Segment::Key(k.to_string())).to_vec()).to_string();
+            let value = value.to_string();
+            let mechanism = key == "sasl.mechanisms" || key == "sasl.mechanism";
+            if mechanism && value.split(',').any(|m| m.trim().eq_ignore_ascii_case("GSSAPI")) {
+                issues.push(ConfigIssue::new(
+                    at.clone(),
+                    "GSSAPI (Kerberos) is not supported: kaudit's librdkafka is built without cyrus-sasl; \
+                     use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER",
+                ));
+            }
+            let mut one = rdkafka::ClientConfig::new();
+            one.set(key, &value);
+            if let Err(rdkafka::error::KafkaError::ClientConfig(_, description, ..)) = one.create_native_config() {
+                issues.push(ConfigIssue::new(at, format!("librdkafka refuses it: {}", description.trim_end())));
+            }
+        }
+        issues
+    }
+}
+
 /// librdkafka properties that first-class options own.
 const RESERVED_KAFKA_OPTIONS: &[(&str, &str)] = &[("bootstrap.servers", "kafka.bootstrap_servers")];
 
@@ -219,6 +247,7 @@ impl KauditConfig {
                 ));
             }
         }
+        issues.extend(self.kafka.option_issues());
         for (key, owner) in RESERVED_KAFKA_OPTIONS {
             if self.kafka.options.contains_key(*key) {
                 issues.push(ConfigIssue::new(

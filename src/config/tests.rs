@@ -101,16 +101,36 @@ fn semantic_errors_alone_are_located_too() {
 
 #[test]
 fn kafka_options_take_scalars_as_librdkafka_strings() {
-    let text = "[kafka.options]\n\"linger.ms\" = 5\n\"enable.idempotence\" = true\n\"x\" = 0.5\n\"acks\" = \"all\"\n";
+    let text = "[kafka.options]\n\"batch.num.messages\" = 5\n\"enable.idempotence\" = true\n\"linger.ms\" = 0.5\n\"acks\" = \"all\"\n";
     let config = KauditConfig::from_toml(text, Path::new("k.toml")).unwrap();
     let got: Vec<(String, String)> = config.kafka.options.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
     assert_eq!(
         got,
-        [("acks", "all"), ("enable.idempotence", "true"), ("linger.ms", "5"), ("x", "0.5")]
+        [("acks", "all"), ("batch.num.messages", "5"), ("enable.idempotence", "true"), ("linger.ms", "0.5")]
             .map(|(k, v)| (k.to_string(), v.to_string()))
     );
     let err = KauditConfig::from_toml("[kafka.options]\n\"a\" = [1]\n", Path::new("k.toml")).unwrap_err();
     assert_eq!((err.problems[0].key.as_str(), err.problems[0].line), ("kafka.options.a", Some(2)), "{err}");
+}
+
+#[test]
+fn librdkafka_checks_every_pass_through_option_with_its_own_message() {
+    let text = "[kafka.options]\n\"client.id\" = \"kaudit\"\n\"sesion.timeout.ms\" = 6000\n\
+                \"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanisms\" = \"GSSAPI\"\n\"linger.ms\" = \"soon\"\n";
+    let err = KauditConfig::from_toml(text, Path::new("k.toml")).unwrap_err();
+    let found: Vec<(&str, Option<usize>)> = err.problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        found,
+        [
+            ("kafka.options.\"sesion.timeout.ms\"", Some(3)),
+            ("kafka.options.\"sasl.mechanisms\"", Some(5)),
+            ("kafka.options.\"linger.ms\"", Some(6)),
+        ],
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("No such configuration property: \"sesion.timeout.ms\""), "{text}");
+    assert!(text.contains("GSSAPI (Kerberos) is not supported"), "{text}");
 }
 
 #[test]

@@ -78,17 +78,25 @@ fn alertmanager_gets_labels_and_an_end_when_resolved() {
         name: None,
         url: "http://127.0.0.1:9093/".into(),
         generator_url: None,
+        repost_interval_ms: 60_000,
     })
     .build()
     .unwrap();
-    let fire = sink.request(&alert(AlertState::Firing), 1);
+    let fire = sink.request_at(&alert(AlertState::Firing), 1, 1_700_000_200_000);
     assert_eq!(fire.url, "http://127.0.0.1:9093/api/v2/alerts");
     let b = body(&fire);
     assert_eq!(b[0]["labels"]["alertname"], "KauditLoss");
     assert_eq!(b[0]["startsAt"], "2023-11-14T22:16:30.000Z");
-    assert!(b[0].get("endsAt").is_none());
-    let resolved = body(&sink.request(&alert(AlertState::Resolved), 2));
-    assert_eq!(resolved[0]["endsAt"], "2023-11-14T22:20:00.000Z");
+    assert_eq!(b[0]["endsAt"], "2023-11-14T22:19:40.000Z", "firing: three repost intervals from now");
+    assert_eq!(
+        b[0]["annotations"]["description"],
+        "consumer/billing counted 19998 of the 20000 messages broker counted in buckets \
+         2023-11-14T22:14:00.000Z to 2023-11-14T22:15:00.000Z: 2 missing (0.0100 %), 0 extra (0.0000 %). \
+         Detected by cusum."
+    );
+    let resolved = body(&sink.request_at(&alert(AlertState::Resolved), 2, 1_700_000_500_000));
+    assert_eq!(resolved[0]["endsAt"], "2023-11-14T22:20:00.000Z", "resolved: its own end");
+    assert_eq!(sink.repost_interval(), Some(std::time::Duration::from_secs(60)));
 }
 
 #[test]
@@ -174,9 +182,14 @@ fn resolved_texts_say_what_resolved_them_on_every_sink() {
     let b = body(&pd.request(&resolved, 2));
     assert!(b["payload"]["summary"].as_str().unwrap().contains("resolved: revised to complete"), "{b}");
     assert_eq!(b["payload"]["custom_details"]["resolution"], "revised to complete by late tallies");
-    let am = SinkConfig::Alertmanager(AlertmanagerConfig { name: None, url: "http://am".into(), generator_url: None })
-        .build()
-        .unwrap();
+    let am = SinkConfig::Alertmanager(AlertmanagerConfig {
+        name: None,
+        url: "http://am".into(),
+        generator_url: None,
+        repost_interval_ms: 60_000,
+    })
+    .build()
+    .unwrap();
     let b = body(&am.request(&resolved, 2));
     assert_eq!(b[0]["annotations"]["resolution"], "revised to complete by late tallies");
     assert!(b[0]["annotations"]["summary"].as_str().unwrap().contains("resolved: revised"));
@@ -202,9 +215,14 @@ fn lag_and_tier_down_read_as_what_they_are() {
          stop after its heartbeat at 2023-11-14T22:15:00.000Z"
     );
 
-    let am = SinkConfig::Alertmanager(AlertmanagerConfig { name: None, url: "http://am".into(), generator_url: None })
-        .build()
-        .unwrap();
+    let am = SinkConfig::Alertmanager(AlertmanagerConfig {
+        name: None,
+        url: "http://am".into(),
+        generator_url: None,
+        repost_interval_ms: 60_000,
+    })
+    .build()
+    .unwrap();
     let labels = |a: &Alert| body(&am.request(a, 1))[0]["labels"].clone();
     assert_eq!(labels(&lag)["alertname"], "KauditLag");
     assert_eq!(labels(&lag)["severity"], "warning");
