@@ -196,39 +196,12 @@ impl KauditConfig {
     /// Every semantic problem (types and unknown keys are caught while loading).
     pub fn validate(&self) -> Vec<ConfigIssue> {
         let mut issues = self.agent.validate("agent");
-        if let Err(e) = self.store_url() {
-            issues.push(ConfigIssue::new("store", e.reason));
-        }
-        issues.extend(self.scylla.validate("scylla"));
-        if matches!(self.store_url(), Ok(StoreUrl::Scylla(_))) {
-            issues.extend(self.scylla.validate_env("scylla"));
-        }
-        if self.alerting.max_notifications_per_pass == 0 || self.alerting.max_outbox_per_sink == 0 {
-            let key = if self.alerting.max_outbox_per_sink == 0 {
-                "max_outbox_per_sink"
-            } else {
-                "max_notifications_per_pass"
-            };
-            issues.push(ConfigIssue::at("alerting", key, "must be positive"));
-        }
+        issues.extend(self.store_issues());
         issues.extend(self.verifier.validate("verifier"));
         issues.extend(self.verifier.validate_with_flush_interval("verifier", self.agent.flush_interval_ms));
-        for (i, sink) in self.alerting.sinks.iter().enumerate() {
-            issues.extend(sink.validate(&format!("alerting.sinks[{i}]")));
-        }
+        issues.extend(self.alerting_issues());
         if let Some(tap) = &self.tap {
-            issues.extend(tap.validate("tap"));
-            if self.kafka.bootstrap_servers.is_none() {
-                issues.push(ConfigIssue::new("kafka.bootstrap_servers", "the tap needs a cluster to consume from"));
-            }
-            for key in kaudit_agent::tap::TAP_OWNED_OPTIONS {
-                if self.kafka.options.contains_key(*key) {
-                    issues.push(ConfigIssue::new(
-                        format!("kafka.options.\"{key}\""),
-                        "the tap sets this itself ([tap] group_id, start_from)",
-                    ));
-                }
-            }
+            issues.extend(self.tap_issues(tap));
         }
         if let Some(ingest) = &self.ingest {
             issues.extend(ingest.validate("ingest"));
@@ -238,8 +211,45 @@ impl KauditConfig {
         if self.agent_listen.parse::<std::net::SocketAddr>().is_err() {
             issues.push(ConfigIssue::new("agent_listen", "must be an address such as 127.0.0.1:9465"));
         }
+        issues.extend(self.kafka.option_issues());
+        for (key, owner) in RESERVED_KAFKA_OPTIONS {
+            if self.kafka.options.contains_key(*key) {
+                issues.push(ConfigIssue::new(
+                    format!("kafka.options.\"{key}\""),
+                    format!("set it with `{owner}` instead"),
+                ));
+            }
+        }
+        issues
+    }
+
+    /// The store URL and, for Scylla, its section (and its password variable).
+    fn store_issues(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if let Err(e) = self.store_url() {
+            issues.push(ConfigIssue::new("store", e.reason));
+        }
+        issues.extend(self.scylla.validate("scylla"));
+        if matches!(self.store_url(), Ok(StoreUrl::Scylla(_))) {
+            issues.extend(self.scylla.validate_env("scylla"));
+        }
+        issues
+    }
+
+    /// `[alerting]`: its bounds, every sink, and sink names that clash.
+    fn alerting_issues(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if self.alerting.max_notifications_per_pass == 0 || self.alerting.max_outbox_per_sink == 0 {
+            let key = if self.alerting.max_outbox_per_sink == 0 {
+                "max_outbox_per_sink"
+            } else {
+                "max_notifications_per_pass"
+            };
+            issues.push(ConfigIssue::at("alerting", key, "must be positive"));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, sink) in self.alerting.sinks.iter().enumerate() {
+            issues.extend(sink.validate(&format!("alerting.sinks[{i}]")));
             if !names.insert(sink.name()) {
                 issues.push(ConfigIssue::new(
                     format!("alerting.sinks[{i}]"),
@@ -247,12 +257,20 @@ impl KauditConfig {
                 ));
             }
         }
-        issues.extend(self.kafka.option_issues());
-        for (key, owner) in RESERVED_KAFKA_OPTIONS {
+        issues
+    }
+
+    /// `[tap]`, the cluster it needs, and the librdkafka options it sets itself.
+    fn tap_issues(&self, tap: &kaudit_agent::tap::TapConfig) -> Vec<ConfigIssue> {
+        let mut issues = tap.validate("tap");
+        if self.kafka.bootstrap_servers.is_none() {
+            issues.push(ConfigIssue::new("kafka.bootstrap_servers", "the tap needs a cluster to consume from"));
+        }
+        for key in kaudit_agent::tap::TAP_OWNED_OPTIONS {
             if self.kafka.options.contains_key(*key) {
                 issues.push(ConfigIssue::new(
                     format!("kafka.options.\"{key}\""),
-                    format!("set it with `{owner}` instead"),
+                    "the tap sets this itself ([tap] group_id, start_from)",
                 ));
             }
         }
