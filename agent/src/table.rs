@@ -387,10 +387,8 @@ impl TallyTable {
         c.bytes = c.bytes.saturating_add(obs.bytes);
         c.late += late as u64;
         c.future += future as u64;
-        let opened =
-            buckets.last_key_value().is_none_or(|(newest, _)| *newest != start) && !buckets.contains_key(&start);
+        let (bucket, opened) = bucket_mut(buckets, start, late_generation);
         self.open_count += usize::from(opened);
-        let bucket = bucket_mut(buckets, start, late_generation);
         let t = &mut bucket.tally;
         t.add(obs.fingerprint, obs.bytes);
         let malformed = match event_time {
@@ -675,18 +673,21 @@ impl TallyTable {
     }
 }
 
-/// The open bucket starting at `start`, opened (in `late_generation`) if need be: the newest
-/// bucket first, where nearly every message lands, then the ordered map.
+/// The open bucket starting at `start`, opened (in `late_generation`) if need be, and whether it was:
+/// the newest bucket first, where nearly every message lands, then one look-up in the ordered map.
 #[inline]
 fn bucket_mut(
     buckets: &mut BTreeMap<EpochMillis, OpenBucket>,
     start: EpochMillis,
     late_generation: u64,
-) -> &mut OpenBucket {
+) -> (&mut OpenBucket, bool) {
     if buckets.last_key_value().is_some_and(|(newest, _)| *newest == start) {
-        return buckets.last_entry().expect("not empty").into_mut();
+        return (buckets.last_entry().expect("not empty").into_mut(), false);
     }
-    buckets.entry(start).or_insert_with(|| OpenBucket::new(late_generation))
+    match buckets.entry(start) {
+        std::collections::btree_map::Entry::Occupied(e) => (e.into_mut(), false),
+        std::collections::btree_map::Entry::Vacant(e) => (e.insert(OpenBucket::new(late_generation)), true),
+    }
 }
 
 impl OpenBucket {
