@@ -10,6 +10,16 @@ type Inbox = Arc<Mutex<Vec<serde_json::Value>>>;
 /// The demos run one at a time: two at once on two cores would measure the machine, not kaudit.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// `kaudit demo ARGS...` to its end, on a blocking thread.
+async fn demo(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kaudit")).arg("demo").args(&args).output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_detects_what_it_injects_and_alerts_a_webhook() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -30,8 +40,7 @@ async fn the_demo_detects_what_it_injects_and_alerts_a_webhook() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
-    let args: Vec<String> = [
-        "demo",
+    let out = demo(&[
         "--duration",
         "10s",
         "--rate",
@@ -52,15 +61,8 @@ async fn the_demo_detects_what_it_injects_and_alerts_a_webhook() {
         &hook,
         "--data-dir",
         dir.path().to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_kaudit")).args(&args).output().unwrap()
-    })
-    .await
-    .unwrap();
+    ])
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
@@ -197,8 +199,7 @@ fn undelivered_alerts_are_reported_apart_from_detection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_consumer_is_lag_and_a_crashed_producer_is_indeterminate() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let args: Vec<String> = [
-        "demo",
+    let out = demo(&[
         "--duration",
         "20s",
         "--rate",
@@ -218,15 +219,8 @@ async fn a_paused_consumer_is_lag_and_a_crashed_producer_is_indeterminate() {
         "--crash-producer",
         "--listen",
         "127.0.0.1:0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_kaudit")).args(&args).output().unwrap()
-    })
-    .await
-    .unwrap();
+    ])
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");

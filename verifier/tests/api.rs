@@ -31,11 +31,14 @@ async fn seed(store: &SqliteStore) {
     store.write(&FlushBatch { rows, offsets: vec![], progress: vec![], heartbeats: vec![] }).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn query_api_answers_and_rejects_bad_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("v.db"), &SqliteOptions::default()).unwrap();
-    seed(&store).await;
+/// Stops a service started by [`start`].
+type Stop = tokio::sync::oneshot::Sender<()>;
+/// The task of a service started by [`start`].
+type Server = tokio::task::JoinHandle<Result<(), Box<dyn std::error::Error + Send + Sync>>>;
+
+/// The verifier service (pipeline `orders`: producer, then consumer) over `store` on a loopback
+/// port, its clock at `now_ms`: its base URL, the sender that stops it, and its task.
+async fn start(store: &SqliteStore, now_ms: i64, http: kaudit_net::HttpOptions) -> (String, Stop, Server) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let config = VerifierConfig {
@@ -55,11 +58,20 @@ async fn query_api_answers_and_rejects_bad_requests() {
         limits: Default::default(),
         flush_interval_ms: 5_000,
         registry: prometheus::Registry::new(),
-        clock: Arc::new(ManualClock::new(T0 + 2 * W)),
-        http: kaudit_net::HttpOptions::default(),
+        clock: Arc::new(ManualClock::new(now_ms)),
+        http,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, parts, async { stopped.await.unwrap_or(()) }));
+    (base, stop, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_api_answers_and_rejects_bad_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("v.db"), &SqliteOptions::default()).unwrap();
+    seed(&store).await;
+    let (base, stop, server) = start(&store, T0 + 2 * W, kaudit_net::HttpOptions::default()).await;
     let http = reqwest::Client::new();
     let get = |path: String| {
         let http = http.clone();
@@ -187,30 +199,7 @@ async fn held_verdicts_are_served_with_their_detail() {
         version: 1,
     }];
     store.write(&FlushBatch { rows, offsets: vec![], progress, heartbeats }).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let config = VerifierConfig {
-        pipelines: vec![PipelineConfig {
-            topics: vec!["orders".into()],
-            tiers: vec!["producer".into()],
-            consumers: vec!["consumer".into()],
-        }],
-        evaluate_interval_ms: 50,
-        ..VerifierConfig::default()
-    };
-    let parts = ServiceParts {
-        store: Arc::new(store.clone()),
-        config,
-        sinks: vec![],
-        backoff: Backoff::default(),
-        limits: Default::default(),
-        flush_interval_ms: 5_000,
-        registry: prometheus::Registry::new(),
-        clock: Arc::new(ManualClock::new(now)),
-        http: kaudit_net::HttpOptions::default(),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, parts, async { stopped.await.unwrap_or(()) }));
+    let (base, stop, server) = start(&store, now, kaudit_net::HttpOptions::default()).await;
     let http = reqwest::Client::new();
     let started = Instant::now();
     while http.get(format!("{base}/readyz")).send().await.unwrap().status() != 200 {
@@ -261,8 +250,6 @@ async fn api_needs_a_read_token_and_probes_stay_open() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("v.db"), &SqliteOptions::default()).unwrap();
     seed(&store).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let (read_a, read_b) = ("read-token-aaaaaaaaaaaaaa", "read-token-bbbbbbbbbbbbbb");
     let (write, admin) = ("write-token-cccccccccccc", "admin-token-dddddddddddd");
     let http_options = HttpOptions::default()
@@ -270,27 +257,7 @@ async fn api_needs_a_read_token_and_probes_stay_open() {
         .with_token(Role::Read, read_b)
         .with_token(Role::Write, write)
         .with_token(Role::Admin, admin);
-    let parts = ServiceParts {
-        store: Arc::new(store.clone()),
-        config: VerifierConfig {
-            pipelines: vec![PipelineConfig {
-                topics: vec!["orders".into()],
-                tiers: vec!["producer".into()],
-                consumers: vec!["consumer".into()],
-            }],
-            evaluate_interval_ms: 50,
-            ..VerifierConfig::default()
-        },
-        sinks: vec![],
-        backoff: Backoff::default(),
-        limits: Default::default(),
-        flush_interval_ms: 5_000,
-        registry: prometheus::Registry::new(),
-        clock: Arc::new(ManualClock::new(T0 + 2 * W)),
-        http: http_options,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, parts, async { stopped.await.unwrap_or(()) }));
+    let (base, stop, server) = start(&store, T0 + 2 * W, http_options).await;
     let client = reqwest::Client::new();
     let get = |path: &str, token: Option<&str>| {
         let mut request = client.get(format!("{base}{path}"));
