@@ -4,19 +4,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use, by the command that tells whether each is there.
-declare -A needs=([kcat]=kcat [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager [cc]=gcc [make]=make [perl]=perl)
+# What the build needs (C toolchain, OpenSSL and cyrus-sasl headers).
+bash scripts/setup.sh
+
+# Debian packages the tests use, by the command that tells whether each is there. The ops
+# artefacts test (tests/ops_artefacts.rs) runs amtool, systemd-analyze and systemd-sysusers (both
+# work without a running systemd) and docker-compose (v1: validates compose.yaml, no engine needed).
+declare -A needs=([kcat]=kcat [promtool]=prometheus [prometheus-alertmanager]=prometheus-alertmanager
+  [amtool]=prometheus-alertmanager [systemd-analyze]=systemd [systemd-sysusers]=systemd
+  [docker-compose]=docker-compose)
 missing=()
 for cmd in "${!needs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
 done
-# OpenSSL's headers for librdkafka's TLS/SASL and the Scylla driver (no command tells).
-dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
-command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u)
+fi
+
+# kubernetes-validate (PyPI) checks deploy/kubernetes offline against the schemas it bundles; its
+# dependencies PyYAML and jsonschema also read YAML and check the ServiceMonitor in that test.
+if ! command -v kubernetes-validate >/dev/null 2>&1 || ! python3 -c 'import yaml, jsonschema' 2>/dev/null; then
+  echo "installing: kubernetes-validate (pip)"
+  python3 -m pip install -q kubernetes-validate 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages kubernetes-validate
 fi
 
 # The shared test vectors live beside the repository (../shared); tests read them from there.

@@ -3,18 +3,18 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kaudit::cli::{Cli, init_tracing};
+use kaudit::cli::{Cli, closing_error, init_tracing};
 
 fn main() -> ExitCode {
-    let command = Cli::parse().command;
-    init_tracing(&command);
+    let Cli { log_format, command } = Cli::parse();
+    init_tracing(&command, log_format);
     let name = command.name();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(command.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(exit) => {
             if let Some(message) = exit.message(name) {
-                eprint!("{}", if message.ends_with('\n') { message } else { message + "\n" });
+                eprint!("{}", closing_error(log_format, &message));
             }
             exit.code()
         }

@@ -163,6 +163,15 @@ async fn a_message_reported_but_never_produced_is_alerted_by_name_to_a_webhook()
         agent_metrics.contains(r#"kaudit_agent_messages_total{tier="broker",topic="orders"} 300"#),
         "{agent_metrics}"
     );
+    // Both processes say which build they are and how they fare.
+    let build = format!("kaudit_build_info{{git_sha=\"{}\",", kaudit::support::process_metrics::GIT_SHA);
+    for (who, text) in [("verifier", &verifier_metrics), ("agent", &agent_metrics)] {
+        for family in [build.as_str(), "process_resident_memory_bytes ", "process_open_fds "] {
+            assert!(text.lines().any(|l| l.starts_with(family)), "{who}: no {family:?} in\n{text}");
+        }
+    }
+    let link = format!("http://127.0.0.1:{verifier_port}/api/v1/alerts?kind=loss&topic=orders&tier=broker");
+    assert_eq!(json["url"], link.as_str(), "the webhook links to the alert in the verifier's API: {json}");
 
     let (status, alerts) = http(verifier_port, "GET", "/api/v1/alerts", "").unwrap();
     assert_eq!(status, 200);

@@ -211,3 +211,217 @@ fn verifier_serves_its_api_and_stops_on_sigterm() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no [[verifier.pipelines]]"));
 }
+
+/// `kaudit` with `vars` set in its environment.
+fn kaudit_with(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kaudit")).args(args).envs(vars.iter().copied()).output().expect("kaudit runs")
+}
+
+/// Every stderr line as a JSON object.
+fn json_lines(out: &Output) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    stderr
+        .lines()
+        .map(|l| match serde_json::from_str(l) {
+            Ok(serde_json::Value::Object(o)) => o,
+            _ => panic!("not a JSON object: {l:?}\nstderr:\n{stderr}"),
+        })
+        .collect()
+}
+
+#[test]
+fn log_format_json_writes_every_stderr_line_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("k.toml");
+    std::fs::write(&config, "[agent]\nname = \"file\"\nflush_interval = \"10s\"\n").unwrap();
+    let vars = [
+        ("RUST_LOG", "info"),
+        ("KAUDIT__AGENT__NAME", "from-env"),
+        ("KAUDIT__SCYLLA__USERNAME", "kaudit"),
+        ("KAUDIT__SCYLLA__PASSWORD", "hunter2-pw"),
+    ];
+    let out = kaudit_with(&["--log-format", "json", "check-config", config.to_str().unwrap()], &vars);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ok (agent \"from-env\""), "{stdout}");
+    assert!(stdout.contains("  agent.name set by the environment (KAUDIT__AGENT__NAME)"), "{stdout}");
+    assert!(stdout.contains("  scylla.password set by the environment (KAUDIT__SCYLLA__PASSWORD)"), "{stdout}");
+    let lines = json_lines(&out);
+    let set: Vec<_> = lines.iter().filter(|l| l["message"] == "configuration key set from the environment").collect();
+    assert_eq!(set.len(), 3, "{lines:?}");
+    let line = set.iter().find(|l| l["variable"] == "KAUDIT__AGENT__NAME").expect("fields are flattened");
+    assert_eq!((line["level"].as_str(), line["key"].as_str()), (Some("INFO"), Some("agent.name")));
+    assert_eq!(line["target"], "kaudit::support::load");
+    assert!(line["timestamp"].as_str().is_some_and(|t| t.starts_with("20") && t.ends_with('Z')), "{line:?}");
+    assert_eq!(line["span"]["name"], "config", "{line:?}");
+    assert_eq!(line["span"]["file"], config.to_str().unwrap(), "{line:?}");
+    assert_eq!(line["spans"].as_array().map(Vec::len), Some(1), "{line:?}");
+    let everything = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!everything.contains("hunter2"), "a value from the environment is never printed: {everything}");
+
+    // From KAUDIT_LOG_FORMAT too, and the closing error is a JSON line as well.
+    std::fs::write(&config, "[agent]\nflush_intervl_ms = 10\n").unwrap();
+    let out = kaudit_with(
+        &["check-config", config.to_str().unwrap()],
+        &[("KAUDIT_LOG_FORMAT", "json"), ("KAUDIT__AGENT__BUCKET_WIDTH", "soon")],
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let lines = json_lines(&out);
+    let last = lines.last().expect("the error");
+    assert_eq!((last["level"].as_str(), last["target"].as_str()), (Some("ERROR"), Some("kaudit")));
+    let message = last["message"].as_str().unwrap();
+    assert!(message.contains("k.toml:2:1: key `agent.flush_intervl_ms`: unknown field"), "{message}");
+    assert!(
+        message.contains("environment KAUDIT__AGENT__BUCKET_WIDTH: key `agent.bucket_width`: \"soon\""),
+        "{message}"
+    );
+
+    let out = kaudit(&["--log-format", "yaml", "man"]);
+    assert_eq!(out.status.code(), Some(2), "only text and json");
+}
+
+#[test]
+fn environment_overrides_reach_every_command() {
+    // `migrate` with no file: the environment alone, and a bad key named by its variable.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/audit.db", dir.path().display());
+    let out = kaudit_with(&["migrate", "--store", &url], &[("KAUDIT__AGENT__FLUSH_INTERVAL", "1 fortnight")]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("environment: 1 configuration error"), "{err}");
+    assert!(err.contains("  environment KAUDIT__AGENT__FLUSH_INTERVAL: key `agent.flush_interval`"), "{err}");
+    assert!(err.contains("units ms, s, m, h, d"), "{err}");
+    let out = kaudit_with(&["migrate", "--store", &url], &[("KAUDIT__AGENT__FLUSH_INTERVAL", "1m")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+const SUBCOMMANDS: [&str; 10] =
+    ["fingerprint", "check-config", "demo", "migrate", "agent", "verifier", "report", "health", "completions", "man"];
+
+#[test]
+fn completions_cover_every_subcommand_in_every_shell() {
+    let out = kaudit(&["completions", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8(out.stdout).unwrap();
+    for name in SUBCOMMANDS {
+        assert!(script.contains(name), "bash completion lacks {name}");
+    }
+    assert!(script.contains("--log-format"), "global flags too");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = kaudit(&["completions", shell]);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("check-config"), "{shell}");
+    }
+    assert_eq!(kaudit(&["completions", "tcsh"]).status.code(), Some(2));
+    // bash itself loads it and registers the completion.
+    let loaded = Command::new("bash")
+        .args(["-c", "source \"$1\" && complete -p kaudit", "bash", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    if let Ok(mut child) = loaded {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("kaudit"), "{out:?}");
+    }
+}
+
+#[test]
+fn man_pages_name_every_subcommand_and_render_cleanly() {
+    let out = kaudit(&["man"]);
+    assert!(out.status.success());
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH kaudit 1"), "{page}");
+    for name in SUBCOMMANDS {
+        assert!(page.contains(&format!("kaudit\\-{}(1)", name.replace('-', "\\-"))), "kaudit(1) lacks {name}");
+    }
+    let out = kaudit(&["man", "health"]);
+    let health = String::from_utf8(out.stdout).unwrap();
+    assert!(health.contains(".TH kaudit-health 1") && health.contains("\\-\\-token\\-env"), "{health}");
+    assert_eq!(kaudit(&["man", "nonsense"]).status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    assert!(kaudit(&["man", "--out-dir", dir.path().to_str().unwrap()]).status.success());
+    for name in SUBCOMMANDS {
+        assert!(dir.path().join(format!("kaudit-{name}.1")).exists(), "{name}");
+    }
+    // groff, where installed, renders both without a warning.
+    for roff in [&page, &health] {
+        let file = dir.path().join("page.1");
+        std::fs::write(&file, roff).unwrap();
+        if let Ok(out) = Command::new("groff").args(["-man", "-ww", "-z"]).arg(&file).output() {
+            assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// A loopback HTTP server: `/ok` 200, `/down` 503 with a two-line body, `/auth` 200 only with
+/// `Authorization: Bearer s3cret`. Serves until the runtime is dropped.
+fn health_server() -> (std::net::SocketAddr, tokio::runtime::Runtime) {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::get;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new()
+        .route("/ok", get(|| async { "fine" }))
+        .route(
+            "/down",
+            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "not ready: store unreachable\nsecond line") }),
+        )
+        .route(
+            "/auth",
+            get(|headers: HeaderMap| async move {
+                match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                    Some("Bearer s3cret") => (StatusCode::OK, "fine"),
+                    _ => (StatusCode::UNAUTHORIZED, "missing or wrong token"),
+                }
+            }),
+        );
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    (addr, runtime)
+}
+
+#[test]
+fn health_exits_0_on_2xx_and_1_with_one_line_otherwise() {
+    let (addr, _server) = health_server();
+    let url = |path: &str| format!("http://{addr}{path}");
+    let one_line_failure = |out: &Output| -> String {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+
+    let out = kaudit(&["health", &url("/ok")]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    let err = one_line_failure(&kaudit(&["health", &url("/down")]));
+    assert_eq!(err, "kaudit health: 503 Service Unavailable: not ready: store unreachable\n");
+
+    let err = one_line_failure(&kaudit(&["health", &url("/auth"), "--token-env", "KAUDIT_TEST_PROBE_TOKEN"]));
+    assert!(err.contains("401 Unauthorized: missing or wrong token"), "unset variable: no header: {err}");
+    let out = kaudit_with(
+        &["health", &url("/auth"), "--token-env", "KAUDIT_TEST_PROBE_TOKEN"],
+        &[("KAUDIT_TEST_PROBE_TOKEN", "s3cret")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Connection refused: a port just bound and released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let err = one_line_failure(&kaudit(&["health", &format!("http://{closed}/readyz")]));
+    assert!(err.contains("Connection refused"), "{err}");
+    // TLS to a plain HTTP port fails as a request error, on one line.
+    let err = one_line_failure(&kaudit(&["health", &format!("https://{addr}/ok"), "--timeout", "3s"]));
+    assert!(err.starts_with("kaudit health: request failed: "), "{err}");
+
+    // A server that accepts and never answers: the timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let started = std::time::Instant::now();
+    let out = kaudit(&["health", &format!("http://{}/readyz", silent.local_addr().unwrap()), "--timeout", "300ms"]);
+    let err = one_line_failure(&out);
+    assert_eq!(err, "kaudit health: no answer within 300ms\n");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    drop(silent);
+
+    let err = one_line_failure(&kaudit(&["health", "ftp://example/x"]));
+    assert!(err.contains("is not an http:// or https:// URL"), "{err}");
+}

@@ -2,8 +2,13 @@
 //! the demo exits 0 only when each faulty bucket was found with its exact count, and the receiver
 //! gets exactly the three expected alerts, each within bucket width + grace of the first fault.
 
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use common::{Proc, free_port, http};
 
 type Inbox = Arc<Mutex<Vec<serde_json::Value>>>;
 
@@ -235,4 +240,111 @@ async fn a_paused_consumer_is_lag_and_a_crashed_producer_is_indeterminate() {
     }
     assert!(stderr.contains("[RESOLVED] kaudit lag on orders"), "the lag resolves once billing caught up: {stderr}");
     assert!(!stdout.contains('✗'), "{stdout}");
+}
+
+/// A webhook receiver on a thread of its own: every JSON body POSTed to it.
+fn recording_receiver() -> (String, Inbox) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let inbox: Inbox = Arc::default();
+    let seen = inbox.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn);
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(json) = serde_json::from_slice(&body)
+            {
+                seen.lock().unwrap().push(json);
+            }
+            let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (url, inbox)
+}
+
+/// While the demo runs, its `/metrics` carries every agent's series (`agent` label: producer, tap,
+/// both consumers) beside the verifier's, `kaudit_build_info` and `process_*`, in one exposition
+/// that passes promtool; the loss alert's webhook `url` is the demo API's link to exactly that
+/// alert, and following it returns it.
+#[test]
+fn the_demo_serves_its_agents_metrics_and_links_each_alert() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
+    let (hook, inbox) = recording_receiver();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let listen = format!("127.0.0.1:{port}");
+    let mut demo = Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kaudit"))
+            .args(["demo", "--duration", "5s", "--rate", "300", "--bucket", "1s", "--faults-after", "1s"])
+            .args(["--loss", "0.05", "--duplicates", "0", "--delay-ms", "0", "--listen", &listen, "--webhook", &hook])
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    let wanted = [
+        r#"kaudit_agent_messages_total{agent="producer",tier="producer",topic="orders"} "#,
+        r#"kaudit_agent_messages_total{agent="tap",tier="broker",topic="orders"} "#,
+        r#"kaudit_agent_messages_total{agent="consumer/billing",tier="consumer/billing",topic="orders"} "#,
+        r#"kaudit_agent_messages_total{agent="consumer/analytics",tier="consumer/analytics",topic="orders"} "#,
+        r#"kaudit_agent_flushes_total{agent="tap"} "#,
+        "kaudit_verifier_buckets_evaluated_total ",
+        "kaudit_build_info{",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+    ];
+    let link = format!("http://{listen}/api/v1/alerts?kind=loss&topic=orders&tier=broker");
+    let (mut metrics, mut followed) = (None, None);
+    let started = Instant::now();
+    while metrics.is_none() || followed.is_none() {
+        assert!(started.elapsed() < Duration::from_secs(90), "metrics {metrics:?}, link {followed:?}:\n{}", log());
+        assert!(demo.0.try_wait().unwrap().is_none(), "the demo ended first:\n{}", log());
+        if metrics.is_none()
+            && let Some((200, body)) = http(port, "GET", "/metrics", "")
+            && wanted.iter().all(|w| body.lines().any(|l| l.starts_with(w)))
+        {
+            metrics = Some(body);
+        }
+        let loss = inbox.lock().unwrap().iter().find(|n| n["alert"]["kind"] == "loss").cloned();
+        if followed.is_none()
+            && let Some(loss) = loss
+        {
+            assert_eq!(loss["url"], link.as_str(), "{loss}");
+            let path = link.strip_prefix(&format!("http://{listen}")).unwrap();
+            let (status, body) = http(port, "GET", path, "").expect("the demo's API is still up");
+            assert_eq!(status, 200, "{body}");
+            followed = Some(serde_json::from_str::<serde_json::Value>(&body).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = metrics.unwrap();
+    let (ok, report) = kaudit_testkit::promtool_check(&metrics);
+    assert!(ok && report.trim().is_empty(), "promtool: {report}\n{metrics}");
+    assert_eq!(metrics.matches("# TYPE kaudit_agent_messages_total counter").count(), 1, "{metrics}");
+    let alerts = followed.unwrap()["alerts"].as_array().unwrap().clone();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["dedup_key"], "loss/orders/broker");
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = demo.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the demo did not end:\n{}", log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let out = std::fs::read_to_string(&stdout).unwrap();
+    assert!(status.success(), "stdout:\n{out}\nstderr:\n{}", log());
+    assert!(out.contains("detection matches injection"), "{out}");
 }

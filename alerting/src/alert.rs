@@ -29,6 +29,23 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [AlertKind; 8] = [
+        Self::Loss,
+        Self::Duplicates,
+        Self::ContentMismatch,
+        Self::Delay,
+        Self::MissingTier,
+        Self::Lag,
+        Self::TierDown,
+        Self::Flood,
+    ];
+
+    /// The kind named `name` (as [`AlertKind::as_str`] writes it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Loss => "loss",

@@ -103,6 +103,9 @@ pub type DeliveryError = StoreError;
 
 impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, sinks: Vec<Sink>, metrics: AlertMetrics, backoff: Backoff) -> Self {
+        for sink in &sinks {
+            metrics.init_sink(&sink.name);
+        }
         Self {
             store,
             sinks: Arc::new(sinks),

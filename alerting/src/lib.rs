@@ -9,11 +9,13 @@
 
 pub mod alert;
 pub mod dispatch;
+pub mod link;
 pub mod metrics;
 pub mod sinks;
 pub mod time;
 
 pub use alert::{Alert, AlertKind, AlertNumbers, AlertState, Severity};
 pub use dispatch::{Dispatcher, Notification};
+pub use link::PublicUrl;
 pub use metrics::AlertMetrics;
 pub use sinks::{Sink, SinkConfig};

@@ -44,4 +44,14 @@ impl AlertMetrics {
         registry.register(Box::new(dropped.clone()))?;
         Ok(Self { sent, failed, pending, dropped })
     }
+
+    /// Create `sink`'s series at 0, so its rates and alerts have data before its first failure.
+    pub fn init_sink(&self, sink: &str) {
+        self.sent.with_label_values(&[sink]);
+        for outcome in ["retry", "rejected"] {
+            self.failed.with_label_values(&[sink, outcome]);
+        }
+        self.pending.with_label_values(&[sink]);
+        self.dropped.with_label_values(&[sink]);
+    }
 }

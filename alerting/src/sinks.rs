@@ -15,6 +15,7 @@ pub use self::pagerduty::PagerDutyConfig;
 pub use self::slack::SlackConfig;
 pub use self::webhook::{WebhookConfig, signature as webhook_signature};
 use crate::alert::Alert;
+use crate::link::PublicUrl;
 
 /// An HTTP request to make, built without I/O. Its URL and body may hold credentials (a Slack
 /// path, a PagerDuty routing key): `Debug` shows neither.
@@ -56,6 +57,8 @@ pub enum SinkConfig {
 pub struct Sink {
     pub name: String,
     kind: SinkKind,
+    /// The verifier's API, for each notification's link to its alert ([`Sink::with_public_url`]).
+    public_url: Option<PublicUrl>,
 }
 
 #[derive(Clone)]
@@ -160,11 +163,19 @@ impl SinkConfig {
                 repost_ms: c.repost_interval_ms,
             },
         };
-        Ok(Sink { name: self.name(), kind })
+        Ok(Sink { name: self.name(), kind, public_url: None })
     }
 }
 
 impl Sink {
+    /// Link every notification to its alert in the verifier's API at `url`: Alertmanager's
+    /// `generatorURL` (unless the sink sets a fixed `generator_url`), a line in Slack's text,
+    /// PagerDuty's `links`, the webhook's `url`.
+    pub fn with_public_url(mut self, url: PublicUrl) -> Self {
+        self.public_url = Some(url);
+        self
+    }
+
     /// The request that delivers `alert` as notification `seq`, now (wall clock).
     pub fn request(&self, alert: &Alert, seq: i64) -> HttpRequest {
         self.request_at(alert, seq, crate::time::now_ms())
@@ -183,14 +194,18 @@ impl Sink {
     /// `endsAt` of a firing alert is counted from it).
     pub fn request_at(&self, alert: &Alert, seq: i64, now_ms: i64) -> HttpRequest {
         let idempotency = format!("{}:{seq}", alert.dedup_key);
+        let link = self.public_url.as_ref().map(|base| base.alert_link(alert));
+        let link = link.as_deref();
         match &self.kind {
             SinkKind::Webhook { url, secret } => {
-                webhook::request(url, secret.as_ref().map(|s| s.expose().as_bytes()), alert, seq, &idempotency)
+                let secret = secret.as_ref().map(|s| s.expose().as_bytes());
+                webhook::request(url, secret, alert, seq, &idempotency, link)
             }
-            SinkKind::Slack { url } => slack::request(url, alert),
-            SinkKind::Pagerduty { url, routing_key } => pagerduty::request(url, routing_key.expose(), alert),
+            SinkKind::Slack { url } => slack::request(url, alert, link),
+            SinkKind::Pagerduty { url, routing_key } => pagerduty::request(url, routing_key.expose(), alert, link),
             SinkKind::Alertmanager { url, generator_url, repost_ms } => {
-                alertmanager::request(url, generator_url.as_deref(), alert, now_ms, *repost_ms)
+                // A fixed `generator_url` (configurations from before per-alert links) wins.
+                alertmanager::request(url, generator_url.as_deref().or(link), alert, now_ms, *repost_ms)
             }
         }
     }
@@ -225,4 +240,4 @@ fn json_request(url: String, body: &serde_json::Value, extra: Vec<(String, Strin
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

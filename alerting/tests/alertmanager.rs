@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use kaudit_alerting::dispatch::Backoff;
 use kaudit_alerting::sinks::AlertmanagerConfig;
-use kaudit_alerting::{Alert, AlertKind, AlertMetrics, AlertNumbers, AlertState, Dispatcher, Severity, SinkConfig};
+use kaudit_alerting::{
+    Alert, AlertKind, AlertMetrics, AlertNumbers, AlertState, Dispatcher, PublicUrl, Severity, SinkConfig,
+};
 use kaudit_schema::SqliteStore;
 use kaudit_schema::sqlite::SqliteOptions;
 
@@ -61,7 +63,8 @@ async fn alertmanager_receives_and_lists_the_alert() {
         repost_interval_ms: 60_000,
     })
     .build()
-    .unwrap();
+    .unwrap()
+    .with_public_url(PublicUrl::parse("http://verifier.example:9464").unwrap());
     let d = Dispatcher::new(
         Arc::new(store),
         vec![sink.clone()],
@@ -105,6 +108,11 @@ async fn alertmanager_receives_and_lists_the_alert() {
     assert_eq!(labels["severity"], "warning");
     assert_eq!(alerts[0]["status"]["state"], "active");
     assert!(alerts[0]["annotations"]["summary"].as_str().unwrap().contains("30 duplicate messages"));
+    assert_eq!(
+        alerts[0]["generatorURL"],
+        "http://verifier.example:9464/api/v1/alerts?kind=duplicates&topic=orders&tier=consumer%2Fbilling",
+        "Alertmanager keeps the link to exactly this alert in the verifier's API"
+    );
 }
 
 /// Alertmanager's listed alerts (resolved ones are not listed).

@@ -118,6 +118,9 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Every [`Refusal::reason`].
+    pub const REASONS: [&'static str; 3] = ["missing_token", "invalid_token", "wrong_role"];
+
     pub fn reason(self) -> &'static str {
         match self {
             Refusal::Missing => "missing_token",
@@ -185,6 +188,13 @@ impl IntoResponse for Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_refusal_reason_is_listed() {
+        let wrong = Refusal::WrongRole { has: Role::Read, needs: Role::Write };
+        let reasons: Vec<&str> = [Refusal::Missing, Refusal::Invalid, wrong].map(Refusal::reason).to_vec();
+        assert_eq!(reasons, Refusal::REASONS);
+    }
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -35,6 +35,14 @@ impl HttpMetrics {
             Opts::new("kaudit_http_requests_refused_total", "HTTP requests refused before the handler, by reason."),
             &["reason"],
         )?;
+        // Every reason's series from the start (at 0), so rates and alerts have data before the
+        // first refusal.
+        for reason in crate::server::closed_reasons() {
+            closed.with_label_values(&[reason]);
+        }
+        for reason in crate::server::refused_reasons() {
+            refused.with_label_values(&[reason]);
+        }
         registry.register(Box::new(open.clone()))?;
         registry.register(Box::new(closed.clone()))?;
         registry.register(Box::new(refused.clone()))?;

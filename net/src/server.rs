@@ -94,6 +94,9 @@ enum Closed {
 }
 
 impl Closed {
+    const ALL: [Closed; 6] =
+        [Closed::Done, Closed::Idle, Closed::Header, Closed::Evicted, Closed::TlsError, Closed::Shutdown];
+
     fn reason(self) -> &'static str {
         match self {
             Closed::Done => "done",
@@ -350,4 +353,14 @@ fn reload_on_sighup(reloader: Arc<CertReloader>, mut stopped: watch::Receiver<bo
     #[cfg(not(unix))]
     let _ = (reloader, &mut stopped);
     Ok(())
+}
+
+/// Every reason a connection closes for, as `kaudit_http_connections_closed_total`'s label.
+pub(crate) fn closed_reasons() -> impl Iterator<Item = &'static str> {
+    Closed::ALL.into_iter().map(Closed::reason)
+}
+
+/// Every reason a request is refused for, as `kaudit_http_requests_refused_total`'s label.
+pub(crate) fn refused_reasons() -> impl Iterator<Item = &'static str> {
+    crate::auth::Refusal::REASONS.into_iter().chain(["body_timeout"])
 }

@@ -56,6 +56,7 @@ async fn serve(config: &KauditConfig) -> Result<(), BoxError> {
     let url = config.store_url()?;
     let store = kaudit_schema::open_store(&url, &config.scylla).await?;
     let registry = prometheus::Registry::new();
+    crate::support::process_metrics::register(&registry)?;
     let metrics = AgentMetrics::register(&registry)?;
     let http_options = config.http.build()?.with_metrics(&registry)?;
     let shutdown = Shutdown::new();

@@ -4,8 +4,11 @@
 
 pub mod agent;
 pub mod check_config;
+pub mod completions;
 pub mod demo;
 pub mod fingerprint;
+pub mod health;
+pub mod man;
 pub mod migrate;
 pub mod report;
 pub mod verifier;
@@ -30,6 +33,12 @@ pub enum Command {
     Verifier(verifier::VerifierArgs),
     /// Print a per-bucket, per-tier table of a topic's recent tallies and verdicts.
     Report(report::ReportArgs),
+    /// GET a URL for a container HEALTHCHECK or probe: exit 0 on 2xx, else 1 with the reason.
+    Health(health::HealthArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(completions::CompletionsArgs),
+    /// Print the roff manual page of kaudit or of one of its commands.
+    Man(man::ManArgs),
 }
 
 impl Command {
@@ -43,6 +52,9 @@ impl Command {
             Command::Agent(_) => "agent",
             Command::Verifier(_) => "verifier",
             Command::Report(_) => "report",
+            Command::Health(_) => "health",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
         }
     }
 
@@ -56,6 +68,9 @@ impl Command {
             Command::Agent(args) => agent::run(args).await,
             Command::Verifier(args) => verifier::run(args).await,
             Command::Report(args) => report::run(args).await,
+            Command::Health(args) => health::run(args).await,
+            Command::Completions(args) => completions::run(args).await,
+            Command::Man(args) => man::run(args).await,
         }
     }
 }

@@ -1,11 +1,13 @@
 //! `kaudit verifier`: evaluate, alert and serve the API until SIGTERM or Ctrl-C.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use kaudit_alerting::dispatch::Backoff;
+use kaudit_alerting::{PublicUrl, Sink};
 use kaudit_schema::SystemClock;
 use kaudit_verifier::service::{ServiceParts, serve};
 
@@ -45,6 +47,9 @@ pub async fn run(args: VerifierArgs) -> Result<(), Exit> {
     tracing::info!(%listen, store = %url, "verifier started");
     let scheme = if http.tls.is_some() { "https" } else { "http" };
     eprintln!("kaudit verifier: store {url}; API and /metrics on {scheme}://{}", listener.local_addr()?);
+    let sinks = linked(sinks, config.alerting.public_url.as_deref(), listener.local_addr()?, http.tls.is_some())?;
+    let registry = prometheus::Registry::new();
+    crate::support::process_metrics::register(&registry)?;
     let parts = ServiceParts {
         store,
         config: config.verifier.clone(),
@@ -52,13 +57,24 @@ pub async fn run(args: VerifierArgs) -> Result<(), Exit> {
         backoff: backoff(&config),
         limits: config.alerting.limits(),
         flush_interval_ms: config.agent.flush_interval_ms,
-        registry: prometheus::Registry::new(),
+        registry,
         clock: Arc::new(SystemClock),
         http,
     };
     let result = serve(listener, parts, shutdown_signal()).await;
     tracing::info!("verifier stopped");
     Ok(result?)
+}
+
+/// `sinks` linking each notification to its alert under `alerting.public_url` (`configured`), or
+/// else the API's own address `listen`; with a warning when that address is no host's (0.0.0.0).
+fn linked(sinks: Vec<Sink>, configured: Option<&str>, listen: SocketAddr, tls: bool) -> Result<Vec<Sink>, Exit> {
+    let url = PublicUrl::configured_or_listen(configured, listen, tls)
+        .map_err(|e| Exit::config(format!("alerting.public_url: {e}")))?;
+    if configured.is_none() && listen.ip().is_unspecified() && !sinks.is_empty() {
+        tracing::warn!(%url, "alert links name the unspecified listen address; set alerting.public_url");
+    }
+    Ok(sinks.into_iter().map(|s| s.with_public_url(url.clone())).collect())
 }
 
 /// The alert dispatcher's retry schedule from `[alerting]`.

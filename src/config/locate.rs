@@ -7,6 +7,8 @@ use kaudit_schema::ConfigIssue;
 use serde::de::DeserializeOwned;
 use toml_edit::{Document, DocumentMut, Item, Table, Value};
 
+use super::durations::{self, Rename};
+use super::env::{self, Override, Source};
 use super::{ConfigError, Problem};
 
 /// A key path: `agent.topics[1].pattern` is `[Key(agent), Key(topics), Index(1), Key(pattern)]`.
@@ -33,6 +35,11 @@ impl std::fmt::Display for KeyPath {
 }
 
 impl KeyPath {
+    /// Whether `prefix` is this path or one of its parents.
+    pub fn starts_with(&self, prefix: &KeyPath) -> bool {
+        self.0.starts_with(&prefix.0)
+    }
+
     /// Parse the form [`Display`](std::fmt::Display) writes.
     pub fn parse(text: &str) -> KeyPath {
         let mut segs = Vec::new();
@@ -203,10 +210,49 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
     (line, col)
 }
 
-fn problem(original: &Document<&str>, text: &str, path: KeyPath, message: String) -> Problem {
-    let span = span_of(original.as_table(), &path);
-    let (line, column) = span.map(|s| line_col(text, s.start)).unzip();
-    Problem { key: path.to_string(), line, column, message }
+/// Where the document being deserialised came from: the file, the environment variables applied
+/// to it, and the short-form durations rewritten into `_ms` keys.
+struct Origin<'a> {
+    original: Document<&'a str>,
+    text: &'a str,
+    sources: Vec<Source>,
+    renames: Vec<Rename>,
+}
+
+impl Origin<'_> {
+    /// `message` about `path` (of the deserialised document), located where it was written: the
+    /// key as the file or the variable spelt it, and the file's line or the variable's name.
+    fn problem(&self, mut path: KeyPath, mut message: String) -> Problem {
+        // A rewritten key, or a table holding one (serde locates some errors at the table only).
+        let leaf = |p: &KeyPath| p.0.last().map(|s| format!("`{}`", KeyPath(vec![s.clone()]))).unwrap_or_default();
+        for r in self.renames.iter().filter(|r| r.long.starts_with(&path) || path.starts_with(&r.long)) {
+            message = message.replace(&leaf(&r.long), &leaf(&r.short));
+        }
+        if let Some(r) = self.renames.iter().find(|r| path.starts_with(&r.long)) {
+            path = KeyPath([&r.short.0[..], &path.0[r.long.0.len()..]].concat());
+        }
+        // serde locates some errors above the key a variable set (inside a tagged sink, at the
+        // sink): such a message may quote the value, so every variable set below `path` is
+        // scrubbed from it, and the last of them is named.
+        let below: Vec<&Source> = self.sources.iter().filter(|s| s.path.starts_with(&path)).collect();
+        for source in &below {
+            message = source.scrub(&source.path, &message);
+        }
+        let at = self.sources.iter().rev().find(|s| path.starts_with(&s.path)).or(below.last().copied());
+        if let Some(source) = at {
+            let message = source.scrub(&path, &message);
+            return Problem {
+                key: path.to_string(),
+                line: None,
+                column: None,
+                env: Some(source.variable.clone()),
+                message,
+            };
+        }
+        let span = span_of(self.original.as_table(), &path);
+        let (line, column) = span.map(|s| line_col(self.text, s.start)).unzip();
+        Problem { key: path.to_string(), line, column, env: None, message }
+    }
 }
 
 /// serde's messages say `unknown field `x`, expected one of ...`; keep them, they read well.
@@ -227,41 +273,52 @@ fn shown(mut problems: Vec<Problem>, counted_all: bool) -> Vec<Problem> {
         problems.truncate(MAX_SHOWN);
         let at_least = if counted_all { "" } else { "at least " };
         let message = format!("... and {at_least}{more} more (fix these and run again)");
-        problems.push(Problem { key: String::new(), line: None, column: None, message });
+        problems.push(Problem { key: String::new(), line: None, column: None, env: None, message });
     }
     problems
 }
 
-/// Deserialise `text` into `T`, gathering every error with its key and line, then validate.
+/// Deserialise `text` into `T` with the overrides of `env` applied, gathering every error with
+/// its key and line (or variable), then validate.
 pub(super) fn load_all_errors<T: DeserializeOwned>(
     text: &str,
     file: &Path,
+    env: &[(String, String)],
     validate: impl Fn(&T) -> Vec<ConfigIssue>,
-) -> Result<T, ConfigError> {
+) -> Result<(T, Vec<Override>), ConfigError> {
     let fail = |problems: Vec<Problem>| ConfigError { file: file.to_path_buf(), problems: shown(problems, true) };
     let original = match Document::parse(text) {
         Ok(d) => d,
         Err(e) => {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
-            return Err(fail(vec![Problem { key: String::new(), line, column, message: clean(e.message()) }]));
+            let message = clean(e.message());
+            return Err(fail(vec![Problem { key: String::new(), line, column, env: None, message }]));
         }
     };
-    let mut problems = Vec::new();
-    let mut current = text.to_string();
+    let mut doc: DocumentMut = text.parse().expect("parsed above");
+    let applied = env::apply(&mut doc, env);
+    let normalized = durations::normalize(&mut doc);
+    let origin = Origin { original, text, sources: applied.sources, renames: normalized.renames };
+    let mut problems: Vec<Problem> = applied
+        .problems
+        .into_iter()
+        .map(|(variable, key, message)| Problem { key, line: None, column: None, env: Some(variable), message })
+        .collect();
+    problems.extend(normalized.problems.into_iter().map(|(path, message)| origin.problem(path, message)));
+    let overrides = || {
+        let all = origin.sources.iter();
+        all.map(|s| Override { variable: s.variable.clone(), key: s.path.to_string() }).collect()
+    };
+    let mut current = doc.to_string();
     for _ in 0..MAX_COUNTED {
         let err = match toml::from_str::<T>(&current) {
-            Ok(config) if problems.is_empty() => {
-                let issues = validate(&config);
-                if issues.is_empty() {
-                    return Ok(config);
-                }
-                let found = issues.into_iter().map(|i| problem(&original, text, KeyPath::parse(&i.path), i.message));
-                return Err(fail(found.collect()));
-            }
             Ok(config) => {
                 // Semantic findings on what remains, after the structural ones.
                 let issues = validate(&config).into_iter();
-                problems.extend(issues.map(|i| problem(&original, text, KeyPath::parse(&i.path), i.message)));
+                problems.extend(issues.map(|i| origin.problem(KeyPath::parse(&i.path), i.message)));
+                if problems.is_empty() {
+                    return Ok((config, overrides()));
+                }
                 return Err(fail(problems));
             }
             Err(e) => e,
@@ -271,11 +328,11 @@ pub(super) fn load_all_errors<T: DeserializeOwned>(
         let located = err.span().is_some_and(|s| find_in_table(spanned.as_table(), s.start, &mut path));
         let path = KeyPath(path);
         let mut editable: DocumentMut = current.parse().expect("re-serialised TOML parses");
-        if !located || !remove(editable.as_table_mut(), &path) {
-            problems.push(problem(&original, text, path, clean(err.message())));
+        let removed = located && remove(editable.as_table_mut(), &path);
+        problems.push(origin.problem(path, clean(err.message())));
+        if !removed {
             return Err(fail(problems));
         }
-        problems.push(problem(&original, text, path, clean(err.message())));
         current = editable.to_string();
     }
     Err(ConfigError { file: file.to_path_buf(), problems: shown(problems, false) })

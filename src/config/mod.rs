@@ -4,7 +4,14 @@
 //! in a loop: each error's span is mapped back to its key path, the key is set aside, and the
 //! document is deserialised again, until it goes through; then semantic validation adds its own
 //! findings. Every finding is reported against the line of the key in the original file.
+//!
+//! Before that, two passes rewrite the document: `KAUDIT__SECTION__KEY` environment variables set
+//! keys ([`env`]), and durations written as strings (`flush_interval = "5s"`) become their `_ms`
+//! keys ([`durations`]). Both record what they did, so a finding at a key the environment set
+//! names the variable instead of a line, and one at a rewritten duration names the key as written.
 
+mod durations;
+pub mod env;
 mod locate;
 
 use std::collections::BTreeMap;
@@ -17,7 +24,20 @@ use kaudit_schema::{ConfigIssue, ScyllaOptions, StoreUrl};
 use kaudit_verifier::VerifierConfig;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use durations::parse_ms as parse_duration_ms;
+pub use env::Override;
 pub use locate::KeyPath;
+
+/// A configuration and the environment overrides applied to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub config: KauditConfig,
+    /// The `KAUDIT__*` variables that set keys, in the order they were applied.
+    pub overrides: Vec<Override>,
+}
+
+/// What a report names as the file when there is none and the environment set every key.
+pub const NO_FILE: &str = "environment";
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +86,11 @@ pub struct AlertingConfig {
     /// Undelivered notifications kept per sink; past it the oldest are dropped (ERROR, and
     /// `kaudit_verifier_notifications_dropped_total`). Default 10000.
     pub max_outbox_per_sink: usize,
+    /// The verifier's API as alert receivers reach it (`https://kaudit.example.com`, a path prefix
+    /// allowed): every notification links to its alert there (`/api/v1/alerts?kind=&topic=&tier=`).
+    /// Default `http://<verifier.listen>` (`https://` with TLS); set it when that address is not
+    /// reachable by whoever reads the alert (`0.0.0.0`, a proxy, a load balancer).
+    pub public_url: Option<String>,
 }
 
 impl Default for AlertingConfig {
@@ -76,6 +101,7 @@ impl Default for AlertingConfig {
             retry_max_ms: 60_000,
             max_notifications_per_pass: 5,
             max_outbox_per_sink: 10_000,
+            public_url: None,
         }
     }
 }
@@ -125,30 +151,72 @@ impl fmt::Display for KafkaOptionValue {
 
 impl KafkaConfig {
     /// Each pass-through option librdkafka itself refuses (an unknown or misspelt property, a value
-    /// it cannot parse or a feature it was built without), with librdkafka's own message. Each is
-    /// set on a fresh configuration object: no client is created, nothing connects.
+    /// it cannot parse), with librdkafka's own message; then, when each passes alone, what it
+    /// refuses of them together when a client is built from them (a SASL mechanism it has no
+    /// provider for, a CA file it cannot read, a protocol it was built without). The client is
+    /// built without `bootstrap.servers`, so nothing connects, and without Kerberos re-login, so
+    /// no `kinit` runs.
     pub fn option_issues(&self) -> Vec<ConfigIssue> {
+        let at = |key: &str| {
+            KeyPath(["kafka", "options", key].map(|k| locate::Segment::Key(k.to_string())).to_vec()).to_string()
+        };
         let mut issues = Vec::new();
         for (key, value) in &self.options {
-            let at =
-                KeyPath(["kafka", "options", key].map(|k| locate::Segment::Key(k.to_string())).to_vec()).to_string();
-            let value = value.to_string();
-            let mechanism = key == "sasl.mechanisms" || key == "sasl.mechanism";
-            if mechanism && value.split(',').any(|m| m.trim().eq_ignore_ascii_case("GSSAPI")) {
-                issues.push(ConfigIssue::new(
-                    at.clone(),
-                    "GSSAPI (Kerberos) is not supported: kaudit's librdkafka is built without cyrus-sasl; \
-                     use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER",
-                ));
-            }
             let mut one = rdkafka::ClientConfig::new();
-            one.set(key, &value);
+            one.set(key, value.to_string());
             if let Err(rdkafka::error::KafkaError::ClientConfig(_, description, ..)) = one.create_native_config() {
-                issues.push(ConfigIssue::new(at, format!("librdkafka refuses it: {}", description.trim_end())));
+                issues.push(ConfigIssue::new(at(key), format!("librdkafka refuses it: {}", description.trim_end())));
             }
+        }
+        if issues.is_empty()
+            && let Some(refusal) = self.client_refusal()
+        {
+            let key = self.options.keys().find(|k| mentions(&refusal, k)).or_else(|| {
+                let mechanism = refusal.contains("SASL mechanism");
+                self.options.keys().find(|k| mechanism && k.starts_with("sasl.mechanism"))
+            });
+            issues.push(ConfigIssue::new(
+                key.map_or_else(|| "kafka.options".to_string(), |k| at(k)),
+                format!("librdkafka refuses these options together: {refusal}"),
+            ));
         }
         issues
     }
+
+    /// librdkafka's message when a client cannot be created from the options, if it cannot. Not
+    /// tried with OIDC OAUTHBEARER, whose client fetches a token as it is created.
+    fn client_refusal(&self) -> Option<String> {
+        let oidc =
+            self.options.get("sasl.oauthbearer.method").is_some_and(|m| m.to_string().eq_ignore_ascii_case("oidc"));
+        if oidc {
+            return None;
+        }
+        let mut all = rdkafka::ClientConfig::new();
+        for (key, value) in &self.options {
+            all.set(key, value.to_string());
+        }
+        all.set("sasl.kerberos.min.time.before.relogin", "0").set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg);
+        match all.create::<rdkafka::producer::BaseProducer>() {
+            Ok(_) => None,
+            Err(error) => Some(error.to_string().trim_end().to_string()),
+        }
+    }
+}
+
+/// Whether librdkafka's `message` names the property `key` (as a whole word: `ssl.key` is not
+/// named by a message about `ssl.key.location`).
+fn mentions(message: &str, key: &str) -> bool {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    message.match_indices(key).any(|(at, _)| {
+        let before = message[..at].chars().next_back();
+        let mut after = message[at + key.len()..].chars();
+        let continues = match after.next() {
+            Some('.') => after.next().is_some_and(|c| c.is_ascii_alphanumeric()),
+            Some(c) => name_char(c),
+            None => false,
+        };
+        !before.is_some_and(name_char) && !continues
+    })
 }
 
 /// librdkafka properties that first-class options own.
@@ -247,6 +315,9 @@ impl KauditConfig {
             };
             issues.push(ConfigIssue::at("alerting", key, "must be positive"));
         }
+        if let Some(Err(why)) = self.alerting.public_url.as_deref().map(kaudit_alerting::PublicUrl::parse) {
+            issues.push(ConfigIssue::at("alerting", "public_url", why));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, sink) in self.alerting.sinks.iter().enumerate() {
             issues.extend(sink.validate(&format!("alerting.sinks[{i}]")));
@@ -277,23 +348,39 @@ impl KauditConfig {
         issues
     }
 
-    /// Load and validate `path`.
+    /// Load and validate `path`, with this process's `KAUDIT__*` overrides applied.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(Some(path), &env::from_process()).map(|loaded| loaded.config)
+    }
+
+    /// Load and validate `path` (without one, an empty file: the defaults) with the overrides of
+    /// `env`, (variable, value) pairs, applied.
+    pub fn load_with(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, ConfigError> {
+        let Some(path) = path else {
+            return Self::from_toml_with("", Path::new(NO_FILE), env);
+        };
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             problems: vec![Problem {
                 key: String::new(),
                 line: None,
                 column: None,
+                env: None,
                 message: format!("cannot read: {e}"),
             }],
         })?;
-        Self::from_toml(&text, path)
+        Self::from_toml_with(&text, path, env)
     }
 
-    /// Parse and validate `text`, naming `file` in errors.
+    /// Parse and validate `text`, naming `file` in errors; no environment overrides.
     pub fn from_toml(text: &str, file: &Path) -> Result<Self, ConfigError> {
-        locate::load_all_errors::<KauditConfig>(text, file, KauditConfig::validate)
+        Self::from_toml_with(text, file, &[]).map(|loaded| loaded.config)
+    }
+
+    /// Parse `text`, apply the overrides of `env`, and validate, naming `file` in errors.
+    pub fn from_toml_with(text: &str, file: &Path, env: &[(String, String)]) -> Result<Loaded, ConfigError> {
+        let (config, overrides) = locate::load_all_errors::<KauditConfig>(text, file, env, KauditConfig::validate)?;
+        Ok(Loaded { config, overrides })
     }
 }
 
@@ -329,6 +416,8 @@ pub struct Problem {
     /// 1-based line and column, where the key is in the file.
     pub line: Option<usize>,
     pub column: Option<usize>,
+    /// The environment variable that set the key, when one did (then there is no line).
+    pub env: Option<String>,
     pub message: String,
 }
 
@@ -337,9 +426,10 @@ impl fmt::Display for ConfigError {
         let n = self.problems.len();
         writeln!(f, "{}: {n} configuration error{}", self.file.display(), if n == 1 { "" } else { "s" })?;
         for p in &self.problems {
-            write!(f, "  {}", self.file.display())?;
-            if let Some(line) = p.line {
-                write!(f, ":{line}:{}", p.column.unwrap_or(1))?;
+            match (&p.env, p.line) {
+                (Some(variable), _) => write!(f, "  environment {variable}")?,
+                (None, Some(line)) => write!(f, "  {}:{line}:{}", self.file.display(), p.column.unwrap_or(1))?,
+                (None, None) => write!(f, "  {}", self.file.display())?,
             }
             if p.key.is_empty() {
                 writeln!(f, ": {}", p.message)?;

@@ -1,6 +1,7 @@
 //! The settings the demo gives its agents, its verifier and its alert sinks, from the user's
 //! configuration and the demo's arguments.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use kaudit_agent::tap::{StartFrom, TapConfig};
 use kaudit_agent::{AgentConfig, TopicRuleConfig};
 use kaudit_alerting::dispatch::Backoff;
 use kaudit_alerting::sinks::WebhookConfig;
-use kaudit_alerting::{Sink, SinkConfig};
+use kaudit_alerting::{PublicUrl, Sink, SinkConfig};
 use kaudit_schema::BucketWidth;
 use kaudit_verifier::{PipelineConfig, VerifierConfig};
 
@@ -86,8 +87,11 @@ pub fn verifier(config: &KauditConfig, agent: &AgentConfig, args: &DemoArgs) -> 
     v
 }
 
-/// The configured sinks, plus `--webhook` as a generic webhook.
-pub fn sinks(config: &KauditConfig, webhook: Option<&str>) -> anyhow::Result<Vec<Sink>> {
+/// The configured sinks, plus `--webhook` as a generic webhook; each notification links to its
+/// alert under `alerting.public_url`, or else the demo's API on `api`.
+pub fn sinks(config: &KauditConfig, webhook: Option<&str>, api: SocketAddr) -> anyhow::Result<Vec<Sink>> {
+    let public_url = PublicUrl::configured_or_listen(config.alerting.public_url.as_deref(), api, false)
+        .map_err(|e| anyhow::anyhow!("alerting.public_url: {e}"))?;
     let mut sink_configs = config.alerting.sinks.clone();
     if let Some(url) = webhook {
         sink_configs.push(SinkConfig::Webhook(WebhookConfig {
@@ -97,7 +101,8 @@ pub fn sinks(config: &KauditConfig, webhook: Option<&str>) -> anyhow::Result<Vec
             secret_env: None,
         }));
     }
-    sink_configs.iter().map(|s| s.build()).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)
+    let build = |s: &SinkConfig| s.build().map(|sink| sink.with_public_url(public_url.clone()));
+    sink_configs.iter().map(build).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)
 }
 
 /// Retries quick enough for a demo of a minute or two.

@@ -1,6 +1,10 @@
 //! The system the demo runs in one process: librdkafka's mock cluster, the store, one agent per
 //! audited application, the broker-tier tap and the verifier service; started and stopped in the
 //! order that loses nothing (agents write everything before the verifier's last pass).
+//!
+//! One Prometheus registry holds the process's metrics and the verifier serves it on `/metrics`:
+//! the verifier's own, `kaudit_build_info` and `process_*`, and every agent's `kaudit_agent_*`
+//! with an `agent` label ([`AGENT_LABELS`]) that keeps their series apart.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use rdkafka::producer::DefaultProducerContext;
 use tokio::task::JoinHandle;
 
 use super::args::DemoArgs;
-use super::faults::{Ledger, TOPIC};
+use super::faults::{ANALYTICS, BILLING, Ledger, PRODUCER, TOPIC};
 use super::settings;
 use crate::config::KauditConfig;
 use crate::report::utc;
@@ -73,20 +77,29 @@ impl Stack {
         let bootstrap = cluster.bootstrap_servers();
         eprintln!("mock Kafka cluster on {bootstrap}; topic {TOPIC:?} with {} partitions", args.partitions);
         let agent = settings::agent(config, width);
-        let start_agent = |name: &str, spool: &str| start_agent(&agent, name, spool, store.clone(), data_dir);
-        let producer = start_agent("demo-producer", "demo-producer")?;
-        let successor =
-            if args.crash_producer { Some(start_agent("demo-producer", "demo-producer-successor")?) } else { None };
-        let (billing, analytics) =
-            (start_agent("demo-billing", "demo-billing")?, start_agent("demo-analytics", "demo-analytics")?);
+        let registry = prometheus::Registry::new();
+        crate::support::process_metrics::register(&registry)?;
+        let [producer_label, successor_label, billing_label, analytics_label, tap_label] = AGENT_LABELS;
+        let start_agent = |name: &str, spool: &str, label: &str| {
+            let metrics = agent_metrics(&registry, label)?;
+            start_agent(&agent, name, spool, store.clone(), data_dir, metrics)
+        };
+        let producer = start_agent("demo-producer", "demo-producer", producer_label)?;
+        let successor = if args.crash_producer {
+            Some(start_agent("demo-producer", "demo-producer-successor", successor_label)?)
+        } else {
+            None
+        };
+        let billing = start_agent("demo-billing", "demo-billing", billing_label)?;
+        let analytics = start_agent("demo-analytics", "demo-analytics", analytics_label)?;
         let (tap_config, tap) = settings::tap(config, &agent, &format!("demo-tap-{run_id}"), &bootstrap, data_dir);
         let client = tap_config.kafka_client();
-        let options =
-            TapHandleOptions::from_agent(&tap_config.agent, data_dir, tap, store.clone(), throwaway_metrics()?, client);
+        let metrics = agent_metrics(&registry, tap_label)?;
+        let options = TapHandleOptions::from_agent(&tap_config.agent, data_dir, tap, store.clone(), metrics, client);
         let tap = TapHandle::start(options)
             .await
             .map_err(|e| anyhow::anyhow!("starting the broker tap: {}", kaudit_schema::error_chain(&e)))?;
-        let verifier = Verifier::start(args, config, &agent, store.clone(), width).await?;
+        let verifier = Verifier::start(args, config, &agent, store.clone(), width, registry).await?;
         let agents = Agents { producer, successor, billing, analytics, tap };
         Ok(Self { url, store, bootstrap, width, agents, verifier, cluster })
     }
@@ -114,9 +127,13 @@ fn store_url(config: &KauditConfig, data_dir: &Path, run_id: &str) -> anyhow::Re
     })
 }
 
-/// The demo's agents keep their metrics to themselves.
-fn throwaway_metrics() -> anyhow::Result<AgentMetrics> {
-    Ok(AgentMetrics::register(&prometheus::Registry::new())?)
+/// The `agent` label of each agent's metrics: the producer, its successor (`--crash-producer`),
+/// the two consumers and the broker-tier tap.
+pub const AGENT_LABELS: [&str; 5] = [PRODUCER, "producer/successor", BILLING, ANALYTICS, "tap"];
+
+/// An agent's metrics, in the demo's one registry under `agent="<label>"`.
+fn agent_metrics(registry: &prometheus::Registry, label: &str) -> anyhow::Result<AgentMetrics> {
+    Ok(AgentMetrics::register_labelled(registry, &[("agent", label)])?)
 }
 
 fn start_agent(
@@ -125,6 +142,7 @@ fn start_agent(
     spool: &str,
     store: Arc<dyn Store>,
     data_dir: &Path,
+    metrics: AgentMetrics,
 ) -> anyhow::Result<AgentHandle> {
     let mut agent = agent.clone();
     agent.name = name.to_string();
@@ -132,29 +150,30 @@ fn start_agent(
     agent.spool_dir = Some(agent.spool_dir(data_dir).join(spool));
     let auditor = agent.auditor(Arc::new(SystemClock));
     let spool = Spool::open(&agent.spool_dir(data_dir), agent.spool_max_bytes)?;
-    Ok(AgentHandle::start(auditor, store, Some(spool), agent.flusher_options(), throwaway_metrics()?))
+    Ok(AgentHandle::start(auditor, store, Some(spool), agent.flusher_options(), metrics))
 }
 
 impl Verifier {
     /// The verifier service on `--listen` (another port if taken), delivering to the configured
-    /// sinks and `--webhook`.
+    /// sinks and `--webhook` (each notification linking to its alert in this API, or under
+    /// `alerting.public_url`), and serving `registry` on `/metrics` with its own metrics added.
     async fn start(
         args: &DemoArgs,
         config: &KauditConfig,
         agent: &AgentConfig,
         store: Arc<dyn Store>,
         width: BucketWidth,
+        registry: prometheus::Registry,
     ) -> anyhow::Result<Self> {
-        let sinks = settings::sinks(config, args.webhook.as_deref())?;
+        let listener = bind(&args.listen).await?;
+        let api = format!("http://{}", listener.local_addr()?);
+        let sinks = settings::sinks(config, args.webhook.as_deref(), listener.local_addr()?)?;
         let sink_names: Vec<String> = sinks.iter().map(|s| s.name.clone()).collect();
         let verifier = settings::verifier(config, agent, args);
         let grace_ms = verifier.grace_ms(agent.flush_interval_ms) as i64;
         let agent_timeout_ms = verifier.agent_timeout_ms(agent.flush_interval_ms) as i64;
         let alert_bound_ms = width.as_millis() + grace_ms + verifier.evaluate_interval_ms as i64;
         let delay_threshold_ms = verifier.thresholds.p99_delay_ms;
-        let listener = bind(&args.listen).await?;
-        let api = format!("http://{}", listener.local_addr()?);
-        let registry = prometheus::Registry::new();
         let parts = ServiceParts {
             store,
             config: verifier,

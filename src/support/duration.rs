@@ -1,27 +1,18 @@
-//! Durations on the command line: `90s`, `30m`, `1h`, `2d`, and back.
+//! Durations on the command line: `90s`, `30m`, `1h30m`, `2d`, and back (parsed as config keys are).
 
 use std::time::Duration;
 
 /// The longest duration a flag takes: 30 days.
 const MAX_MS: i64 = 30 * 86_400_000;
 
-/// `90s`, `30m`, `1h`, `2d` (or `250ms`) to milliseconds: positive and at most 30 days.
+/// `90s`, `30m`, `1h30m`, `2d` (or `250ms`) to milliseconds, as config keys take them (humantime):
+/// positive and at most 30 days.
 pub fn parse_ms(s: &str) -> Result<i64, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: i64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 30m, 1h or 2d"))?;
-    let ms = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("{s:?}: unit must be ms, s, m, h or d")),
-    };
-    if n <= 0 || n > MAX_MS / ms {
+    let ms = crate::config::parse_duration_ms(s)?;
+    if ms <= 0 || ms > MAX_MS {
         return Err(format!("{s:?} must be positive and at most 30 days"));
     }
-    Ok(n * ms)
+    Ok(ms)
 }
 
 /// As [`parse_ms`], but `0s` and `0m` are allowed and mean zero.
@@ -52,7 +43,9 @@ mod tests {
         assert_eq!(parse_ms("1h"), Ok(3_600_000));
         assert_eq!(parse_ms("2d"), Ok(172_800_000));
         assert_eq!(parse_ms("250ms"), Ok(250));
-        assert!(parse_ms("1y").unwrap_err().contains("unit"));
+        assert_eq!(parse_ms("1m30s"), Ok(90_000), "as in config files");
+        assert!(parse_ms("1y").unwrap_err().contains("at most 30 days"));
+        assert!(parse_ms("3 fortnights").unwrap_err().contains("not a duration"));
         assert!(parse_ms("h").unwrap_err().contains("not a duration"));
         assert!(parse_ms("0m").is_err());
         assert!(parse_ms("31d").unwrap_err().contains("at most 30 days"));

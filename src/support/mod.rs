@@ -1,7 +1,8 @@
 //! What several commands share, each in a room of its own: loading the configuration file,
-//! parsing durations, waiting for a stop signal. No command imports another command; they all
-//! import from here.
+//! parsing durations, waiting for a stop signal, the metrics every process serves. No command
+//! imports another command; they all import from here.
 
 pub mod duration;
 pub mod load;
+pub mod process_metrics;
 pub mod signal;

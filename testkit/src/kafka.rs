@@ -36,6 +36,11 @@ impl QuickMockCluster {
         &self.bootstrap
     }
 
+    /// The client that owns the cluster (for librdkafka's mock API).
+    pub(crate) fn owner(&self) -> &BaseProducer {
+        &self.owner
+    }
+
     pub fn create_topic(&self, topic: &str, partitions: i32) -> KafkaResult<()> {
         self.owner.client().mock_cluster().expect("owned").create_topic(topic, partitions, 1)
     }

@@ -20,7 +20,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 mod kafka;
+mod secured;
 pub use kafka::QuickMockCluster;
+pub use secured::{SecuredMockCluster, Security, TlsFiles};
 
 /// An in-process CQL server on 127.0.0.1.
 pub struct CqlServer {

@@ -227,6 +227,7 @@ mod tests {
             loss_ratio: up.saturating_sub(down) as f64 / up as f64,
             duplicate_ratio: 0.0,
             p99_ms: Some(5),
+            latency: None,
             delayed: false,
             hold: None,
         }

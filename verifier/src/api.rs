@@ -7,7 +7,8 @@
 //!   each with its `detail` (why it is pending, unreached or indeterminate; `null` otherwise).
 //!   `from` and `to` are ms since the epoch, RFC 3339 (`2026-11-21T10:00:00Z`) or a date; at most
 //!   7 days apart.
-//! * `GET /api/v1/alerts[?state=firing|resolved&limit=N&after=KEY]`: alerts by dedup key.
+//! * `GET /api/v1/alerts[?state=firing|resolved&kind=K&topic=T&tier=U&limit=N&after=KEY]`: alerts
+//!   by dedup key; `kind`, `topic` and `tier` together name one (each notification links to it).
 //! * `/metrics`, `/healthz` (the process is up), `/readyz` (an evaluation pass has succeeded).
 //!
 //! Lists are paged (`limit`, default 500, at most 5000): an answer with more to come carries
@@ -141,8 +142,13 @@ async fn alerts(State(s): State<ApiState>, Query(params): Query<Params>) -> Resu
     let mut records = s.store.list_alerts().await?;
     records.retain(|a| q.state.as_deref().is_none_or(|st| a.state == st));
     records.sort_by(|a, b| a.dedup_key.cmp(&b.dedup_key));
-    let (page, next) = paginate(records, &q.page, |a| a.dedup_key.as_str());
-    let list: Vec<Value> = page.into_iter().filter_map(|a| serde_json::from_str(&a.body).ok()).collect();
+    // Parsed lazily: `paginate` stops one past the page.
+    let matching = records.into_iter().filter_map(|a| {
+        let alert: Value = serde_json::from_str(&a.body).ok()?;
+        q.matches(&alert).then_some((a.dedup_key, alert))
+    });
+    let (page, next) = paginate(matching, &q.page, |(key, _)| key.as_str());
+    let list: Vec<Value> = page.into_iter().map(|(_, alert)| alert).collect();
     Ok(Json(json!({ "alerts": list, "next": next })))
 }
 

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kaudit_alerting::dispatch::Limits;
-use kaudit_alerting::{Alert, Dispatcher};
+use kaudit_alerting::{Alert, AlertState, Dispatcher};
 use kaudit_schema::{Clock, EpochMillis, Store, StoreError, TallyRow};
 
 use crate::alerts::flood::{FLOOD_KEY, Guarded, guard};
@@ -147,6 +147,14 @@ impl Engine {
         }
         report.notifications += self.record_alerts(updates, now).await?;
         self.metrics.alerts_firing.set(self.core.firing() as i64);
+        for alert in self.core.alerts().values() {
+            let labels = [alert.kind.as_str(), alert.topic.as_str(), alert.tier.as_str()];
+            if alert.state == AlertState::Firing {
+                self.metrics.alert_firing.with_label_values(&labels).set(1);
+            } else {
+                let _ = self.metrics.alert_firing.remove_label_values(&labels);
+            }
+        }
         self.metrics.evaluation_duration.observe(started.elapsed().as_secs_f64());
         self.ready.store(true, Ordering::SeqCst);
         Ok(report)
@@ -299,9 +307,17 @@ fn record_metrics(metrics: &VerifierMetrics, topic: &str, deltas: &MetricDeltas)
     for (outcome, n) in &deltas.verdicts {
         metrics.verdicts.with_label_values(&[outcome.as_str()]).inc_by(*n);
     }
+    for (tier, n) in &deltas.upstream_messages {
+        metrics.upstream_messages.with_label_values(&[topic, tier.as_str()]).inc_by(*n);
+    }
     for (tier, (missing, extra)) in &deltas.messages {
         metrics.missing_messages.with_label_values(&[topic, tier.as_str()]).inc_by(*missing);
         metrics.extra_messages.with_label_values(&[topic, tier.as_str()]).inc_by(*extra);
+    }
+    for (tier, (_, q)) in &deltas.latency {
+        for (stat, ms) in [("p50", q.p50), ("p95", q.p95), ("p99", q.p99), ("max", q.max)] {
+            metrics.latency.with_label_values(&[topic, tier.as_str(), stat]).set(ms as f64 / 1000.0);
+        }
     }
     for r in &deltas.cusum {
         metrics.cusum.with_label_values(&[topic, r.tier.as_str(), r.signal]).set(r.statistic);

@@ -53,6 +53,9 @@ pub struct EdgeVerdict {
     pub duplicate_ratio: f64,
     /// Downstream p99 latency, ms, when it recorded any.
     pub p99_ms: Option<u64>,
+    /// Downstream latency quantiles, ms, when it recorded any (not kept with stored verdicts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<kaudit_schema::sketch::Quantiles>,
     /// `p99_ms` is over the threshold.
     pub delayed: bool,
     /// Set when the comparison is not the verdict (pending, indeterminate, unreached): its
@@ -117,6 +120,7 @@ impl EdgeVerdict {
             loss_ratio: ratio(up.saturating_sub(down), up),
             duplicate_ratio: ratio(down.saturating_sub(up), up),
             p99_ms: row.p99_ms,
+            latency: None,
             delayed: row.kind.delayed,
             hold: Hold::from_stored(row.kind.outcome, row.detail.as_ref()),
         }
@@ -192,6 +196,7 @@ fn evaluate_edge(
         loss_ratio: ratio(upstream_count.saturating_sub(count), upstream_count),
         duplicate_ratio: ratio(count.saturating_sub(upstream_count), upstream_count),
         p99_ms,
+        latency: down.and_then(|t| t.latency.quantiles()),
         delayed: p99_ms.is_some_and(|p| p > thresholds.p99_delay_ms),
         hold: None,
     })

@@ -117,6 +117,7 @@ mod tests {
             loss_ratio: 0.1,
             duplicate_ratio: 0.0,
             p99_ms: None,
+            latency: None,
             delayed: false,
             hold: None,
         }

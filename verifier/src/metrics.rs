@@ -12,6 +12,12 @@ pub struct VerifierMetrics {
     pub missing_messages: IntCounterVec,
     pub extra_messages: IntCounterVec,
     pub cusum: GaugeVec,
+    /// Upstream messages of each edge's buckets judged, by topic and downstream tier.
+    pub upstream_messages: IntCounterVec,
+    /// 1 per firing alert, by kind, topic and tier (resolved alerts leave).
+    pub alert_firing: IntGaugeVec,
+    /// Downstream latency of the last bucket judged on each edge, s, by quantile.
+    pub latency: GaugeVec,
     /// How far each tier's watermark is behind its upstream's, s (tiers that report progress).
     pub tier_lag: GaugeVec,
     /// Live agent instances per tier (tiers that report progress or heartbeats).
@@ -62,6 +68,26 @@ impl VerifierMetrics {
                 Opts::new("kaudit_verifier_cusum_statistic", "CUSUM statistic, in sigmas, by topic, tier and signal."),
                 &["topic", "tier", "signal"],
             )?,
+            upstream_messages: IntCounterVec::new(
+                Opts::new(
+                    "kaudit_verifier_upstream_messages_total",
+                    "Messages the upstream tier counted in the buckets judged on each edge, by topic and \
+                     downstream tier (at first evaluation; the denominator of loss and duplicate ratios).",
+                ),
+                &["topic", "tier"],
+            )?,
+            alert_firing: IntGaugeVec::new(
+                Opts::new("kaudit_verifier_alert_firing", "1 for each firing alert, by kind, topic and tier."),
+                &["kind", "topic", "tier"],
+            )?,
+            latency: GaugeVec::new(
+                Opts::new(
+                    "kaudit_verifier_latency_seconds",
+                    "Latency (arrival at the tier minus event time) of the last bucket judged on each edge, \
+                     from the merged sketches, by topic, tier and stat (p50, p95, p99, max).",
+                ),
+                &["topic", "tier", "stat"],
+            )?,
             tier_lag: GaugeVec::new(
                 Opts::new(
                     "kaudit_verifier_tier_lag_seconds",
@@ -108,6 +134,9 @@ impl VerifierMetrics {
         r.register(Box::new(m.missing_messages.clone()))?;
         r.register(Box::new(m.extra_messages.clone()))?;
         r.register(Box::new(m.cusum.clone()))?;
+        r.register(Box::new(m.latency.clone()))?;
+        r.register(Box::new(m.upstream_messages.clone()))?;
+        r.register(Box::new(m.alert_firing.clone()))?;
         r.register(Box::new(m.tier_lag.clone()))?;
         r.register(Box::new(m.agents_live.clone()))?;
         r.register(Box::new(m.alerts_firing.clone()))?;

@@ -39,13 +39,25 @@ type Server = tokio::task::JoinHandle<Result<(), Box<dyn std::error::Error + Sen
 /// The verifier service (pipeline `orders`: producer, then consumer) over `store` on a loopback
 /// port, its clock at `now_ms`: its base URL, the sender that stops it, and its task.
 async fn start(store: &SqliteStore, now_ms: i64, http: kaudit_net::HttpOptions) -> (String, Stop, Server) {
+    start_with(store, now_ms, http, &["consumer"], |_| vec![]).await
+}
+
+/// [`start`] with `consumers` compared with `producer`, and the sinks `sinks` makes for the API's
+/// address.
+async fn start_with(
+    store: &SqliteStore,
+    now_ms: i64,
+    http: kaudit_net::HttpOptions,
+    consumers: &[&str],
+    sinks: impl FnOnce(std::net::SocketAddr) -> Vec<kaudit_alerting::Sink>,
+) -> (String, Stop, Server) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let config = VerifierConfig {
         pipelines: vec![PipelineConfig {
             topics: vec!["orders".into()],
             tiers: vec!["producer".into()],
-            consumers: vec!["consumer".into()],
+            consumers: consumers.iter().map(|c| c.to_string()).collect(),
         }],
         evaluate_interval_ms: 50,
         ..VerifierConfig::default()
@@ -53,7 +65,7 @@ async fn start(store: &SqliteStore, now_ms: i64, http: kaudit_net::HttpOptions) 
     let parts = ServiceParts {
         store: Arc::new(store.clone()),
         config,
-        sinks: vec![],
+        sinks: sinks(listener.local_addr().unwrap()),
         backoff: Backoff::default(),
         limits: Default::default(),
         flush_interval_ms: 5_000,
@@ -284,4 +296,84 @@ async fn api_needs_a_read_token_and_probes_stay_open() {
     assert!(metrics.contains(r#"kaudit_http_requests_refused_total{reason="wrong_role"} 1"#), "{metrics}");
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+}
+
+/// Two alerts (a loss, and duplicates on a tier whose name has a slash) posted to an Alertmanager
+/// stand-in: each `generatorURL` is the API's own address with the alert's kind, topic and tier,
+/// and following it returns exactly that alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_notification_links_to_exactly_its_alert() {
+    use kaudit_alerting::sinks::AlertmanagerConfig;
+    use kaudit_alerting::{PublicUrl, SinkConfig};
+    type Inbox = Arc<std::sync::Mutex<Vec<Value>>>;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("v.db"), &SqliteOptions::default()).unwrap();
+    let rows = vec![
+        tally(T0, "producer", "producer-a", 500),
+        tally(T0, "consumer", "consumer-a", 497),
+        tally(T0, "consumer/billing", "billing-a", 500),
+        tally(T0, "consumer/billing", "billing-b", 3),
+    ];
+    store.write(&FlushBatch { rows, ..FlushBatch::default() }).await.unwrap();
+    let inbox: Inbox = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let alertmanager = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route(
+            "/api/v2/alerts",
+            axum::routing::post(
+                |axum::extract::State(inbox): axum::extract::State<Inbox>, body: axum::Json<Value>| async move {
+                    inbox.lock().unwrap().extend(body.0.as_array().unwrap().iter().cloned());
+                    "ok"
+                },
+            ),
+        )
+        .with_state(inbox.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let sink = SinkConfig::Alertmanager(AlertmanagerConfig {
+        name: None,
+        url: alertmanager,
+        generator_url: None,
+        repost_interval_ms: 60_000,
+    });
+    let sinks = |api| vec![sink.build().unwrap().with_public_url(PublicUrl::from_listen(api, false))];
+    let (base, stop, server) =
+        start_with(&store, T0 + 2 * W, kaudit_net::HttpOptions::default(), &["consumer", "consumer/billing"], sinks)
+            .await;
+
+    let started = Instant::now();
+    while inbox.lock().unwrap().len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(20), "two alerts expected: {:?}", inbox.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let posted = inbox.lock().unwrap().clone();
+    let mut links: Vec<(String, String)> = posted
+        .iter()
+        .map(|a| (a["labels"]["dedup_key"].as_str().unwrap().into(), a["generatorURL"].as_str().unwrap().into()))
+        .collect();
+    links.sort();
+    links.dedup();
+    assert_eq!(
+        links,
+        [
+            (
+                "duplicates/orders/consumer/billing".to_string(),
+                format!("{base}/api/v1/alerts?kind=duplicates&topic=orders&tier=consumer%2Fbilling")
+            ),
+            ("loss/orders/consumer".to_string(), format!("{base}/api/v1/alerts?kind=loss&topic=orders&tier=consumer")),
+        ]
+    );
+    let http = reqwest::Client::new();
+    for (key, link) in &links {
+        let answer: Value = http.get(link).send().await.unwrap().json().await.unwrap();
+        let alerts = answer["alerts"].as_array().unwrap();
+        assert_eq!(alerts.len(), 1, "{link}: {answer}");
+        assert_eq!(alerts[0]["dedup_key"], key.as_str(), "{link}: {answer}");
+    }
+    let all: Value = http.get(format!("{base}/api/v1/alerts")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(all["alerts"].as_array().unwrap().len(), 2, "unfiltered: both");
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }

@@ -1,6 +1,7 @@
 //! Prometheus Alertmanager, API v2: `POST /api/v2/alerts` with labels, annotations, start and end.
 //! `alertname` is `Kaudit` + the kind in camel case (`KauditLoss`, `KauditLag`, `KauditTierDown`);
-//! a resolved alert's summary and `resolution` annotation say what resolved it.
+//! a resolved alert's summary and `resolution` annotation say what resolved it. `generatorURL` is
+//! the alert in the verifier's API ([`crate::link`]), or the sink's fixed `generator_url`.
 //!
 //! Alertmanager forgets an alert whose `endsAt` has passed, and one posted without `endsAt` after
 //! its `resolve_timeout` (5 min by default). So a firing alert goes out with `endsAt` = now +
@@ -24,7 +25,9 @@ pub struct AlertmanagerConfig {
     pub name: Option<String>,
     /// Base URL, e.g. `http://alertmanager:9093`.
     pub url: String,
-    /// Link shown with the alert (e.g. the verifier's API).
+    /// A fixed `generatorURL` for every alert. Without it (the default) each alert links to itself
+    /// in the verifier's API (`alerting.public_url`); kept for configurations from before those
+    /// per-alert links.
     #[serde(default)]
     pub generator_url: Option<String>,
     /// How often every firing alert is posted again, ms. Default 60000: well under Alertmanager's

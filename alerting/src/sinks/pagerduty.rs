@@ -1,4 +1,5 @@
-//! PagerDuty Events API v2: `trigger` while firing, `resolve` when resolved, one `dedup_key`.
+//! PagerDuty Events API v2: `trigger` while firing, `resolve` when resolved, one `dedup_key`; the
+//! alert in the verifier's API in `links` when the sink knows its public URL.
 
 use kaudit_schema::redact_url;
 use kaudit_schema::secret::debug_opt;
@@ -39,10 +40,10 @@ impl std::fmt::Debug for PagerDutyConfig {
     }
 }
 
-pub(super) fn request(url: &str, routing_key: &str, alert: &Alert) -> HttpRequest {
+pub(super) fn request(url: &str, routing_key: &str, alert: &Alert, link: Option<&str>) -> HttpRequest {
     let action = if alert.state == AlertState::Firing { "trigger" } else { "resolve" };
     let severity = if alert.severity == Severity::Critical { "critical" } else { "warning" };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "routing_key": routing_key,
         "event_action": action,
         "dedup_key": alert.dedup_key,
@@ -57,5 +58,8 @@ pub(super) fn request(url: &str, routing_key: &str, alert: &Alert) -> HttpReques
             "custom_details": alert,
         },
     });
+    if let Some(link) = link {
+        body["links"] = serde_json::json!([{ "href": link, "text": "this alert in the kaudit API" }]);
+    }
     json_request(url.to_string(), &body, Vec::new())
 }

@@ -1,5 +1,5 @@
-//! Slack incoming webhook: a message with the summary (and the resolution, once resolved) and the
-//! numbers.
+//! Slack incoming webhook: a message with the summary (and the resolution, once resolved), the
+//! numbers, and a link to the alert in the verifier's API when the sink knows its public URL.
 
 use kaudit_schema::redact_url;
 use serde::{Deserialize, Serialize};
@@ -24,9 +24,14 @@ impl std::fmt::Debug for SlackConfig {
     }
 }
 
-pub(super) fn request(url: &str, alert: &Alert) -> HttpRequest {
+pub(super) fn request(url: &str, alert: &Alert, link: Option<&str>) -> HttpRequest {
     let icon = if alert.state == AlertState::Firing { ":red_circle:" } else { ":large_green_circle:" };
-    let body = serde_json::json!({ "text": format!("{icon} {}\n{}", alert.summary(), details(alert)) });
+    let mut text = format!("{icon} {}\n{}", alert.summary(), details(alert));
+    if let Some(link) = link {
+        // Slack's link markup; `&` is one of the three characters Slack wants escaped in text.
+        text += &format!("\n<{}|this alert in the kaudit API>", link.replace('&', "&amp;"));
+    }
+    let body = serde_json::json!({ "text": text });
     json_request(url.to_string(), &body, Vec::new())
 }
 

@@ -247,3 +247,54 @@ fn alerts_stored_before_resolutions_existed_still_load() {
     assert_eq!(crate::alert::duration_text(59_999), "59 s");
     assert_eq!(crate::alert::duration_text(7_500_000), "2 h 5 min");
 }
+
+#[test]
+fn every_sink_links_the_alert_in_the_verifier_api() {
+    let base = crate::link::PublicUrl::parse("https://kaudit.example/ops").unwrap();
+    let link = "https://kaudit.example/ops/api/v1/alerts?kind=loss&topic=orders&tier=consumer%2Fbilling";
+    let am = |generator_url: Option<&str>| {
+        SinkConfig::Alertmanager(AlertmanagerConfig {
+            name: None,
+            url: "http://am".into(),
+            generator_url: generator_url.map(str::to_string),
+            repost_interval_ms: 60_000,
+        })
+        .build()
+        .unwrap()
+    };
+    let firing = alert(AlertState::Firing);
+    assert!(body(&am(None).request(&firing, 1))[0].get("generatorURL").is_none(), "no public URL, no link");
+    assert_eq!(body(&am(None).with_public_url(base.clone()).request(&firing, 1))[0]["generatorURL"], link);
+    let fixed = am(Some("http://dashboards.example/kaudit")).with_public_url(base.clone());
+    assert_eq!(body(&fixed.request(&firing, 1))[0]["generatorURL"], "http://dashboards.example/kaudit");
+
+    let webhook = SinkConfig::Webhook(WebhookConfig {
+        name: None,
+        url: "http://127.0.0.1:1/hook".into(),
+        secret: Some("s".into()),
+        secret_env: None,
+    })
+    .build()
+    .unwrap();
+    assert!(body(&webhook.request(&firing, 1)).get("url").is_none());
+    let req = webhook.with_public_url(base.clone()).request(&firing, 1);
+    assert_eq!(body(&req)["url"], link);
+    assert_eq!(header(&req, "x-kaudit-signature"), Some(webhook::signature(b"s", &req.body).as_str()));
+
+    let slack = SinkConfig::Slack(SlackConfig { name: None, url: "http://127.0.0.1:1/s".into() }).build().unwrap();
+    let text = body(&slack.with_public_url(base.clone()).request(&firing, 1))["text"].as_str().unwrap().to_string();
+    let escaped = link.replace('&', "&amp;");
+    assert!(text.ends_with(&format!("\n<{escaped}|this alert in the kaudit API>")), "{text}");
+
+    let pd = SinkConfig::Pagerduty(PagerDutyConfig {
+        name: None,
+        url: "http://127.0.0.1:1/v2/enqueue".into(),
+        routing_key: Some("k".into()),
+        routing_key_env: None,
+    })
+    .build()
+    .unwrap();
+    assert!(body(&pd.request(&firing, 1)).get("links").is_none());
+    let b = body(&pd.with_public_url(base).request(&firing, 1));
+    assert_eq!(b["links"], serde_json::json!([{ "href": link, "text": "this alert in the kaudit API" }]));
+}

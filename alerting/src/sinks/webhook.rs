@@ -1,6 +1,7 @@
 //! Generic JSON webhook, signed with HMAC-SHA256.
 //!
-//! Body: `{"version": 1, "seq": N, "alert": {...}}`. Headers: `X-Kaudit-Signature:
+//! Body: `{"version": 1, "seq": N, "alert": {...}}`, and `"url"`, the alert in the verifier's API,
+//! when the sink knows the API's public URL. Headers: `X-Kaudit-Signature:
 //! sha256=<hex of HMAC-SHA256(secret, body)>` when a secret is configured, and
 //! `Idempotency-Key: <dedup_key>:<seq>`, the same on every retry of one notification.
 
@@ -47,8 +48,18 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-pub(super) fn request(url: &str, secret: Option<&[u8]>, alert: &Alert, seq: i64, idempotency: &str) -> HttpRequest {
-    let body = serde_json::json!({ "version": 1, "seq": seq, "alert": alert });
+pub(super) fn request(
+    url: &str,
+    secret: Option<&[u8]>,
+    alert: &Alert,
+    seq: i64,
+    idempotency: &str,
+    link: Option<&str>,
+) -> HttpRequest {
+    let mut body = serde_json::json!({ "version": 1, "seq": seq, "alert": alert });
+    if let Some(link) = link {
+        body["url"] = link.into();
+    }
     let mut req = json_request(url.to_string(), &body, vec![("idempotency-key".into(), idempotency.into())]);
     if let Some(secret) = secret {
         req.headers.push(("x-kaudit-signature".into(), signature(secret, &req.body)));

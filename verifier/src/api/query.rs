@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate};
+use kaudit_alerting::AlertKind;
 
 /// Longest range one `/api/v1/buckets` call may ask for.
 pub const MAX_RANGE_MS: i64 = 7 * 86_400_000;
@@ -42,7 +43,22 @@ pub struct BucketsQuery {
 pub struct AlertsQuery {
     /// `firing` or `resolved`; all when absent.
     pub state: Option<String>,
+    /// Only alerts of this kind, topic and tier, each when given: all three name one alert (the
+    /// link every notification carries, [`kaudit_alerting::link`]).
+    pub kind: Option<AlertKind>,
+    pub topic: Option<String>,
+    pub tier: Option<String>,
     pub page: Page,
+}
+
+impl AlertsQuery {
+    /// Whether `alert` (an alert's JSON, as stored) passes the `kind`, `topic` and `tier` filters.
+    pub fn matches(&self, alert: &serde_json::Value) -> bool {
+        let is = |field: &str, want: Option<&str>| want.is_none_or(|w| alert[field].as_str() == Some(w));
+        is("kind", self.kind.map(AlertKind::as_str))
+            && is("topic", self.topic.as_deref())
+            && is("tier", self.tier.as_deref())
+    }
 }
 
 /// Refuse parameters other than `allowed`.
@@ -129,14 +145,30 @@ pub fn buckets_query(params: &Params) -> Result<BucketsQuery, String> {
     Ok(BucketsQuery { topic, from, to, limit: limit(params)? })
 }
 
-/// `state`, `limit`, `after` of `/api/v1/alerts`.
+/// `state`, `kind`, `topic`, `tier`, `limit`, `after` of `/api/v1/alerts`.
 pub fn alerts_query(params: &Params) -> Result<AlertsQuery, String> {
-    only(params, &["state", "limit", "after"])?;
+    only(params, &["state", "kind", "topic", "tier", "limit", "after"])?;
     let state = params.get("state").cloned();
     if let Some(st) = state.as_deref().filter(|st| !["firing", "resolved"].contains(st)) {
         return Err(format!("state={st:?}: expected firing or resolved"));
     }
-    Ok(AlertsQuery { state, page: page(params)? })
+    let kind = match params.get("kind") {
+        None => None,
+        Some(k) => Some(AlertKind::from_name(k).ok_or_else(|| {
+            let kinds: Vec<&str> = AlertKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("kind={k:?}: expected one of {}", kinds.join(", "))
+        })?),
+    };
+    let (topic, tier) = (non_empty(params, "topic")?, non_empty(params, "tier")?);
+    Ok(AlertsQuery { state, kind, topic, tier, page: page(params)? })
+}
+
+/// An optional parameter that, when given, is not empty.
+fn non_empty(params: &Params, name: &str) -> Result<Option<String>, String> {
+    match params.get(name) {
+        Some(v) if v.is_empty() => Err(format!("{name}=\"\": give a value or leave it out")),
+        v => Ok(v.cloned()),
+    }
 }
 
 /// `limit`, `after` of `/api/v1/topics`.

@@ -30,6 +30,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use kaudit_alerting::{Alert, AlertKind};
+use kaudit_schema::sketch::Quantiles;
 use kaudit_schema::{EpochMillis, HeartbeatRow, Outcome, ProgressRow, TallyRow, VerdictRow};
 
 use crate::config::VerifierConfig;
@@ -161,8 +162,13 @@ pub struct MetricDeltas {
     pub verdicts: BTreeMap<Outcome, u64>,
     /// (missing, extra) messages at first evaluation, by downstream tier; zeros included.
     pub messages: BTreeMap<String, (u64, u64)>,
+    /// Upstream messages of the edges judged for the first time (comparisons only), by
+    /// downstream tier: the denominator of loss and duplicate ratios.
+    pub upstream_messages: BTreeMap<String, u64>,
     /// Each detector observation, in the order made.
     pub cusum: Vec<CusumReading>,
+    /// Downstream latency of the latest bucket judged for the first time, by tier: (bucket, quantiles).
+    pub latency: BTreeMap<String, (EpochMillis, Quantiles)>,
 }
 
 /// One CUSUM observation of one edge's signal.
@@ -426,6 +432,13 @@ fn count_first(deltas: &mut MetricDeltas, v: &EdgeVerdict) {
     let (missing, extra) = deltas.messages.entry(v.tier.clone()).or_default();
     *missing += v.upstream_count.saturating_sub(v.count);
     *extra += v.count.saturating_sub(v.upstream_count);
+    *deltas.upstream_messages.entry(v.tier.clone()).or_default() += v.upstream_count;
+    if let Some(q) = v.latency {
+        let latest = deltas.latency.entry(v.tier.clone()).or_insert((v.bucket_start_ms, q));
+        if v.bucket_start_ms >= latest.0 {
+            *latest = (v.bucket_start_ms, q);
+        }
+    }
 }
 
 /// Observe a first-evaluated bucket's signals; an upward alarm marks the bucket for its alert kind.

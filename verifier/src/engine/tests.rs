@@ -95,6 +95,9 @@ async fn loss_fires_a_late_tally_revises_and_resolves_and_a_restart_repeats_noth
         (fired.state, fired.numbers.missing, fired.dedup_key.as_str()),
         (AlertState::Firing, 10, "loss/orders/consumer")
     );
+    let firing = r#"kaudit_verifier_alert_firing{kind="loss",tier="consumer",topic="orders"} 1"#;
+    let text = prometheus::TextEncoder::new().encode_to_string(&r.registry.gather()).unwrap();
+    assert!(text.contains(firing), "{text}");
 
     // The consumer's agent flushes late: the bucket is complete after all.
     tally(&r.store, T0, "consumer", "c", 10_000, 2).await;
@@ -124,6 +127,9 @@ async fn loss_fires_a_late_tally_revises_and_resolves_and_a_restart_repeats_noth
     assert!(text.contains("kaudit_verifier_buckets_evaluated_total 1"), "{text}");
     assert!(text.contains("kaudit_verifier_revisions_total 1"), "{text}");
     assert!(text.contains(r#"kaudit_verifier_missing_messages_total{tier="consumer",topic="orders"} 10"#), "{text}");
+    let upstream = r#"kaudit_verifier_upstream_messages_total{tier="consumer",topic="orders"} 10000"#;
+    assert!(text.contains(upstream), "counted once, at the first evaluation: {text}");
+    assert!(!text.contains(firing), "a resolved alert leaves the gauge: {text}");
 }
 
 #[tokio::test]

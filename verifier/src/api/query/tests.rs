@@ -51,6 +51,27 @@ fn each_endpoint_names_what_is_wrong() {
     assert!(topics_query(&params(&[("x", "1")])).unwrap_err().starts_with("unknown parameter \"x\""));
 }
 
+#[test]
+fn alerts_filter_by_kind_topic_and_tier() {
+    let q = alerts_query(&params(&[("kind", "loss"), ("topic", "orders"), ("tier", "consumer/billing")])).unwrap();
+    assert_eq!(q.kind, Some(kaudit_alerting::AlertKind::Loss));
+    let alert = |kind: &str, topic: &str, tier: &str| serde_json::json!({ "kind": kind, "topic": topic, "tier": tier });
+    assert!(q.matches(&alert("loss", "orders", "consumer/billing")));
+    assert!(!q.matches(&alert("loss", "orders", "consumer/billing2")));
+    assert!(!q.matches(&alert("duplicates", "orders", "consumer/billing")));
+    assert!(!q.matches(&alert("loss", "payments", "consumer/billing")));
+    let any = alerts_query(&params(&[])).unwrap();
+    assert!(any.matches(&alert("flood", "", "")), "no filter: everything");
+    let flood = alerts_query(&params(&[("kind", "flood")])).unwrap();
+    assert!(flood.matches(&alert("flood", "", "")) && !flood.matches(&alert("loss", "orders", "broker")));
+    for kind in kaudit_alerting::AlertKind::ALL {
+        assert_eq!(alerts_query(&params(&[("kind", kind.as_str())])).unwrap().kind, Some(kind));
+    }
+    let why = alerts_query(&params(&[("kind", "lost")])).unwrap_err();
+    assert!(why.starts_with("kind=\"lost\": expected one of loss, duplicates, "), "{why}");
+    assert_eq!(alerts_query(&params(&[("tier", "")])).unwrap_err(), "tier=\"\": give a value or leave it out");
+}
+
 /// Every parser on `p`: a parsed buckets range is valid, a refusal has a reason.
 fn check_all(p: &Params) -> Result<(), TestCaseError> {
     match buckets_query(p) {
@@ -81,8 +102,8 @@ proptest! {
     /// The known parameters with arbitrary values: the same.
     #[test]
     fn any_values_of_known_parameters_parse_or_say_why(
-        keys in proptest::sample::subsequence(vec!["topic", "from", "to", "limit", "after", "state"], 0..=6),
-        values in proptest::collection::vec("(\\PC{0,24}|[0-9]{1,14}|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)?)", 6),
+        keys in proptest::sample::subsequence(vec!["topic", "from", "to", "limit", "after", "state", "kind", "tier"], 0..=8),
+        values in proptest::collection::vec("(\\PC{0,24}|[0-9]{1,14}|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}Z)?)", 8),
     ) {
         check_all(&keys.iter().zip(&values).map(|(k, v)| (k.to_string(), v.clone())).collect())?;
     }

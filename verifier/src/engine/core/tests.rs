@@ -70,6 +70,28 @@ fn a_bucket_waits_for_the_grace_then_is_judged_once() {
     assert_eq!(step(&mut c, &rows, T0 + W + GRACE + 2).0.decisions, []);
 }
 
+/// The latency metric shows the latest bucket judged on each edge, whatever order they come in.
+#[test]
+fn latency_is_reported_for_the_latest_bucket_judged() {
+    let mut c = core();
+    let mut slow = row(T0 + W, "consumer", "c", 0, 100);
+    slow.tally.latency.record(5_000);
+    let rows = [
+        row(T0, "producer", "p", 0, 100),
+        row(T0, "consumer", "c", 0, 100),
+        row(T0 + W, "producer", "p", 0, 100),
+        slow,
+    ];
+    let (_, deltas) = step(&mut c, &rows, T0 + 3 * W);
+    let (bucket, q) = deltas.latency["consumer"];
+    assert_eq!(bucket, T0 + W);
+    assert_eq!(q.p50, 20, "{q:?}");
+    assert!((4_950..=5_050).contains(&q.max), "the sketch is within 1 %: {q:?}");
+    assert_eq!(deltas.latency.len(), 1, "only the downstream edge");
+    let (_, again) = step(&mut c, &rows, T0 + 3 * W + 1);
+    assert!(again.latency.is_empty(), "reported at the first judgement only");
+}
+
 #[test]
 fn a_late_row_revises_without_recounting_and_a_failed_write_is_decided_again() {
     let mut c = core();
