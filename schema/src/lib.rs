@@ -35,14 +35,17 @@ pub use config_issue::ConfigIssue;
 pub use errors::error_chain;
 pub use progress::{HeartbeatRow, ProgressRow, StreamId};
 pub use records::{
-    AlertRecord, OutboxEntry, Outcome, UnknownVerdictKind, VanishedAgent, VerdictDetail, VerdictKind, VerdictRow,
+    AlertRecord, CusumStateRow, OutboxEntry, Outcome, UnknownVerdictKind, VanishedAgent, VerdictDetail, VerdictKind,
+    VerdictRow,
 };
 pub use scylladb::{ScyllaOptions, ScyllaStore};
 pub use secret::{Secret, redact_url};
 pub use shutdown::{Shutdown, ShutdownSignal};
 pub use sketch::LatencySketch;
 pub use sqlite::SqliteStore;
-pub use store::{FlushBatch, OffsetRow, Store, StoreError, TallyKey, TallyRow};
+pub use store::{
+    CHANGE_RETENTION_MS, Change, Changes, FlushBatch, OffsetRow, REPORTS_CHANGED, Store, StoreError, TallyKey, TallyRow,
+};
 pub use tally::Tally;
 pub use url::{StoreUrl, StoreUrlError};
 

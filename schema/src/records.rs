@@ -199,6 +199,43 @@ pub struct OutboxEntry {
     pub attempts: u32,
 }
 
+/// One CUSUM detector of the verifier at rest, per (topic, tier, signal), so a restart or a new
+/// owner of the topic continues its baseline and statistic. Stores keep, per key, the row with the
+/// latest `last_bucket_ms`: a state written for an older bucket never replaces one for a newer, and
+/// writing the same state twice is harmless.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CusumStateRow {
+    pub topic: String,
+    /// The downstream tier of the edge.
+    pub tier: String,
+    /// `loss_ratio`, `duplicate_ratio` or `p99_delay_ms`.
+    pub signal: String,
+    /// How `state` is encoded; the verifier reads the formats it knows and learns the rest again.
+    pub format: u32,
+    /// The detector (baseline window, held values, statistics), encoded by the verifier.
+    pub state: Vec<u8>,
+    /// The last bucket the detector observed: the row's version.
+    pub last_bucket_ms: EpochMillis,
+    /// Buckets within the lateness horizon where the detector alarmed upward, with the decision
+    /// interval then, in bucket order: what keeps a CUSUM-only alert firing across a restart.
+    pub hits: Vec<(EpochMillis, f64)>,
+    /// When the verifier wrote the row, ms.
+    pub updated_ms: EpochMillis,
+}
+
+impl CusumStateRow {
+    /// `hits` as stored: JSON `[[bucket_start_ms, h], ...]`.
+    pub(crate) fn hits_text(&self) -> String {
+        serde_json::to_string(&self.hits).expect("pairs of numbers serialize")
+    }
+
+    /// `hits` from their stored text.
+    pub(crate) fn parse_hits(topic: &str, text: &str) -> Result<Vec<(EpochMillis, f64)>, crate::StoreError> {
+        serde_json::from_str(text)
+            .map_err(|e| crate::StoreError::Corrupt { topic: topic.into(), reason: format!("cusum hits: {e}") })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

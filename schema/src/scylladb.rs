@@ -9,6 +9,7 @@
 //! only once the tallies of its batch are.
 
 pub mod config;
+mod cusum;
 pub mod migrate;
 mod progress;
 mod records;
@@ -30,10 +31,11 @@ use scylla::{DeserializeRow, SerializeRow};
 
 pub use self::config::{Replication, ScyllaOptions, TlsOptions};
 use crate::bucket::{BucketWidth, EpochMillis};
+use crate::clock::Clock;
 use crate::columns::{TallyColumns, tally_columns};
 use crate::progress::{HeartbeatRow, ProgressRow};
-use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
-use crate::store::{BoxError, FlushBatch, OffsetRow, Store, StoreError, TallyRow, boxed};
+use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictRow};
+use crate::store::{BoxError, Change, Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, boxed};
 
 /// Most buckets one `read_range` walks; each is one partition read.
 pub const MAX_BUCKETS_PER_READ: i64 = 100_000;
@@ -48,6 +50,19 @@ const INSERT_OFFSET: &str =
 const SELECT_BUCKET: &str =
     concat!("SELECT ", tally_columns!(), " FROM tallies WHERE topic = ? AND bucket_start_ms = ?");
 const SELECT_WIDTH: &str = "SELECT bucket_width_ms FROM topics WHERE topic = ?";
+const INSERT_CHANGE: &str = "INSERT INTO changes (slot_ms, part, written_ms, topic, bucket_start_ms, tier, agent_id) \
+                             VALUES (?, ?, ?, ?, ?, ?, ?)";
+const SELECT_CHANGES: &str = "SELECT written_ms, topic, bucket_start_ms, tier, agent_id FROM changes \
+                              WHERE slot_ms = ? AND part = ?";
+/// The change index's partitions: 10-s slots of write time, each in [`CHANGE_PARTS`] parts by topic.
+const CHANGE_SLOT_MS: i64 = 10_000;
+const CHANGE_PARTS: i32 = 8;
+
+/// The part of the change index a topic's changes go to (FNV-1a: stable across processes).
+fn change_part(topic: &str) -> i32 {
+    let hash = topic.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    (hash % CHANGE_PARTS as u32) as i32
+}
 const SELECT_TOPICS: &str = "SELECT topic FROM topics";
 const SELECT_OFFSETS: &str =
     "SELECT agent_id, topic, partition, next_offset, version FROM tap_offsets WHERE agent_id = ?";
@@ -92,8 +107,11 @@ struct Prepared {
     select_width: PreparedStatement,
     select_topics: PreparedStatement,
     select_offsets: PreparedStatement,
+    insert_change: PreparedStatement,
+    select_changes: PreparedStatement,
     records: records::Statements,
     progress: progress::Statements,
+    cusum: cusum::Statements,
 }
 
 /// Tallies in a Scylla or Cassandra cluster.
@@ -169,8 +187,11 @@ impl ScyllaStore {
             select_width: prepare(SELECT_WIDTH).await?,
             select_topics: prepare(SELECT_TOPICS).await?,
             select_offsets: prepare(SELECT_OFFSETS).await?,
+            insert_change: prepare(INSERT_CHANGE).await?,
+            select_changes: prepare(SELECT_CHANGES).await?,
             records: records::Statements::prepare(&session).await.map_err(|e| open_err(hosts, boxed(e)))?,
             progress: progress::Statements::prepare(&session).await.map_err(|e| open_err(hosts, boxed(e)))?,
+            cusum: cusum::Statements::prepare(&session).await.map_err(|e| open_err(hosts, boxed(e)))?,
         };
         Ok(Self {
             session: Arc::new(session),
@@ -186,6 +207,40 @@ impl ScyllaStore {
 
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// The batch's change-index rows, stamped with this host's clock.
+    async fn write_changes(&self, batch: &FlushBatch) -> Result<(), scylla::errors::ExecutionError> {
+        let written_ms = crate::clock::SystemClock.now_ms();
+        let slot_ms = written_ms - written_ms.rem_euclid(CHANGE_SLOT_MS);
+        let keys = batch.change_keys();
+        let mut writes = Vec::with_capacity(keys.len());
+        for (topic, bucket, tier, agent) in keys {
+            let values = (slot_ms, change_part(topic), written_ms, topic, bucket, tier, agent);
+            writes.push(self.session.execute_unpaged(&self.prepared.insert_change, values));
+        }
+        stream::iter(writes).buffer_unordered(READ_CONCURRENCY).try_collect::<Vec<_>>().await?;
+        Ok(())
+    }
+
+    /// The change rows of one partition of the index from `since_ms` on (a partition holds 10 s
+    /// of writes: read whole, filtered here).
+    async fn changes_in(&self, slot_ms: i64, part: i32, since_ms: i64) -> Result<Vec<Change>, StoreError> {
+        let read = |source| StoreError::ReadChanges { since_ms, source };
+        let result = self
+            .session
+            .execute_unpaged(&self.prepared.select_changes, (slot_ms, part))
+            .await
+            .map_err(|e| read(boxed(e)))?;
+        let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
+        let mut out = Vec::new();
+        for row in rows.rows::<(i64, String, i64, String, String)>().map_err(|e| read(boxed(e)))? {
+            let (written_ms, topic, bucket_start_ms, tier, agent_id) = row.map_err(|e| read(boxed(e)))?;
+            if written_ms >= since_ms {
+                out.push(Change { written_ms, topic, bucket_start_ms, tier, agent_id });
+            }
+        }
+        Ok(out)
     }
 
     async fn write_group(
@@ -325,7 +380,11 @@ impl Store for ScyllaStore {
         for (version, (rows, offsets)) in groups {
             self.write_group(version, &rows, &offsets).await.map_err(fail)?;
         }
+
         self.write_progress(&batch.progress, &batch.heartbeats).await.map_err(fail)?;
+        // After the tallies and reports, never before: a change read means what it points at is
+        // stored. A failure fails the batch, which is retried whole.
+        self.write_changes(batch).await.map_err(fail)?;
         Ok(())
     }
 
@@ -359,6 +418,40 @@ impl Store for ScyllaStore {
 
     async fn read_progress(&self, topic: &str) -> Result<Vec<ProgressRow>, StoreError> {
         self.progress_of(topic).await
+    }
+
+    async fn read_changes(&self, since_ms: EpochMillis) -> Result<Changes, StoreError> {
+        let until_ms = crate::clock::SystemClock.now_ms();
+        let since_ms = since_ms.max(until_ms - crate::store::CHANGE_RETENTION_MS);
+        let first_slot = since_ms - since_ms.rem_euclid(CHANGE_SLOT_MS);
+        let mut reads = Vec::new();
+        for slot_ms in (first_slot..=until_ms).step_by(CHANGE_SLOT_MS as usize) {
+            for part in 0..CHANGE_PARTS {
+                reads.push(self.changes_in(slot_ms, part, since_ms));
+            }
+        }
+        // Each key once, with its latest write: agents rewrite open rows and reports every flush,
+        // so the slots hold many writes of few keys.
+        let mut latest: std::collections::HashMap<(String, i64, String, String), i64> =
+            std::collections::HashMap::new();
+        let mut partitions = stream::iter(reads).buffer_unordered(READ_CONCURRENCY);
+        while let Some(partition) = partitions.next().await {
+            for c in partition? {
+                let written = latest.entry((c.topic, c.bucket_start_ms, c.tier, c.agent_id)).or_insert(c.written_ms);
+                *written = (*written).max(c.written_ms);
+            }
+        }
+        let changes = latest
+            .into_iter()
+            .map(|((topic, bucket_start_ms, tier, agent_id), written_ms)| Change {
+                written_ms,
+                topic,
+                bucket_start_ms,
+                tier,
+                agent_id,
+            })
+            .collect();
+        Ok(Changes { changes, until_ms })
     }
 
     async fn read_heartbeats(&self, topic: &str) -> Result<Vec<HeartbeatRow>, StoreError> {
@@ -422,5 +515,13 @@ impl Store for ScyllaStore {
 
     async fn record_attempt(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
         self.put_notification(entry).await
+    }
+
+    async fn write_cusum_states(&self, rows: &[CusumStateRow]) -> Result<(), StoreError> {
+        self.write_cusum_rows(rows).await
+    }
+
+    async fn read_cusum_states(&self, topic: Option<&str>) -> Result<Vec<CusumStateRow>, StoreError> {
+        self.read_cusum_rows(topic).await
     }
 }

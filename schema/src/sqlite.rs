@@ -13,11 +13,13 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, params};
 
 use crate::bucket::EpochMillis;
+use crate::clock::Clock;
 use crate::columns::{TallyColumns, tally_columns};
 use crate::progress::{HeartbeatRow, ProgressRow};
-use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
-use crate::store::{FlushBatch, OffsetRow, Store, StoreError, TallyRow, boxed};
+use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictRow};
+use crate::store::{Change, Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, boxed};
 
+mod cusum;
 mod progress;
 
 /// Numbered migrations, applied in order and recorded in `schema_migrations`.
@@ -25,6 +27,8 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "create_tallies", include_str!("../sqlite/0001_create_tallies.sql")),
     (2, "create_verdicts_and_alerts", include_str!("../sqlite/0002_create_verdicts_and_alerts.sql")),
     (3, "create_progress_and_heartbeats", include_str!("../sqlite/0003_create_progress_and_heartbeats.sql")),
+    (4, "create_changes", include_str!("../sqlite/0004_create_changes.sql")),
+    (5, "create_cusum_states", include_str!("../sqlite/0005_create_cusum_states.sql")),
 ];
 
 const UPSERT_TALLY: &str = concat!(
@@ -177,6 +181,19 @@ fn write_batch(conn: &mut Connection, batch: &FlushBatch) -> rusqlite::Result<()
                 last_topic = Some(name);
             }
         }
+        let keys = batch.change_keys();
+        if !keys.is_empty() {
+            let now = wall_ms();
+            let mut change = tx.prepare_cached(
+                "INSERT OR IGNORE INTO changes (written_ms, topic, bucket_start_ms, tier, agent_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (topic, bucket, tier, agent) in keys {
+                change.execute(params![now, topic, bucket, tier, agent])?;
+            }
+            tx.prepare_cached("DELETE FROM changes WHERE written_ms < ?1")?
+                .execute(params![now - crate::store::CHANGE_RETENTION_MS])?;
+        }
         let mut offset = tx.prepare_cached(UPSERT_OFFSET)?;
         for o in &batch.offsets {
             offset.execute(params![o.agent_id, o.topic, o.partition, o.next_offset, o.version as i64])?;
@@ -184,6 +201,29 @@ fn write_batch(conn: &mut Connection, batch: &FlushBatch) -> rusqlite::Result<()
     }
     progress::write(&tx, &batch.progress, &batch.heartbeats)?;
     tx.commit()
+}
+
+/// This host's wall clock, ms: the change index's time.
+fn wall_ms() -> EpochMillis {
+    crate::clock::SystemClock.now_ms()
+}
+
+fn read_changes(conn: &Connection, since_ms: EpochMillis) -> rusqlite::Result<Changes> {
+    let until_ms = wall_ms();
+    let mut stmt = conn.prepare_cached(
+        "SELECT MAX(written_ms), topic, bucket_start_ms, tier, agent_id FROM changes WHERE written_ms >= ?1 \
+         GROUP BY topic, bucket_start_ms, tier, agent_id",
+    )?;
+    let rows = stmt.query_map(params![since_ms], |r| {
+        Ok(Change {
+            written_ms: r.get(0)?,
+            topic: r.get(1)?,
+            bucket_start_ms: r.get(2)?,
+            tier: r.get(3)?,
+            agent_id: r.get(4)?,
+        })
+    })?;
+    Ok(Changes { changes: rows.collect::<rusqlite::Result<_>>()?, until_ms })
 }
 
 /// A `SELECT` of [`tally_columns!`], in order, decoded.
@@ -262,6 +302,13 @@ impl Store for SqliteStore {
         self.blocking(move |conn| {
             progress::read_progress(conn, &topic)
                 .map_err(|e| StoreError::ReadProgress { topic: topic.clone(), source: boxed(e) })
+        })
+        .await
+    }
+
+    async fn read_changes(&self, since_ms: EpochMillis) -> Result<Changes, StoreError> {
+        self.blocking(move |conn| {
+            read_changes(conn, since_ms).map_err(|e| StoreError::ReadChanges { since_ms, source: boxed(e) })
         })
         .await
     }
@@ -397,6 +444,19 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn write_cusum_states(&self, rows: &[CusumStateRow]) -> Result<(), StoreError> {
+        let rows = rows.to_vec();
+        self.blocking(move |conn| {
+            cusum::write(conn, &rows).map_err(|e| StoreError::WriteCusumStates { rows: rows.len(), source: boxed(e) })
+        })
+        .await
+    }
+
+    async fn read_cusum_states(&self, topic: Option<&str>) -> Result<Vec<CusumStateRow>, StoreError> {
+        let topic = topic.map(str::to_string);
+        self.blocking(move |conn| cusum::read(conn, topic.as_deref())).await
     }
 }
 

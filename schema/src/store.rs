@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::EpochMillis;
 use crate::progress::{HeartbeatRow, ProgressRow};
-use crate::records::{AlertRecord, OutboxEntry, VerdictRow};
+use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictRow};
 use crate::tally::Tally;
 
 /// Identity of one stored tally row. An agent owns its rows: no two agents write the same key.
@@ -58,6 +58,51 @@ impl FlushBatch {
     /// Nothing to write at all.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty() && self.offsets.is_empty() && self.progress.is_empty() && self.heartbeats.is_empty()
+    }
+}
+
+/// One tally row written: which bucket of which topic changed, and when the store took it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Change {
+    /// When the write was made, ms, by the writer's clock (the store's host for SQLite).
+    pub written_ms: EpochMillis,
+    pub topic: String,
+    pub bucket_start_ms: EpochMillis,
+    pub tier: String,
+    pub agent_id: String,
+}
+
+/// The changes written from some time on, and the time the read covers up to: the next read
+/// continues from there (less an overlap for writes still in flight and clock skew).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub changes: Vec<Change>,
+    pub until_ms: EpochMillis,
+}
+
+/// How long change rows are kept, ms: a verifier down longer reads everything again anyway.
+pub const CHANGE_RETENTION_MS: EpochMillis = 86_400_000;
+
+/// The `bucket_start_ms` of a change row that says a (topic, tier, agent)'s progress or heartbeat
+/// was written, not a tally.
+pub const REPORTS_CHANGED: EpochMillis = EpochMillis::MIN;
+
+impl FlushBatch {
+    /// The change-index entries of this batch, (topic, bucket, tier, agent), without repeats: one
+    /// per tally row, and one [`REPORTS_CHANGED`] per (topic, tier, agent) that reported.
+    pub fn change_keys(&self) -> Vec<(&str, EpochMillis, &str, &str)> {
+        let rows = self
+            .rows
+            .iter()
+            .map(|r| (r.key.topic.as_str(), r.key.bucket_start_ms, r.key.tier.as_str(), r.key.agent_id.as_str()));
+        let progress =
+            self.progress.iter().map(|p| (p.topic.as_str(), REPORTS_CHANGED, p.tier.as_str(), p.agent_id.as_str()));
+        let heartbeats =
+            self.heartbeats.iter().map(|h| (h.topic.as_str(), REPORTS_CHANGED, h.tier.as_str(), h.agent_id.as_str()));
+        let mut keys: Vec<_> = rows.chain(progress).chain(heartbeats).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 }
 
@@ -198,9 +243,30 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// Reading the change index failed.
+    #[error("cannot read the change index from {since_ms}")]
+    ReadChanges {
+        since_ms: i64,
+        #[source]
+        source: BoxError,
+    },
     /// A stored row could not be decoded.
     #[error("stored row for topic {topic} is corrupt: {reason}")]
     Corrupt { topic: String, reason: String },
+    /// Writing CUSUM detector states failed; the verifier writes them again after its next pass.
+    #[error("write of {rows} cusum states failed")]
+    WriteCusumStates {
+        rows: usize,
+        #[source]
+        source: BoxError,
+    },
+    /// Reading CUSUM detector states failed; `scope` is `topic <name>` or `all topics`.
+    #[error("read of the cusum states of {scope} failed")]
+    ReadCusumStates {
+        scope: String,
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// Where tallies live. Writes are idempotent upserts; implementations must keep, per key, the row
@@ -226,6 +292,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest progress report of every stream of every tier of `topic`.
     async fn read_progress(&self, topic: &str) -> Result<Vec<ProgressRow>, StoreError>;
+
+    /// Every tally row (and, as [`REPORTS_CHANGED`], every progress or heartbeat report) written at
+    /// or after `since_ms` (the change index), each (topic, bucket, tier, agent) once with its
+    /// latest write (an agent rewrites its open rows and reports every flush), in any order, and the
+    /// time the read covers up to. Kept [`CHANGE_RETENTION_MS`]; reading further back than that
+    /// misses changes (the verifier then reads everything).
+    async fn read_changes(&self, since_ms: EpochMillis) -> Result<Changes, StoreError>;
 
     /// The latest heartbeat of every agent instance of every tier of `topic`.
     async fn read_heartbeats(&self, topic: &str) -> Result<Vec<HeartbeatRow>, StoreError>;
@@ -266,6 +339,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Count a failed delivery attempt of a waiting notification.
     async fn record_attempt(&self, entry: &OutboxEntry) -> Result<(), StoreError>;
+
+    /// Upsert CUSUM detector states. Per (topic, tier, signal) the row with the latest
+    /// `last_bucket_ms` is kept: a row for an older bucket than the stored one is ignored, one for
+    /// the same bucket replaces it (so writing a state twice is harmless).
+    async fn write_cusum_states(&self, rows: &[CusumStateRow]) -> Result<(), StoreError>;
+
+    /// The CUSUM detector states of `topic`, or of every topic for `None`, ordered by (topic,
+    /// tier, signal).
+    async fn read_cusum_states(&self, topic: Option<&str>) -> Result<Vec<CusumStateRow>, StoreError>;
 }
 
 /// Box any error for a [`StoreError`] source.

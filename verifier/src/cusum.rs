@@ -21,6 +21,10 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+mod stored;
+
+pub use self::stored::{DETECTOR_FORMAT, DecodeError};
+
 /// CUSUM parameters, in units of sigma.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

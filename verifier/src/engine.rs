@@ -6,12 +6,21 @@
 //! until `lateness` after that: late tallies that change a verdict revise it (and may resolve an
 //! alert). A bucket feeds the detectors and the message counters once, at its first evaluation.
 //! After a restart the engine reloads alert state and the verdicts already stored, so it neither
-//! repeats a notification nor counts a bucket twice; CUSUM baselines are learned again.
+//! repeats a notification nor counts a bucket twice, and takes up each topic's stored CUSUM states
+//! (baselines, statistics, alarms within the horizon) the first time it evaluates the topic, so
+//! its detectors continue where they stopped and a CUSUM-only alert keeps firing.
 //!
 //! Lag is not loss: each pass also reads the topic's progress and heartbeat rows, so the core
 //! judges an edge only once both tiers have got past the bucket (`pending` until then,
 //! `unreached` if never), takes differences in buckets a crashed agent held open for
 //! `indeterminate`, and raises `lag` and `tier_down` instead of loss or missing-tier alerts.
+//!
+//! Incremental: the first pass after a start reads each topic's window in full; later passes read
+//! the store's change index since the previous pass and re-read only the buckets whose tallies
+//! changed or that are still open (not due yet, or with a pending edge). Each topic's progress and
+//! heartbeat rows are kept and read again only when the index says they were written; an idle
+//! topic (nothing changed, nothing open) costs no read at all: its liveness and lag are worked out
+//! again from the kept rows at the pass's time.
 //!
 //! Bounded: topics are taken under watch a few per pass and up to a limit ([`Watchlist`]), and
 //! a pass's alert transitions beyond `alerting.max_notifications_per_pass` are stored without a
@@ -23,13 +32,17 @@
 
 mod core;
 
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kaudit_alerting::dispatch::Limits;
 use kaudit_alerting::{Alert, AlertState, Dispatcher};
-use kaudit_schema::{Clock, EpochMillis, Store, StoreError, TallyRow};
+use kaudit_schema::{
+    Change, Clock, EpochMillis, HeartbeatRow, ProgressRow, REPORTS_CHANGED, Store, StoreError, TallyRow,
+};
 
 use crate::alerts::flood::{FLOOD_KEY, Guarded, guard};
 use crate::config::VerifierConfig;
@@ -47,6 +60,22 @@ const FLOOD_QUIET_PASSES: u64 = 10;
 pub use self::core::{
     AlertUpdate, CusumReading, Decision, EngineCore, MetricDeltas, Phase, Reports, TierGauge, TopicPass, Watermark,
 };
+
+/// How far back each read of the change index reaches before where the previous one ended, ms:
+/// writes still in flight when it was read, and writers' clocks behind the reader's. Buckets read
+/// twice because of it are decided once (an unchanged verdict is not written again).
+const CHANGE_OVERLAP_MS: i64 = 60_000;
+
+/// A change's identity, for the set of changes already acted on.
+fn change_hash(c: &Change) -> u64 {
+    let mut h = DefaultHasher::new();
+    c.hash(&mut h);
+    h.finish()
+}
+
+/// How far ahead of now a full read reaches, ms: the agents' default `agent.max_future_ms` (rows
+/// further ahead are refused by default).
+const FUTURE_READ_MS: i64 = 3_600_000;
 
 /// What one evaluation pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -72,6 +101,16 @@ pub struct Engine {
     flood_quiet_ms: i64,
     /// When waiting and ignored topics were last logged.
     logged: [Option<Instant>; 2],
+    /// Where the next read of the change index starts (store time, ms); `None` before the first
+    /// pass, which reads every topic in full.
+    changes_since: Option<EpochMillis>,
+    /// Changes read within the overlap, by a 64-bit hash (a collision, about 1 in 10^8 per million
+    /// changes, would skip one change), with (written, topic, bucket): each is acted on when first
+    /// read and once more when it leaves the overlap, though read on every pass in between.
+    changes_seen: HashMap<u64, (EpochMillis, String, EpochMillis)>,
+    /// Each topic's latest progress and heartbeat rows, read again when the change index says
+    /// they were written.
+    reports: HashMap<String, (Vec<ProgressRow>, Vec<HeartbeatRow>)>,
 }
 
 impl Engine {
@@ -104,6 +143,9 @@ impl Engine {
             watch,
             flood_quiet_ms,
             logged: [None, None],
+            changes_since: None,
+            changes_seen: HashMap::new(),
+            reports: HashMap::new(),
         }
     }
 
@@ -138,13 +180,22 @@ impl Engine {
         }
         let now = self.clock.now_ms();
         let mut report = TickReport::default();
+        let since = self.take_changes().await?;
         let admission = self.admit(self.store.list_topics().await?);
+        if self.changes_since.is_none() {
+            self.load_all_cusum_states(&admission.topics).await?;
+        }
         let mut updates = Vec::new();
         for topic in &admission.topics {
             let pipeline = pipeline_for(&self.pipelines, topic).expect("admitted topics have a pipeline").clone();
             self.evaluate_topic(topic, &pipeline, now, &mut report).await?;
             updates.extend(self.core.alert_updates(topic, &pipeline, now));
         }
+        if let Err(error) = self.save_cusum_states(&admission.topics, now).await {
+            // Not on the alerting path: the states stay unsaved and the next pass writes them.
+            tracing::warn!(%error, "storing cusum states failed; retrying next pass");
+        }
+        self.leave_overlap(since);
         report.notifications += self.record_alerts(updates, now).await?;
         self.metrics.alerts_firing.set(self.core.firing() as i64);
         for alert in self.core.alerts().values() {
@@ -160,7 +211,9 @@ impl Engine {
         Ok(report)
     }
 
-    /// Read, decide, write, then commit: a failed write leaves the core as it was.
+    /// Read, decide, write, then commit: a failed write leaves the core as it was. A topic read in
+    /// full once is read incrementally after: only its buckets that changed or are still open,
+    /// and nothing at all while it is idle (but for its reports now and then, for liveness).
     async fn evaluate_topic(
         &mut self,
         topic: &str,
@@ -168,14 +221,41 @@ impl Engine {
         now: EpochMillis,
         report: &mut TickReport,
     ) -> Result<(), StoreError> {
-        let (from, rows) = self.read_rows(topic, now).await?;
+        if !self.reports.contains_key(topic) {
+            let progress = self.store.read_progress(topic).await?;
+            let heartbeats = self.store.read_heartbeats(topic).await?;
+            self.reports.insert(topic.to_string(), (progress, heartbeats));
+        }
+        let (progress, heartbeats) = &self.reports[topic];
+        let reports = Reports { progress, heartbeats };
+        if self.core.is_idle(topic, now) {
+            self.core.refresh_progress(topic, reports, now);
+            record_gauges(&self.metrics, topic, &self.core.tier_gauges(topic, pipeline));
+            return Ok(());
+        }
+        let (from, rows) = match self.core.buckets_to_read(topic, now) {
+            Some(buckets) => (
+                self.core.watermark().first_bucket(self.width_or_zero(topic), now),
+                self.read_buckets(topic, &buckets).await?,
+            ),
+            None => {
+                let (from, rows) = self.read_rows(topic, now).await?;
+                self.metrics.full_reads.inc();
+                let buckets: BTreeSet<EpochMillis> = rows.iter().map(|r| r.key.bucket_start_ms).collect();
+                self.core.note_buckets(topic, buckets, true);
+                (from, rows)
+            }
+        };
+        self.metrics.rows_read.inc_by(rows.len() as u64);
         if let Some((from, to)) = self.core.verdicts_to_load(topic, from, now) {
             let stored = self.store.read_verdicts(topic, from, to).await?;
             self.core.load_verdicts(topic, from, stored);
         }
-        let progress = self.store.read_progress(topic).await?;
-        let heartbeats = self.store.read_heartbeats(topic).await?;
-        let reports = Reports { progress: &progress, heartbeats: &heartbeats };
+        if self.core.cusum_states_to_load(topic) {
+            self.load_cusum_states(topic).await?;
+        }
+        let (progress, heartbeats) = &self.reports[topic];
+        let reports = Reports { progress, heartbeats };
         let pass = self.core.plan_with(topic, pipeline, &rows, reports, now);
         let writes = pass.writes();
         if !writes.is_empty() {
@@ -189,17 +269,88 @@ impl Engine {
         Ok(())
     }
 
-    /// The rows a pass needs, and the first bucket start they cover. While the topic's bucket width
-    /// is unknown, the rows from the horizon on tell it; then the one bucket that may straddle the
-    /// horizon is read too. No rows at all: nothing to evaluate.
+    fn width_or_zero(&self, topic: &str) -> i64 {
+        self.core.width_ms(topic).unwrap_or(0)
+    }
+
+    /// Every row of each of `buckets` (starts) of `topic`.
+    async fn read_buckets(&self, topic: &str, buckets: &[EpochMillis]) -> Result<Vec<TallyRow>, StoreError> {
+        let mut rows = Vec::new();
+        for bucket in buckets {
+            rows.extend(self.store.read_range(topic, *bucket, bucket + 1).await?);
+        }
+        Ok(rows)
+    }
+
+    /// Read the change index since the last pass and take note of what changed: each new tally
+    /// change opens its bucket in the core (kept there if the pass fails), each new report change
+    /// drops the topic's kept reports. The first pass reads every topic in full, so what the index
+    /// holds then is only taken as seen. Returns where the next read starts, once this pass is
+    /// through.
+    async fn take_changes(&mut self) -> Result<EpochMillis, StoreError> {
+        let changes = match self.changes_since {
+            Some(since) => self.store.read_changes(since).await?,
+            None => {
+                let until_ms = self.store.read_changes(EpochMillis::MAX).await?.until_ms;
+                let covered = self.store.read_changes(until_ms - CHANGE_OVERLAP_MS).await?;
+                for c in covered.changes {
+                    self.changes_seen.insert(change_hash(&c), (c.written_ms, c.topic, c.bucket_start_ms));
+                }
+                // A first pass that fails part way continues from here: the topics it read in full
+                // are incremental after, the others are read in full then.
+                self.changes_since = Some(covered.until_ms - CHANGE_OVERLAP_MS);
+                return Ok(covered.until_ms - CHANGE_OVERLAP_MS);
+            }
+        };
+        for c in changes.changes {
+            let key = change_hash(&c);
+            if self.changes_seen.contains_key(&key) {
+                continue;
+            }
+            if c.bucket_start_ms == REPORTS_CHANGED {
+                self.reports.remove(&c.topic);
+            } else if self.core.read_in_full(&c.topic) {
+                self.core.note_buckets(&c.topic, [c.bucket_start_ms], false);
+            }
+            self.changes_seen.insert(key, (c.written_ms, c.topic, c.bucket_start_ms));
+        }
+        Ok(changes.until_ms - CHANGE_OVERLAP_MS)
+    }
+
+    /// After a pass: the next read starts at `since`; the changes older than it leave the overlap,
+    /// and their buckets are read once more (a change row can be seen before the tally it points
+    /// at, in a store that is only eventually consistent: that later read sees the tally).
+    fn leave_overlap(&mut self, since: EpochMillis) {
+        self.changes_since = Some(since);
+        let mut leaving = Vec::new();
+        self.changes_seen.retain(|_, (written_ms, topic, bucket)| {
+            let keep = *written_ms >= since;
+            if !keep && *bucket != REPORTS_CHANGED {
+                leaving.push((std::mem::take(topic), *bucket));
+            }
+            keep
+        });
+        for (topic, bucket) in leaving {
+            if self.core.read_in_full(&topic) {
+                self.core.note_buckets(&topic, [bucket], false);
+            }
+        }
+    }
+
+    /// A full read of the rows a pass needs, and the first bucket start they cover. While the
+    /// topic's bucket width is unknown, the rows from the horizon on tell it; then the one bucket
+    /// that may straddle the horizon is read too. No rows at all: nothing to evaluate. Rows of
+    /// buckets up to [`FUTURE_READ_MS`] ahead are read too: written before this full read, they
+    /// would never appear in the change index after it.
     async fn read_rows(&self, topic: &str, now: EpochMillis) -> Result<(EpochMillis, Vec<TallyRow>), StoreError> {
         let watermark = self.core.watermark();
+        let until = now + FUTURE_READ_MS;
         if let Some(width) = self.core.width_ms(topic) {
             let from = watermark.first_bucket(width, now);
-            return Ok((from, self.store.read_range(topic, from, now).await?));
+            return Ok((from, self.store.read_range(topic, from, until).await?));
         }
         let horizon = watermark.horizon(now);
-        let recent = self.store.read_range(topic, horizon, now).await?;
+        let recent = self.store.read_range(topic, horizon, until).await?;
         let Some(width) = recent.iter().map(|r| r.bucket_width_ms).max() else { return Ok((horizon, recent)) };
         let from = watermark.first_bucket(width, now);
         let mut rows = self.store.read_range(topic, from, horizon).await?;
@@ -278,6 +429,61 @@ impl Engine {
             d.trim_outboxes().await?;
         }
         Ok(sent)
+    }
+
+    /// Take up `topic`'s stored CUSUM states, once per run, before its first pass commits. A failed
+    /// read fails the pass (retried next interval) rather than feed fresh detectors, whose states
+    /// would then replace the stored baselines.
+    async fn load_cusum_states(&mut self, topic: &str) -> Result<(), StoreError> {
+        let stored = self.store.read_cusum_states(Some(topic)).await?;
+        self.take_cusum_states(topic, stored);
+        Ok(())
+    }
+
+    fn take_cusum_states(&mut self, topic: &str, stored: Vec<kaudit_schema::CusumStateRow>) {
+        for reason in self.core.load_cusum_states(topic, stored) {
+            tracing::warn!(topic, %reason, "stored cusum state left out: its baseline is learned again");
+        }
+    }
+
+    /// At the first pass: every admitted topic's stored CUSUM states in one read, not one per topic.
+    async fn load_all_cusum_states(&mut self, topics: &[String]) -> Result<(), StoreError> {
+        let mut by_topic: HashMap<String, Vec<kaudit_schema::CusumStateRow>> = HashMap::new();
+        for row in self.store.read_cusum_states(None).await? {
+            by_topic.entry(row.topic.clone()).or_default().push(row);
+        }
+        for topic in topics {
+            if self.core.cusum_states_to_load(topic) {
+                let stored = by_topic.remove(topic).unwrap_or_default();
+                self.take_cusum_states(topic, stored);
+            }
+        }
+        Ok(())
+    }
+
+    /// Store the states of `topic`'s detectors fed since their last write: after the pass's
+    /// verdicts are written and committed, never before.
+    ///
+    /// If this write fails, or the verifier dies between the verdicts' write and this one, the
+    /// pass's verdicts are stored and the detectors' new states are not. In the same run the core
+    /// keeps them unsaved and the topic's next pass writes them. After a restart the detectors
+    /// continue from their previous stored state, and the pass's buckets, whose verdicts are
+    /// stored, are `Known` and feed nothing: the detectors miss that pass's observations (one per
+    /// bucket and signal) and never see one twice. A missed sample delays a baseline by a bucket; a
+    /// doubled one would bias it.
+    /// All of a pass's topics are written in one batch.
+    async fn save_cusum_states(&mut self, topics: &[String], now: EpochMillis) -> Result<(), StoreError> {
+        let by_topic: Vec<(&String, Vec<_>)> =
+            topics.iter().map(|t| (t, self.core.cusum_states_to_save(t, now))).filter(|(_, r)| !r.is_empty()).collect();
+        if by_topic.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<_> = by_topic.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
+        self.store.write_cusum_states(&rows).await?;
+        for (topic, rows) in &by_topic {
+            self.core.cusum_states_saved(topic, rows);
+        }
+        Ok(())
     }
 
     /// Evaluate every `evaluate_interval` until `shutdown` resolves; store errors are logged and

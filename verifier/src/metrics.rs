@@ -12,6 +12,10 @@ pub struct VerifierMetrics {
     pub missing_messages: IntCounterVec,
     pub extra_messages: IntCounterVec,
     pub cusum: GaugeVec,
+    /// Tally rows read from the store.
+    pub rows_read: IntCounter,
+    /// Topics read in full: the first pass after a start, new topics; incremental passes after.
+    pub full_reads: IntCounter,
     /// Upstream messages of each edge's buckets judged, by topic and downstream tier.
     pub upstream_messages: IntCounterVec,
     /// 1 per firing alert, by kind, topic and tier (resolved alerts leave).
@@ -67,6 +71,12 @@ impl VerifierMetrics {
             cusum: GaugeVec::new(
                 Opts::new("kaudit_verifier_cusum_statistic", "CUSUM statistic, in sigmas, by topic, tier and signal."),
                 &["topic", "tier", "signal"],
+            )?,
+            rows_read: IntCounter::new("kaudit_verifier_tally_rows_read_total", "Tally rows read from the store.")?,
+            full_reads: IntCounter::new(
+                "kaudit_verifier_full_reads_total",
+                "Topics whose tallies were read in full (the first pass after a start, a new topic); later \
+                 passes read only buckets that changed or are still open.",
             )?,
             upstream_messages: IntCounterVec::new(
                 Opts::new(
@@ -136,6 +146,8 @@ impl VerifierMetrics {
         r.register(Box::new(m.cusum.clone()))?;
         r.register(Box::new(m.latency.clone()))?;
         r.register(Box::new(m.upstream_messages.clone()))?;
+        r.register(Box::new(m.rows_read.clone()))?;
+        r.register(Box::new(m.full_reads.clone()))?;
         r.register(Box::new(m.alert_firing.clone()))?;
         r.register(Box::new(m.tier_lag.clone()))?;
         r.register(Box::new(m.agents_live.clone()))?;

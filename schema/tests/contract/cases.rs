@@ -1,8 +1,8 @@
 //! The contract cases, each against `&dyn Store`.
 
 use kaudit_schema::{
-    FlushBatch, HeartbeatRow, OffsetRow, ProgressRow, Store, StreamId, Tally, TallyKey, TallyRow, VanishedAgent,
-    VerdictDetail,
+    CusumStateRow, FlushBatch, HeartbeatRow, OffsetRow, ProgressRow, Store, StreamId, Tally, TallyKey, TallyRow,
+    VanishedAgent, VerdictDetail,
 };
 
 pub const W: i64 = 60_000;
@@ -21,6 +21,32 @@ pub fn row(topic: &str, bucket: i64, tier: &str, agent: &str, version: u64, coun
 
 fn batch(rows: Vec<TallyRow>) -> FlushBatch {
     FlushBatch { rows, ..FlushBatch::default() }
+}
+
+/// Every tally row written is in the change index from the time of its write on, and a read from
+/// where the last one ended finds only later writes (the verifier's incremental passes).
+pub async fn changes_index_every_row_written(store: &dyn Store) {
+    let first = batch(vec![row("orders", T0, "producer", "a", 1, 5), row("payments", T0 + W, "broker", "b", 1, 2)]);
+    store.write(&first).await.unwrap();
+    let all = store.read_changes(0).await.unwrap();
+    let mut got: Vec<(String, i64, String, String)> =
+        all.changes.iter().map(|c| (c.topic.clone(), c.bucket_start_ms, c.tier.clone(), c.agent_id.clone())).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("orders".into(), T0, "producer".into(), "a".into()),
+            ("payments".into(), T0 + W, "broker".into(), "b".into())
+        ]
+    );
+    assert!(all.changes.iter().all(|c| c.written_ms <= all.until_ms));
+    let later = store.read_changes(all.until_ms + 1).await.unwrap();
+    assert!(later.changes.is_empty(), "{later:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.write(&batch(vec![row("orders", T0, "producer", "a", 2, 6)])).await.unwrap();
+    let next = store.read_changes(all.until_ms + 1).await.unwrap();
+    assert_eq!(next.changes.len(), 1, "{next:?}");
+    assert_eq!((next.changes[0].topic.as_str(), next.changes[0].bucket_start_ms), ("orders", T0));
 }
 
 /// A later cumulative write replaces the row, every field and the sketch included.
@@ -184,6 +210,24 @@ pub async fn progress_and_heartbeats_round_trip(store: &dyn Store) {
     assert_eq!(store.read_heartbeats("payments").await.unwrap(), vec![beats[3].clone()]);
     assert!(store.read_progress("unknown-topic").await.unwrap().is_empty());
     assert!(store.read_heartbeats("unknown-topic").await.unwrap().is_empty());
+    // The change index says which (topic, tier, agent) reported, once each, beside the tallies.
+    let mut reported: Vec<(String, String, String)> = store
+        .read_changes(0)
+        .await
+        .unwrap()
+        .changes
+        .into_iter()
+        .filter(|c| c.bucket_start_ms == kaudit_schema::REPORTS_CHANGED)
+        .map(|c| (c.topic, c.tier, c.agent_id))
+        .collect();
+    reported.sort();
+    let expected = [
+        ("orders", "broker", "tap-a"),
+        ("orders", "broker", "tap-b"),
+        ("orders", "producer", "p-1"),
+        ("payments", "broker", "tap-a"),
+    ];
+    assert_eq!(reported, expected.map(|(t, r, a)| (t.to_string(), r.to_string(), a.to_string())));
     // Progress alone (an idle agent's flush) is written too.
     let later = progress("orders", "producer", StreamId::Agent("p-1".into()), "p-1", 4, T0 + W);
     store.write(&progress_batch(vec![later.clone()], vec![])).await.unwrap();
@@ -369,4 +413,59 @@ pub async fn errors_name_their_operation(store: &dyn Store) {
     assert_eq!(message(store.trim_outbox("slack", 5).await.unwrap_err()), "trim of the outbox of sink slack failed");
     let attempt = message(store.record_attempt(&note).await.unwrap_err());
     assert_eq!(attempt, "write of the attempt count of notification 2 of sink slack failed");
+    let state = cusum_state("orders", "consumer", "loss_ratio", T0, &[1]);
+    let write_states = message(store.write_cusum_states(&[state]).await.unwrap_err());
+    assert_eq!(write_states, "write of 1 cusum states failed");
+    let states = message(store.read_cusum_states(Some("orders")).await.unwrap_err());
+    assert_eq!(states, "read of the cusum states of topic orders failed");
+    assert_eq!(
+        message(store.read_cusum_states(None).await.unwrap_err()),
+        "read of the cusum states of all topics failed"
+    );
+}
+
+fn cusum_state(topic: &str, tier: &str, signal: &str, last_bucket_ms: i64, state: &[u8]) -> CusumStateRow {
+    CusumStateRow {
+        topic: topic.into(),
+        tier: tier.into(),
+        signal: signal.into(),
+        format: 1,
+        state: state.to_vec(),
+        last_bucket_ms,
+        hits: vec![(last_bucket_ms - 2 * W, 5.0)],
+        updated_ms: last_bucket_ms + 100_000,
+    }
+}
+
+/// CUSUM states come back as written, by topic or all at once, in (topic, tier, signal) order;
+/// writing a state again changes nothing, and one for a later bucket replaces it.
+pub async fn cusum_states_round_trip(store: &dyn Store) {
+    assert!(store.read_cusum_states(None).await.unwrap().is_empty());
+    let loss = cusum_state("orders", "consumer", "loss_ratio", T0 + 5 * W, &[1, 0, 255, 7]);
+    let delay =
+        CusumStateRow { hits: vec![], ..cusum_state("orders", "broker", "p99_delay_ms", T0 + 5 * W, &[9; 300]) };
+    let other = cusum_state("payments", "consumer", "duplicate_ratio", T0 + 3 * W, &[2]);
+    store.write_cusum_states(&[loss.clone(), other.clone(), delay.clone()]).await.unwrap();
+    store.write_cusum_states(std::slice::from_ref(&loss)).await.unwrap();
+    assert_eq!(store.read_cusum_states(Some("orders")).await.unwrap(), vec![delay.clone(), loss.clone()]);
+    assert_eq!(store.read_cusum_states(None).await.unwrap(), vec![delay.clone(), loss, other]);
+    assert!(store.read_cusum_states(Some("nobody")).await.unwrap().is_empty());
+    let later = CusumStateRow {
+        hits: vec![(T0 + 4 * W, 5.0), (T0 + 6 * W, 4.5)],
+        ..cusum_state("orders", "consumer", "loss_ratio", T0 + 6 * W, &[1, 2])
+    };
+    store.write_cusum_states(std::slice::from_ref(&later)).await.unwrap();
+    assert_eq!(store.read_cusum_states(Some("orders")).await.unwrap(), vec![delay, later]);
+}
+
+/// A state for an older bucket than the stored one is ignored, also in a batch that stores others:
+/// a late or replayed write never takes a detector back.
+pub async fn older_cusum_state_is_ignored(store: &dyn Store) {
+    let newer = cusum_state("orders", "consumer", "loss_ratio", T0 + 10 * W, &[1, 10]);
+    store.write_cusum_states(std::slice::from_ref(&newer)).await.unwrap();
+    let older = cusum_state("orders", "consumer", "loss_ratio", T0 + 9 * W, &[1, 9]);
+    let fresh = cusum_state("orders", "consumer", "duplicate_ratio", T0 + 9 * W, &[1, 9]);
+    store.write_cusum_states(&[older, fresh.clone()]).await.unwrap();
+    assert_eq!(store.read_cusum_states(Some("orders")).await.unwrap(), vec![fresh, newer.clone()]);
+    assert_eq!(store.read_cusum_states(None).await.unwrap()[1], newer);
 }

@@ -20,6 +20,7 @@ macro_rules! contract {
 }
 
 contract!(
+    changes_index_every_row_written,
     upsert_overwrites,
     replay_is_idempotent,
     stale_version_is_ignored,
@@ -33,7 +34,9 @@ contract!(
     progress_and_heartbeats_round_trip,
     later_progress_replaces_the_stream,
     stale_progress_is_ignored,
-    verdict_details_round_trip
+    verdict_details_round_trip,
+    cusum_states_round_trip,
+    older_cusum_state_is_ignored
 );
 
 #[tokio::test]
@@ -50,6 +53,7 @@ async fn errors_name_their_operation() {
         "progress",
         "heartbeats",
         "verdict_details",
+        "cusum_states",
     ] {
         conn.execute_batch(&format!("DROP TABLE {table}")).unwrap();
     }

@@ -25,9 +25,10 @@
 //!   it (a revision); the same rows, in any order, any number of times, write nothing more;
 //! * a bucket feeds the message counters and the detectors once, at its first final verdict, and
 //!   only when that is a comparison (not indeterminate or unreached, which prove nothing);
-//! * verdicts loaded from the store (an earlier run's) count as reached: no recount after a restart.
+//! * verdicts loaded from the store (an earlier run's) count as reached: no recount after a restart;
+//! * detector states loaded from the store continue exactly where they stopped (`cusum_state`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kaudit_alerting::{Alert, AlertKind};
 use kaudit_schema::sketch::Quantiles;
@@ -41,6 +42,7 @@ use crate::pipeline::Pipeline;
 use crate::progress::{Liveness, TopicProgress};
 
 mod alerting;
+mod cusum_state;
 
 pub use self::alerting::TierGauge;
 
@@ -203,8 +205,17 @@ struct TopicState {
     detectors: HashMap<(String, &'static str), Detector>,
     /// Buckets where a CUSUM alarmed, with the decision interval, by (tier, alert kind).
     cusum_hits: HashMap<(String, AlertKind), BTreeMap<EpochMillis, f64>>,
+    /// Which detectors' states are stored, and whether the stored ones were taken up.
+    cusum: cusum_state::CusumBook,
     /// The tiers' progress as of the last committed pass: what lag and liveness alerts read.
     progress: TopicProgress,
+    /// Buckets with tallies whose every edge is not final yet (not due, pending, or never read
+    /// since they changed): what an incremental pass reads besides the changed ones. Bounded by
+    /// the lateness horizon.
+    open: BTreeSet<EpochMillis>,
+    /// The topic's rows were read in full once in this run: later passes may read only buckets
+    /// that changed or are open.
+    read_in_full: bool,
 }
 
 /// The verifier's state and decisions for every topic.
@@ -232,6 +243,47 @@ impl EngineCore {
     /// The topic's bucket width, once rows have shown it.
     pub fn width_ms(&self, topic: &str) -> Option<i64> {
         self.topics.get(topic)?.width_ms
+    }
+
+    /// Whether `topic` has been read in full in this run (later changes to it must be noted; a
+    /// topic not read yet is read in full when its turn comes, whatever changed).
+    pub fn read_in_full(&self, topic: &str) -> bool {
+        self.topics.get(topic).is_some_and(|s| s.read_in_full)
+    }
+
+    /// Take note of buckets of `topic` whose tallies changed (or that a full read found): each is
+    /// open until every edge has a final verdict. `full` marks the topic as read in full.
+    pub fn note_buckets(&mut self, topic: &str, buckets: impl IntoIterator<Item = EpochMillis>, full: bool) {
+        let state = self.topics.entry(topic.to_string()).or_default();
+        state.open.extend(buckets);
+        state.read_in_full |= full;
+    }
+
+    /// The buckets an incremental pass over `topic` must read at `now`: the open ones that are
+    /// due, in order. `None` when the topic needs a full read (not read in full in this run, or
+    /// its bucket width unknown).
+    pub fn buckets_to_read(&self, topic: &str, now: EpochMillis) -> Option<Vec<EpochMillis>> {
+        let state = self.topics.get(topic).filter(|s| s.read_in_full)?;
+        let width = state.width_ms?;
+        Some(state.open.iter().copied().filter(|b| self.watermark.phase(*b, width, now) == Phase::Due).collect())
+    }
+
+    /// The tiers' progress of an idle `topic` at `now` from its latest `reports` (unchanged since
+    /// read: time alone moves liveness and lag), for the alerts and gauges.
+    pub fn refresh_progress(&mut self, topic: &str, reports: Reports<'_>, now: EpochMillis) {
+        if let Some(state) = self.topics.get_mut(topic) {
+            let progress = TopicProgress::new(reports.progress, reports.heartbeats, now, self.liveness);
+            state.reopen_for_vanished(&progress);
+            state.progress = progress;
+        }
+    }
+
+    /// Whether a pass over `topic` at `now` can decide nothing: no open bucket is due and no
+    /// stored verdict is pending (which only time or progress could close). Such a topic's
+    /// tallies and reports need not be read.
+    pub fn is_idle(&self, topic: &str, now: EpochMillis) -> bool {
+        self.buckets_to_read(topic, now).is_some_and(|b| b.is_empty())
+            && self.topics.get(topic).is_some_and(|s| s.stored.values().all(|r| !r.kind.outcome.is_pending()))
     }
 
     /// Current alerts by dedup key.
@@ -341,6 +393,7 @@ impl EngineCore {
         let mut deltas = MetricDeltas::default();
         let state = self.topics.entry(pass.topic).or_default();
         state.width_ms = pass.width_ms;
+        state.reopen_for_vanished(&pass.progress);
         state.progress = pass.progress;
         for decision in pass.decisions {
             let verdict = match decision {
@@ -372,6 +425,7 @@ impl EngineCore {
         }
         if let Some(width) = state.width_ms {
             state.forget_before(self.watermark.first_bucket(width, pass.now));
+            state.settle(width, pass.now, self.watermark);
         }
         deltas
     }
@@ -383,8 +437,32 @@ impl TopicState {
         self.stored.get(&(bucket, tier.to_string())).is_some_and(|r| !r.kind.outcome.is_pending())
     }
 
+    /// An instance found vanished since the last progress may have held buckets open that are
+    /// judged already: they are opened again, so the next pass re-reads them and the verdicts a
+    /// full read would revise (to indeterminate) are revised.
+    fn reopen_for_vanished(&mut self, next: &TopicProgress) {
+        for (tier, progress) in &next.tiers {
+            let before = self.progress.tiers.get(tier).map(|t| t.vanished.as_slice()).unwrap_or_default();
+            for (_, from, until) in progress.vanished.iter().filter(|v| !before.contains(v)) {
+                let held = self.stored.keys().map(|(b, _)| *b).filter(|b| *from <= *b && *b <= *until);
+                self.open.extend(held.collect::<Vec<_>>());
+            }
+        }
+    }
+
+    /// Close the open buckets that are due and whose every stored verdict is final: only a change
+    /// of their tallies opens them again.
+    fn settle(&mut self, width: i64, now: EpochMillis, watermark: Watermark) {
+        let mut verdicts: BTreeMap<EpochMillis, bool> = BTreeMap::new();
+        for ((bucket, _), row) in &self.stored {
+            *verdicts.entry(*bucket).or_insert(true) &= !row.kind.outcome.is_pending();
+        }
+        self.open.retain(|b| watermark.phase(*b, width, now) != Phase::Due || verdicts.get(b) != Some(&true));
+    }
+
     /// Drop everything about buckets starting before `first`: they are past the horizon for good.
     fn forget_before(&mut self, first: EpochMillis) {
+        self.open.retain(|b| *b >= first);
         self.stored.retain(|(b, _), _| *b >= first);
         self.history.values_mut().for_each(|h| h.retain(|b, _| *b >= first));
         self.cusum_hits.values_mut().for_each(|h| h.retain(|b, _| *b >= first));
@@ -447,12 +525,13 @@ fn feed_detectors(state: &mut TopicState, c: &VerifierConfig, v: &EdgeVerdict) -
     let mut readings = Vec::new();
     for ((signal, kind), value) in SIGNALS.into_iter().zip(values) {
         let Some(x) = value else { continue };
-        let floor = if signal == "p99_delay_ms" { c.sigma_floor_delay_ms } else { c.sigma_floor_ratio };
+        let floor = cusum_state::sigma_floor(c, signal);
         let detector = state
             .detectors
             .entry((v.tier.clone(), signal))
             .or_insert_with(|| Detector::new(c.baseline_window, c.baseline_min_samples, floor));
         let step = detector.observe(x, c.cusum);
+        state.cusum.observed(&v.tier, signal, v.bucket_start_ms);
         let alarm = step.alarm == Some(Shift::Up);
         if alarm {
             state.cusum_hits.entry((v.tier.clone(), kind)).or_default().insert(v.bucket_start_ms, c.cusum.h);

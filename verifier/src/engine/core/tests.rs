@@ -289,6 +289,7 @@ proptest! {
     }
 }
 
+mod cusum;
 mod lag;
 
 #[test]

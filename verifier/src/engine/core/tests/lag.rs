@@ -354,3 +354,24 @@ proptest! {
         prop_assert_eq!(judged, expected);
     }
 }
+
+/// Incremental evaluation: a bucket judged and settled before an instance that held it open is
+/// found vanished is opened again when it is, so the next pass revises it as a full read would.
+#[test]
+fn an_instance_found_vanished_later_reopens_the_buckets_it_held() {
+    let mut c = lag_core();
+    let rows = [row(T0, "producer", "p-1", 0, 90), row(T0, "consumer", "c", 0, 100)];
+    c.note_buckets("orders", [T0], true);
+    let dead = beat("producer", "p-1", T0 + 8_000, Some(T0), false, false);
+    let now = T0 + W + GRACE + 1; // judged by time: the producer reports no progress
+    let (pass, _) = step_with(&mut c, &rows, &[], std::slice::from_ref(&dead), now);
+    assert_eq!(kinds(&pass), [(T0, "first", "duplicates".to_string())], "p-1 is not silent long enough yet");
+    assert!(c.is_idle("orders", now + 1), "judged and settled: nothing to read");
+
+    let later = T0 + 8_000 + AGENT_TIMEOUT + 1;
+    c.refresh_progress("orders", Reports { progress: &[], heartbeats: std::slice::from_ref(&dead) }, later);
+    assert_eq!(c.buckets_to_read("orders", later), Some(vec![T0]), "p-1 vanished: the bucket it held is open");
+    let (incremental, _) = step_with(&mut c, &rows, &[], std::slice::from_ref(&dead), later);
+    assert_eq!(kinds(&incremental), [(T0, "revised", "indeterminate".to_string())]);
+    assert!(c.is_idle("orders", later + 1));
+}
