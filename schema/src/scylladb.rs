@@ -35,7 +35,9 @@ use crate::clock::Clock;
 use crate::columns::{TallyColumns, tally_columns};
 use crate::progress::{HeartbeatRow, ProgressRow};
 use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictRow};
-use crate::store::{BoxError, Change, Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, boxed};
+use crate::store::{
+    BoxError, Change, Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, TopicReports, boxed,
+};
 
 /// Most buckets one `read_range` walks; each is one partition read.
 pub const MAX_BUCKETS_PER_READ: i64 = 100_000;
@@ -207,6 +209,13 @@ impl ScyllaStore {
 
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// One topic's reports (for [`Store::read_reports`]).
+    async fn reports_of(&self, topic: &str) -> Result<TopicReports, StoreError> {
+        let progress = self.progress_of(topic).await?;
+        let heartbeats = self.heartbeats_of(topic).await?;
+        Ok(TopicReports { topic: topic.to_string(), progress, heartbeats })
     }
 
     /// The batch's change-index rows, stamped with this host's clock.
@@ -456,6 +465,15 @@ impl Store for ScyllaStore {
 
     async fn read_heartbeats(&self, topic: &str) -> Result<Vec<HeartbeatRow>, StoreError> {
         self.heartbeats_of(topic).await
+    }
+
+    /// The topics' partitions read concurrently.
+    async fn read_reports(&self, topics: &[String]) -> Result<Vec<TopicReports>, StoreError> {
+        let mut reads = Vec::with_capacity(topics.len());
+        for topic in topics {
+            reads.push(self.reports_of(topic));
+        }
+        stream::iter(reads).buffered(READ_CONCURRENCY).try_collect().await
     }
 
     async fn load_offsets(&self, agent_id: &str) -> Result<Vec<OffsetRow>, StoreError> {

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::columns::{TallyColumns, tally_columns};
 use crate::progress::{HeartbeatRow, ProgressRow};
 use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictRow};
-use crate::store::{Change, Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, boxed};
+use crate::store::{Change, Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, TopicReports, boxed};
 
 mod cusum;
 mod progress;
@@ -309,6 +309,23 @@ impl Store for SqliteStore {
     async fn read_changes(&self, since_ms: EpochMillis) -> Result<Changes, StoreError> {
         self.blocking(move |conn| {
             read_changes(conn, since_ms).map_err(|e| StoreError::ReadChanges { since_ms, source: boxed(e) })
+        })
+        .await
+    }
+
+    /// All topics on the store's one connection in one blocking call: no thread hop per topic.
+    async fn read_reports(&self, topics: &[String]) -> Result<Vec<TopicReports>, StoreError> {
+        let topics = topics.to_vec();
+        self.blocking(move |conn| {
+            let mut out = Vec::with_capacity(topics.len());
+            for topic in topics {
+                let progress = progress::read_progress(conn, &topic)
+                    .map_err(|e| StoreError::ReadProgress { topic: topic.clone(), source: boxed(e) })?;
+                let heartbeats = progress::read_heartbeats(conn, &topic)
+                    .map_err(|e| StoreError::ReadHeartbeats { topic: topic.clone(), source: boxed(e) })?;
+                out.push(TopicReports { topic, progress, heartbeats });
+            }
+            Ok(out)
         })
         .await
     }

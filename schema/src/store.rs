@@ -80,6 +80,14 @@ pub struct Changes {
     pub until_ms: EpochMillis,
 }
 
+/// One topic's latest progress and heartbeat rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicReports {
+    pub topic: String,
+    pub progress: Vec<ProgressRow>,
+    pub heartbeats: Vec<HeartbeatRow>,
+}
+
 /// How long change rows are kept, ms: a verifier down longer reads everything again anyway.
 pub const CHANGE_RETENTION_MS: EpochMillis = 86_400_000;
 
@@ -302,6 +310,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest heartbeat of every agent instance of every tier of `topic`.
     async fn read_heartbeats(&self, topic: &str) -> Result<Vec<HeartbeatRow>, StoreError>;
+
+    /// [`Store::read_progress`] and [`Store::read_heartbeats`] of each of `topics`, in one call
+    /// (a store may serve them in one round trip). Topics without rows are absent.
+    async fn read_reports(&self, topics: &[String]) -> Result<Vec<TopicReports>, StoreError> {
+        let mut out = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let progress = self.read_progress(topic).await?;
+            let heartbeats = self.read_heartbeats(topic).await?;
+            out.push(TopicReports { topic: topic.clone(), progress, heartbeats });
+        }
+        Ok(out)
+    }
 
     /// The stored offsets of one agent.
     async fn load_offsets(&self, agent_id: &str) -> Result<Vec<OffsetRow>, StoreError>;

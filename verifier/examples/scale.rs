@@ -91,6 +91,11 @@ struct Args {
     /// nothing was written for a minute. The wait is not measured. Default 0.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     settle: Duration,
+    /// Then this many passes with live idle agents: before each, every agent instance writes a
+    /// flush with no tallies, only its heartbeat and progress for every topic (as agents do every
+    /// flush interval). The writes are not measured. Default 0.
+    #[arg(long, default_value_t = 0)]
+    live_passes: usize,
     /// Only fill `--store` for buckets ending at `--wall-ms`, then exit (the measuring run's child).
     #[arg(long, hide = true, requires_all = ["store", "wall_ms"])]
     fill_only: bool,
@@ -269,6 +274,37 @@ async fn fill(store: &dyn Store, shape: &Shape) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every instance's idle flush: heartbeats and progress for every topic, no tallies, at `version`.
+async fn idle_flush(store: &dyn Store, shape: &Shape, version: u64) -> anyhow::Result<()> {
+    let all: Vec<usize> = (0..shape.topics).collect();
+    for chunk in all.chunks(TOPICS_PER_BATCH) {
+        for tier in 0..shape.tiers.len() {
+            for agent in 0..shape.agents {
+                let mut batch = FlushBatch::default();
+                for &t in chunk {
+                    let (progress, heartbeat) = reports(shape, &topic_name(t), tier, agent, version);
+                    batch.progress.push(progress);
+                    batch.heartbeats.push(heartbeat);
+                }
+                store.write(&batch).await.context("idle flush")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Passes after every agent's idle flush: nothing to judge, but every topic's reports changed.
+async fn live(engine: &mut Engine, store: &dyn Store, shape: &Shape, passes: usize) -> anyhow::Result<Vec<f64>> {
+    let mut times = Vec::with_capacity(passes);
+    for pass in 1..=passes {
+        idle_flush(store, shape, shape.version + 1_000 + pass as u64).await?;
+        let (ms, report) = timed(engine).await?;
+        ensure!(report == TickReport::default(), "live pass {pass} judged something: {report:?}");
+        times.push(ms);
+    }
+    Ok(times)
 }
 
 /// The changed topics: `fraction` of all (at least one), spread evenly.
@@ -477,6 +513,18 @@ async fn main() -> anyhow::Result<()> {
         memory_fields()
     );
 
+    let mut live_ms = "na".to_string();
+    if args.live_passes > 0 {
+        let times = live(&mut engine, &*store, &shape, args.live_passes).await?;
+        live_ms = format!("{:.1}", median(&times));
+        println!(
+            "live    topics={topics} rows={rows} passes={} median_ms={live_ms} max_ms={:.1} {}",
+            args.live_passes,
+            max(&times),
+            memory_fields()
+        );
+    }
+
     let mut changed_ms = "na".to_string();
     if args.changed_fraction > 0.0 {
         let picked = changed_topics(&shape, args.changed_fraction);
@@ -494,7 +542,7 @@ async fn main() -> anyhow::Result<()> {
     let (hwm, rss) = memory();
     println!(
         "topics={topics} rows={rows} first_ms={first_ms:.1} steady_ms={steady_ms:.1} steady_max_ms={steady_max:.1} \
-         changed_ms={changed_ms} hwm_mib={hwm:.1} rss_mib={rss:.1}"
+         live_ms={live_ms} changed_ms={changed_ms} hwm_mib={hwm:.1} rss_mib={rss:.1}"
     );
     Ok(())
 }

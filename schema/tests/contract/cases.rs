@@ -210,6 +210,15 @@ pub async fn progress_and_heartbeats_round_trip(store: &dyn Store) {
     assert_eq!(store.read_heartbeats("payments").await.unwrap(), vec![beats[3].clone()]);
     assert!(store.read_progress("unknown-topic").await.unwrap().is_empty());
     assert!(store.read_heartbeats("unknown-topic").await.unwrap().is_empty());
+    // Several topics' reports in one call are what the per-topic reads give.
+    let topics = ["orders".to_string(), "payments".to_string(), "unknown-topic".to_string()];
+    for r in store.read_reports(&topics).await.unwrap() {
+        assert_eq!(r.progress, store.read_progress(&r.topic).await.unwrap(), "{}", r.topic);
+        assert_eq!(r.heartbeats, store.read_heartbeats(&r.topic).await.unwrap(), "{}", r.topic);
+        assert!(r.topic != "unknown-topic" || (r.progress.is_empty() && r.heartbeats.is_empty()));
+    }
+    let read: Vec<String> = store.read_reports(&topics).await.unwrap().into_iter().map(|r| r.topic).collect();
+    assert!(read.contains(&"orders".to_string()) && read.contains(&"payments".to_string()), "{read:?}");
     // The change index says which (topic, tier, agent) reported, once each, beside the tallies.
     let mut reported: Vec<(String, String, String)> = store
         .read_changes(0)
