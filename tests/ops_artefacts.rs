@@ -7,6 +7,8 @@
 //! docker-compose from Debian, kubernetes-validate from PyPI, whose PyYAML and jsonschema the tests
 //! also use through `python3` to read YAML). Nothing here touches the network beyond loopback.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -1076,7 +1078,7 @@ fn image_entrypoint_runs_as_its_user_in_its_working_directory() {
     let mut cmd = as_image_user(Command::new(KAUDIT), workdir.path());
     cmd.args(&args).args(["--listen", &format!("127.0.0.1:{port}")]);
     cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
-    let child = Child(cmd.spawn().unwrap());
+    let mut child = common::Proc(cmd.spawn().unwrap());
     // The image's HEALTHCHECK, pointed at that port, says healthy within 30 s.
     let healthcheck = value("HEALTHCHECK");
     let probe = exec_form(healthcheck.split_once("CMD ").unwrap().1);
@@ -1101,30 +1103,5 @@ fn image_entrypoint_runs_as_its_user_in_its_working_directory() {
     let meta = std::fs::metadata(&db).unwrap_or_else(|e| panic!("{}: {e}", db.display()));
     if running_as_root() {
         assert_eq!(meta.uid(), IMAGE_UID, "{} belongs to {}", db.display(), meta.uid());
-    }
-}
-
-/// A child process killed when dropped.
-struct Child(std::process::Child);
-
-impl Child {
-    /// SIGTERM, then its exit status (within 30 s).
-    fn terminate(mut self) -> std::process::ExitStatus {
-        must_succeed(Command::new("kill").args(["-TERM", &self.0.id().to_string()]));
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "no exit within 30 s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

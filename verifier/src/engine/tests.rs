@@ -42,6 +42,12 @@ fn config() -> VerifierConfig {
 }
 
 fn engine(r: &Rig) -> Engine {
+    engine_with(r, config(), &r.registry)
+}
+
+/// An engine over the rig's store and clock with `config`, its metrics in `registry`, and a
+/// webhook sink (nothing listens: notifications stay in the outbox).
+fn engine_with(r: &Rig, config: VerifierConfig, registry: &prometheus::Registry) -> Engine {
     let sink = SinkConfig::Webhook(WebhookConfig {
         name: None,
         url: "http://127.0.0.1:9/".into(),
@@ -51,8 +57,8 @@ fn engine(r: &Rig) -> Engine {
     let metrics = AlertMetrics::register(&prometheus::Registry::new()).unwrap();
     let dispatcher =
         Dispatcher::new(Arc::new(r.store.clone()), vec![sink.build().unwrap()], metrics, Backoff::default());
-    let vm = VerifierMetrics::register(&r.registry).unwrap();
-    Engine::new(Arc::new(r.store.clone()), Some(dispatcher), config(), 5_000, Arc::new(r.clock.clone()), vm)
+    let vm = VerifierMetrics::register(registry).unwrap();
+    Engine::new(Arc::new(r.store.clone()), Some(dispatcher), config, 5_000, Arc::new(r.clock.clone()), vm)
 }
 
 async fn tally(store: &SqliteStore, bucket: i64, tier: &str, agent: &str, n: u64, version: u64) {

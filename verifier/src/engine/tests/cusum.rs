@@ -27,17 +27,7 @@ fn cusum_config() -> VerifierConfig {
 }
 
 fn cusum_engine(r: &Rig) -> Engine {
-    let sink = SinkConfig::Webhook(WebhookConfig {
-        name: None,
-        url: "http://127.0.0.1:9/".into(),
-        secret: None,
-        secret_env: None,
-    });
-    let metrics = AlertMetrics::register(&prometheus::Registry::new()).unwrap();
-    let dispatcher =
-        Dispatcher::new(Arc::new(r.store.clone()), vec![sink.build().unwrap()], metrics, Backoff::default());
-    let vm = VerifierMetrics::register(&prometheus::Registry::new()).unwrap();
-    Engine::new(Arc::new(r.store.clone()), Some(dispatcher), cusum_config(), 5_000, Arc::new(r.clock.clone()), vm)
+    engine_with(r, cusum_config(), &prometheus::Registry::new())
 }
 
 /// Messages lost in bucket `i` of 1000: 0 to 4, scattered; 2 more once the shift starts (about
