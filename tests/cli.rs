@@ -52,10 +52,10 @@ fn migrate_creates_a_scylla_keyspace_once() {
     let first = kaudit(&args);
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{stdout}{}", String::from_utf8_lossy(&first.stderr));
-    assert!(stdout.contains("applied [1, 2, 3, 4, 5], now at [1, 2, 3, 4, 5]"), "{stdout}");
+    assert!(stdout.contains("applied [1, 2, 3, 4, 5, 6], now at [1, 2, 3, 4, 5, 6]"), "{stdout}");
     assert!(stdout.contains("'class': 'SimpleStrategy', 'replication_factor': 1"), "{stdout}");
     let second = kaudit(&args);
-    assert!(String::from_utf8_lossy(&second.stdout).contains("applied [], now at [1, 2, 3, 4, 5]"));
+    assert!(String::from_utf8_lossy(&second.stdout).contains("applied [], now at [1, 2, 3, 4, 5, 6]"));
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn migrate_sqlite_and_bad_urls() {
     let url = format!("sqlite://{}/nested/audit.db", dir.path().display());
     let out = kaudit(&["migrate", "--store", &url]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("schema at version 5"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema at version 6"));
 
     let out = kaudit(&["migrate", "--store", "postgres://db:5432"]);
     assert_eq!(out.status.code(), Some(78));
@@ -424,4 +424,27 @@ fn health_exits_0_on_2xx_and_1_with_one_line_otherwise() {
 
     let err = one_line_failure(&kaudit(&["health", "ftp://example/x"]));
     assert!(err.contains("is not an http:// or https:// URL"), "{err}");
+}
+
+/// Several verifier instances need a store they all reach: SQLite is refused, naming the key and
+/// the file, as are a Kafka-less group and a shard count out of range.
+#[test]
+fn coordination_with_sqlite_or_without_kafka_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shared.toml");
+    std::fs::write(
+        &config,
+        "store = \"sqlite:///tmp/one-machine.db\"\n[[verifier.pipelines]]\ntopics = [\"orders\"]\ntiers = [\"producer\"]\n\
+         [verifier.coordination]\nshards = 0\n",
+    )
+    .unwrap();
+    let out = kaudit(&["check-config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("verifier.coordination") && stderr.contains("SQLite is one machine's file"), "{stderr}");
+    assert!(stderr.contains("needs kafka.bootstrap_servers"), "{stderr}");
+    assert!(stderr.contains("verifier.coordination.shards"), "{stderr}");
+    assert!(stderr.contains("shared.toml"), "names the file: {stderr}");
+    let verifier = kaudit(&["verifier", "--config", config.to_str().unwrap()]);
+    assert_eq!(verifier.status.code(), Some(78), "{}", String::from_utf8_lossy(&verifier.stderr));
 }

@@ -32,6 +32,7 @@ use rand::Rng;
 
 use crate::alert::{Alert, AlertState};
 use crate::metrics::AlertMetrics;
+use crate::ownership::Ownership;
 use crate::sinks::Sink;
 use crate::sinks::service::{HttpService, Outcome};
 
@@ -96,6 +97,8 @@ pub struct Dispatcher {
     backoff: Backoff,
     limits: Limits,
     last_seq: Arc<AtomicI64>,
+    /// Which topics' notifications this instance delivers (all, for a sole verifier).
+    ownership: Ownership,
 }
 
 /// A delivery failure that stops a loop: the store itself failed.
@@ -114,7 +117,14 @@ impl Dispatcher {
             backoff,
             limits: Limits::default(),
             last_seq: Arc::new(AtomicI64::new(0)),
+            ownership: Ownership::sole(""),
         }
+    }
+
+    /// The same dispatcher delivering only the notifications about topics `ownership` owns, each
+    /// under its fence.
+    pub fn with_ownership(self, ownership: Ownership) -> Self {
+        Self { ownership, ..self }
     }
 
     /// The same dispatcher with `limits` instead of the defaults.
@@ -188,22 +198,54 @@ impl Dispatcher {
         Ok(dropped)
     }
 
-    /// Try every waiting notification of `sink` once, oldest first, stopping at the first that must
-    /// be retried. Returns (delivered, the attempt count of the one that failed, if any).
+    /// Try every waiting notification of `sink` about an owned topic once, oldest first, stopping
+    /// at the first that must be retried. Returns (delivered, the attempt count of the one that
+    /// failed, if any).
+    ///
+    /// Sharded: the owned set is held for the round (a hand-over waits for it to end), each send
+    /// is preceded by a fence and cut off when its lease runs out, so a replaced instance never
+    /// delivers beside the new owner. A send cut off, or an instance that dies after the receiver
+    /// took a notification but before its ack, leaves it waiting: the owner then delivers it again
+    /// with the same `seq` (at least once; receivers can drop repeats of a `seq`).
     pub async fn deliver_pending(&self, sink: &Sink) -> Result<(usize, Option<u32>), StoreError> {
-        let entries = self.store.outbox(&sink.name, 100).await?;
-        self.metrics.pending.with_label_values(&[sink.name.as_str()]).set(entries.len() as i64);
+        let hold = match self.ownership.hold().await {
+            Ok(hold) => hold,
+            Err(fenced) => {
+                tracing::warn!(sink = %sink.name, %fenced, "not delivering: membership not proven");
+                return Ok((0, Some(1)));
+            }
+        };
+        let sharded = self.ownership.shards().is_some();
+        // Another instance's notifications may come first in the outbox: read past them.
+        let limit = if sharded { 1_000 } else { 100 };
+        let entries = self.store.outbox(&sink.name, limit).await?;
         let mut delivered = 0;
-        for mut entry in entries {
-            let alert: Alert = match serde_json::from_str(&entry.payload) {
-                Ok(a) => a,
+        let mut mine = Vec::new();
+        for entry in entries {
+            match serde_json::from_str::<Alert>(&entry.payload) {
+                Ok(alert) if hold.owns(&alert.topic) => mine.push((entry, alert)),
+                Ok(_) => {}
                 Err(error) => {
                     tracing::error!(sink = %sink.name, seq = entry.seq, %error, "dropping unreadable notification");
                     self.store.ack_notification(&sink.name, entry.seq).await?;
-                    continue;
                 }
+            }
+        }
+        self.metrics.pending.with_label_values(&[sink.name.as_str()]).set(mine.len() as i64);
+        for (mut entry, alert) in mine.into_iter().take(100) {
+            if let Err(fenced) = hold.ensure().await {
+                tracing::warn!(sink = %sink.name, %fenced, "delivery stopped: membership not proven");
+                return Ok((delivered, Some(1)));
+            }
+            let request = sink.request(&alert, entry.seq);
+            let send = self.http.send(&request);
+            let outcome = match hold.remaining() {
+                Some(left) => tokio::time::timeout(left, send)
+                    .await
+                    .unwrap_or_else(|_| Outcome::Retry("cut off at the end of the fence's lease".into())),
+                None => send.await,
             };
-            match self.http.send(&sink.request(&alert, entry.seq)).await {
+            match outcome {
                 Outcome::Delivered => {
                     self.store.ack_notification(&sink.name, entry.seq).await?;
                     self.metrics.sent.with_label_values(&[sink.name.as_str()]).inc();
@@ -234,11 +276,15 @@ impl Dispatcher {
     /// were accepted.
     pub async fn repost_firing(&self, sink: &Sink, now_ms: i64) -> Result<usize, StoreError> {
         let mut accepted = 0;
+        let Ok(hold) = self.ownership.hold().await else { return Ok(0) };
         for record in self.store.list_alerts().await? {
             if record.state != AlertState::Firing.as_str() {
                 continue;
             }
             let Ok(alert) = serde_json::from_str::<Alert>(&record.body) else { continue };
+            if !hold.owns(&alert.topic) || hold.ensure().await.is_err() {
+                continue;
+            }
             match self.http.send(&sink.request_at(&alert, 0, now_ms)).await {
                 Outcome::Delivered => accepted += 1,
                 Outcome::Rejected(reason) | Outcome::Retry(reason) => {

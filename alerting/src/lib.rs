@@ -11,6 +11,7 @@ pub mod alert;
 pub mod dispatch;
 pub mod link;
 pub mod metrics;
+pub mod ownership;
 pub mod sinks;
 pub mod time;
 
@@ -18,4 +19,5 @@ pub use alert::{Alert, AlertKind, AlertNumbers, AlertState, Severity};
 pub use dispatch::{Dispatcher, Notification};
 pub use link::PublicUrl;
 pub use metrics::AlertMetrics;
+pub use ownership::{Fenced, Hold, Ownership, shard_of};
 pub use sinks::{Sink, SinkConfig};

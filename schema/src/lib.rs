@@ -36,7 +36,7 @@ pub use errors::error_chain;
 pub use progress::{HeartbeatRow, ProgressRow, StreamId};
 pub use records::{
     AlertRecord, CusumStateRow, OutboxEntry, Outcome, UnknownVerdictKind, VanishedAgent, VerdictDetail, VerdictKind,
-    VerdictRow,
+    VerdictOwnerRow, VerdictRow,
 };
 pub use scylladb::{ScyllaOptions, ScyllaStore};
 pub use secret::{Secret, redact_url};

@@ -236,6 +236,21 @@ impl CusumStateRow {
     }
 }
 
+/// Who wrote verdicts of one bucket of a topic, in which tenure of the topic's shard (sharded
+/// verifiers only): one row per (topic, bucket, epoch, owner), so a check can prove that no
+/// bucket's verdicts were written by two instances in one epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VerdictOwnerRow {
+    pub topic: String,
+    pub bucket_start_ms: EpochMillis,
+    /// The tenure of the topic's shard the verdicts were written in: it grows with each hand-over.
+    pub epoch: i64,
+    /// The verifier instance that wrote them.
+    pub owner: String,
+    /// When the owner last wrote verdicts of the bucket in that epoch, ms.
+    pub written_ms: EpochMillis,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 pub mod config;
 mod cusum;
 pub mod migrate;
+mod owners;
 mod progress;
 mod records;
 mod tls;
@@ -34,7 +35,7 @@ use crate::bucket::{BucketWidth, EpochMillis};
 use crate::clock::Clock;
 use crate::columns::{TallyColumns, tally_columns};
 use crate::progress::{HeartbeatRow, ProgressRow};
-use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictRow};
+use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictOwnerRow, VerdictRow};
 use crate::store::{
     BoxError, Change, Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, TopicReports, boxed,
 };
@@ -114,6 +115,7 @@ struct Prepared {
     records: records::Statements,
     progress: progress::Statements,
     cusum: cusum::Statements,
+    owners: owners::Statements,
 }
 
 /// Tallies in a Scylla or Cassandra cluster.
@@ -194,6 +196,7 @@ impl ScyllaStore {
             records: records::Statements::prepare(&session).await.map_err(|e| open_err(hosts, boxed(e)))?,
             progress: progress::Statements::prepare(&session).await.map_err(|e| open_err(hosts, boxed(e)))?,
             cusum: cusum::Statements::prepare(&session).await.map_err(|e| open_err(hosts, boxed(e)))?,
+            owners: owners::Statements::prepare(&session).await.map_err(|e| open_err(hosts, boxed(e)))?,
         };
         Ok(Self {
             session: Arc::new(session),
@@ -541,5 +544,13 @@ impl Store for ScyllaStore {
 
     async fn read_cusum_states(&self, topic: Option<&str>) -> Result<Vec<CusumStateRow>, StoreError> {
         self.read_cusum_rows(topic).await
+    }
+
+    async fn write_verdict_owners(&self, rows: &[VerdictOwnerRow]) -> Result<(), StoreError> {
+        self.write_owner_rows(rows).await
+    }
+
+    async fn read_verdict_owners(&self, topic: Option<&str>) -> Result<Vec<VerdictOwnerRow>, StoreError> {
+        self.read_owner_rows(topic).await
     }
 }

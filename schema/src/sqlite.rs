@@ -16,10 +16,11 @@ use crate::bucket::EpochMillis;
 use crate::clock::Clock;
 use crate::columns::{TallyColumns, tally_columns};
 use crate::progress::{HeartbeatRow, ProgressRow};
-use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictRow};
+use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictOwnerRow, VerdictRow};
 use crate::store::{Change, Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, TopicReports, boxed};
 
 mod cusum;
+mod owners;
 mod progress;
 
 /// Numbered migrations, applied in order and recorded in `schema_migrations`.
@@ -29,6 +30,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (3, "create_progress_and_heartbeats", include_str!("../sqlite/0003_create_progress_and_heartbeats.sql")),
     (4, "create_changes", include_str!("../sqlite/0004_create_changes.sql")),
     (5, "create_cusum_states", include_str!("../sqlite/0005_create_cusum_states.sql")),
+    (6, "create_verdict_owners", include_str!("../sqlite/0006_create_verdict_owners.sql")),
 ];
 
 const UPSERT_TALLY: &str = concat!(
@@ -474,6 +476,20 @@ impl Store for SqliteStore {
     async fn read_cusum_states(&self, topic: Option<&str>) -> Result<Vec<CusumStateRow>, StoreError> {
         let topic = topic.map(str::to_string);
         self.blocking(move |conn| cusum::read(conn, topic.as_deref())).await
+    }
+
+    async fn write_verdict_owners(&self, rows: &[VerdictOwnerRow]) -> Result<(), StoreError> {
+        let rows = rows.to_vec();
+        self.blocking(move |conn| {
+            owners::write(conn, &rows)
+                .map_err(|e| StoreError::WriteVerdictOwners { rows: rows.len(), source: boxed(e) })
+        })
+        .await
+    }
+
+    async fn read_verdict_owners(&self, topic: Option<&str>) -> Result<Vec<VerdictOwnerRow>, StoreError> {
+        let topic = topic.map(str::to_string);
+        self.blocking(move |conn| owners::read(conn, topic.as_deref())).await
     }
 }
 

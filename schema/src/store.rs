@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::EpochMillis;
 use crate::progress::{HeartbeatRow, ProgressRow};
-use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictRow};
+use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictOwnerRow, VerdictRow};
 use crate::tally::Tally;
 
 /// Identity of one stored tally row. An agent owns its rows: no two agents write the same key.
@@ -275,6 +275,20 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// Writing which instance wrote verdicts of which bucket in which shard epoch failed.
+    #[error("write of {rows} verdict owner rows failed")]
+    WriteVerdictOwners {
+        rows: usize,
+        #[source]
+        source: BoxError,
+    },
+    /// Reading verdict owner rows failed; `scope` is `topic <name>` or `all topics`.
+    #[error("read of the verdict owners of {scope} failed")]
+    ReadVerdictOwners {
+        scope: String,
+        #[source]
+        source: BoxError,
+    },
 }
 
 /// Where tallies live. Writes are idempotent upserts; implementations must keep, per key, the row
@@ -368,6 +382,14 @@ pub trait Store: Send + Sync + 'static {
     /// The CUSUM detector states of `topic`, or of every topic for `None`, ordered by (topic,
     /// tier, signal).
     async fn read_cusum_states(&self, topic: Option<&str>) -> Result<Vec<CusumStateRow>, StoreError>;
+
+    /// Upsert rows recording which instance wrote verdicts of which bucket in which shard epoch
+    /// (writing one twice is harmless; the later `written_ms` is kept).
+    async fn write_verdict_owners(&self, rows: &[VerdictOwnerRow]) -> Result<(), StoreError>;
+
+    /// The verdict owner rows of `topic`, or of every topic for `None`, ordered by (topic,
+    /// bucket_start_ms, epoch, owner).
+    async fn read_verdict_owners(&self, topic: Option<&str>) -> Result<Vec<VerdictOwnerRow>, StoreError>;
 }
 
 /// Box any error for a [`StoreError`] source.

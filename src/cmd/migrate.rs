@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use std::error::Error as _;
+
 use clap::Args;
 use kaudit_schema::scylladb::{Replication, connect_session, migrate};
 use kaudit_schema::sqlite::SqliteOptions;
@@ -59,6 +61,12 @@ pub async fn run(args: MigrateArgs) -> Result<(), Exit> {
     }
     .map_err(Exit::config)?;
     println!("{}", migrate_store(&url, &config).await?);
+    if let Some(coordination) = &config.verifier.coordination {
+        kaudit_verifier::coordination::ensure_topic(&config.kafka_client(), coordination).await.map_err(|e| {
+            format!("verifier.coordination: {e}: {}", e.source().map(|s| s.to_string()).unwrap_or_default())
+        })?;
+        println!("coordination topic {} ready with {} shards", coordination.topic, coordination.shards);
+    }
     Ok(())
 }
 

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::Args;
 use kaudit_alerting::dispatch::Backoff;
-use kaudit_alerting::{PublicUrl, Sink};
+use kaudit_alerting::{Ownership, PublicUrl, Sink};
 use kaudit_schema::SystemClock;
+use kaudit_verifier::coordination::{Coordinator, ensure_topic};
 use kaudit_verifier::service::{ServiceParts, serve};
 
 use crate::config::KauditConfig;
@@ -50,6 +51,16 @@ pub async fn run(args: VerifierArgs) -> Result<(), Exit> {
     let sinks = linked(sinks, config.alerting.public_url.as_deref(), listener.local_addr()?, http.tls.is_some())?;
     let registry = prometheus::Registry::new();
     crate::support::process_metrics::register(&registry)?;
+    let (ownership, coordinator) = match &config.verifier.coordination {
+        None => (Ownership::sole(""), None),
+        Some(coordination) => {
+            let client = config.kafka_client();
+            ensure_topic(&client, coordination).await.map_err(|e| format!("verifier.coordination: {}", chain(&e)))?;
+            let (ownership, coordinator) = Coordinator::start(&client, coordination, &registry)
+                .map_err(|e| format!("verifier.coordination: {}", chain(&e)))?;
+            (ownership, Some(coordinator))
+        }
+    };
     let parts = ServiceParts {
         store,
         config: config.verifier.clone(),
@@ -60,8 +71,13 @@ pub async fn run(args: VerifierArgs) -> Result<(), Exit> {
         registry,
         clock: Arc::new(SystemClock),
         http,
+        ownership,
     };
     let result = serve(listener, parts, shutdown_signal()).await;
+    if let Some(coordinator) = coordinator {
+        // Leaving hands this instance's shards to the others at once, not after a session timeout.
+        tokio::task::spawn_blocking(move || coordinator.leave()).await.map_err(|e| e.to_string())?;
+    }
     tracing::info!("verifier stopped");
     Ok(result?)
 }
@@ -75,6 +91,17 @@ fn linked(sinks: Vec<Sink>, configured: Option<&str>, listen: SocketAddr, tls: b
         tracing::warn!(%url, "alert links name the unspecified listen address; set alerting.public_url");
     }
     Ok(sinks.into_iter().map(|s| s.with_public_url(url.clone())).collect())
+}
+
+/// An error with its causes, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 /// The alert dispatcher's retry schedule from `[alerting]`.

@@ -34,6 +34,7 @@ pub const DURATION_KEYS: &[&str] = &[
     "verifier.thresholds.p99_delay_ms",
     "verifier.thresholds.max_lag_ms",
     "verifier.sigma_floor_delay_ms",
+    "verifier.coordination.session_timeout_ms",
     "alerting.retry_base_ms",
     "alerting.retry_max_ms",
     "alerting.sinks[].repost_interval_ms",

@@ -298,6 +298,21 @@ impl KauditConfig {
             issues.push(ConfigIssue::new("store", e.reason));
         }
         issues.extend(self.scylla.validate("scylla"));
+        if self.verifier.coordination.is_some() {
+            if matches!(self.store_url(), Ok(StoreUrl::Sqlite(_))) {
+                issues.push(ConfigIssue::new(
+                    "verifier.coordination",
+                    "several verifier instances need a store they all reach: SQLite is one machine's file; \
+                     use store = \"scylla://...\" or remove [verifier.coordination] to run one instance",
+                ));
+            }
+            if self.kafka.bootstrap_servers.is_none() {
+                issues.push(ConfigIssue::new(
+                    "verifier.coordination",
+                    "needs kafka.bootstrap_servers: the verifier group lives on the Kafka cluster",
+                ));
+            }
+        }
         if matches!(self.store_url(), Ok(StoreUrl::Scylla(_))) {
             issues.extend(self.scylla.validate_env("scylla"));
         }

@@ -185,6 +185,7 @@ impl Verifier {
             clock: Arc::new(SystemClock),
             // Plain HTTP without tokens: the demo listens on loopback.
             http: kaudit_net::HttpOptions::default(),
+            ownership: kaudit_alerting::Ownership::sole("demo"),
         };
         let shutdown = Shutdown::new();
         let service = tokio::spawn(serve(listener, parts, shutdown.signal().wait()));

@@ -9,7 +9,8 @@
 //!   7 days apart.
 //! * `GET /api/v1/alerts[?state=firing|resolved&kind=K&topic=T&tier=U&limit=N&after=KEY]`: alerts
 //!   by dedup key; `kind`, `topic` and `tier` together name one (each notification links to it).
-//! * `/metrics`, `/healthz` (the process is up), `/readyz` (an evaluation pass has succeeded).
+//! * `/metrics`, `/healthz` (the process is up), `/readyz` (an evaluation pass has succeeded; with
+//!   coordination, also the instance's name and the shards it owns).
 //!
 //! Lists are paged (`limit`, default 500, at most 5000): an answer with more to come carries
 //! `next`, the `after` (or, for buckets, the `from`) of the next page; `null` on the last page.
@@ -44,6 +45,8 @@ pub struct ApiState {
     pub pipelines: Arc<Vec<Pipeline>>,
     /// Set once an evaluation pass has succeeded.
     pub ready: Arc<AtomicBool>,
+    /// The shards this instance owns (`/readyz` lists them).
+    pub ownership: kaudit_alerting::Ownership,
 }
 
 /// The router.
@@ -159,10 +162,22 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     }
 }
 
-async fn readyz(State(s): State<ApiState>) -> (StatusCode, &'static str) {
-    if s.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready\n")
+/// `ready` once a pass has succeeded; a sharded instance adds its name and shards, one
+/// `key: value` per line (`shards_owned` lists them, comma-separated; a hand-over in progress
+/// shows `changing`).
+async fn readyz(State(s): State<ApiState>) -> (StatusCode, String) {
+    let mut text = if s.ready.load(Ordering::SeqCst) {
+        String::from("ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no evaluation pass has succeeded yet\n")
+        String::from("not ready: no evaluation pass has succeeded yet\n")
+    };
+    if let Some(total) = s.ownership.shards() {
+        let owned = match s.ownership.snapshot() {
+            Some(o) => o.epochs.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(","),
+            None => "changing".into(),
+        };
+        text.push_str(&format!("instance: {}\nshards_total: {total}\nshards_owned: {owned}\n", s.ownership.owner()));
     }
+    let status = if s.ready.load(Ordering::SeqCst) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, text)
 }

@@ -3,6 +3,7 @@
 use kaudit_schema::ConfigIssue;
 use serde::{Deserialize, Serialize};
 
+use crate::coordination::CoordinationConfig;
 use crate::cusum::CusumParams;
 use crate::evaluate::Thresholds;
 use crate::pipeline::PipelineConfig;
@@ -49,6 +50,9 @@ pub struct VerifierConfig {
     /// Topics watched at all; past it new topics are ignored (`kaudit_verifier_topics_ignored`,
     /// and a WARN at most every 10 s) until a restart. Default 10000.
     pub max_topics: usize,
+    /// `[verifier.coordination]`: share the topics with other instances through a Kafka consumer
+    /// group (needs `[kafka]` and a shared store). Absent: this instance evaluates every topic.
+    pub coordination: Option<CoordinationConfig>,
 }
 
 impl Default for VerifierConfig {
@@ -69,6 +73,7 @@ impl Default for VerifierConfig {
             listen: "127.0.0.1:9464".into(),
             max_new_topics_per_pass: 100,
             max_topics: 10_000,
+            coordination: None,
         }
     }
 }
@@ -134,6 +139,9 @@ impl VerifierConfig {
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             bad("listen", "must be an address such as 127.0.0.1:9464");
+        }
+        if let Some(c) = &self.coordination {
+            issues.extend(c.validate(&format!("{prefix}.coordination")));
         }
         issues
     }

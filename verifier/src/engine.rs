@@ -39,9 +39,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kaudit_alerting::dispatch::Limits;
+use kaudit_alerting::ownership::{Fenced, Hold, Ownership};
 use kaudit_alerting::{Alert, AlertState, Dispatcher};
 use kaudit_schema::{
     Change, Clock, EpochMillis, HeartbeatRow, ProgressRow, REPORTS_CHANGED, Store, StoreError, TallyRow,
+    VerdictOwnerRow,
 };
 
 use crate::alerts::flood::{FLOOD_KEY, Guarded, guard};
@@ -77,6 +79,15 @@ fn change_hash(c: &Change) -> u64 {
 /// further ahead are refused by default).
 const FUTURE_READ_MS: i64 = 3_600_000;
 
+/// Why a pass failed: the store, or this instance's membership of the verifier group.
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fenced(#[from] Fenced),
+}
+
 /// What one evaluation pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TickReport {
@@ -111,6 +122,17 @@ pub struct Engine {
     /// Each topic's latest progress and heartbeat rows, read again when the change index says
     /// they were written.
     reports: HashMap<String, (Vec<ProgressRow>, Vec<HeartbeatRow>)>,
+    /// The topics this instance evaluates (all of them, alone).
+    ownership: Ownership,
+    /// The version of the owned set the state was built for.
+    owned_version: u64,
+    /// The owned shards and epochs the state was built for (sharded).
+    owned: std::collections::BTreeMap<u32, i64>,
+    /// Topics not yet read in full whose tallies changed recently: read first among the cold.
+    cold_changed: std::collections::HashSet<String>,
+    /// Shards taken over from another owner: their topics are admitted at once, not a few per
+    /// pass like new topic names (the previous owner watched them).
+    taken_over: std::collections::HashSet<u32>,
 }
 
 impl Engine {
@@ -146,7 +168,63 @@ impl Engine {
             changes_since: None,
             changes_seen: HashMap::new(),
             reports: HashMap::new(),
+            ownership: Ownership::sole(""),
+            owned_version: 0,
+            owned: Default::default(),
+            taken_over: Default::default(),
+            cold_changed: Default::default(),
         }
+    }
+
+    /// The same engine evaluating only the topics `ownership` owns, writing under its fence.
+    pub fn with_ownership(self, ownership: Ownership) -> Self {
+        Self { ownership, ..self }
+    }
+
+    /// The owned shards changed: forget the topics of every shard lost or whose epoch changed,
+    /// and take up the alerts of the shards gained; their topics are then read in full, with their
+    /// stored verdicts and CUSUM states, where the previous owner left them (as after a restart).
+    /// Topics of unchanged shards keep their state: a rebalance costs only what moved.
+    async fn take_over(&mut self, hold: &Hold<'_>) -> Result<(), StoreError> {
+        let (Some(shards), Some(now_owned)) = (self.ownership.shards(), hold.epochs()) else { return Ok(()) };
+        let moved: std::collections::HashSet<u32> = self
+            .owned
+            .iter()
+            .filter(|(s, e)| now_owned.get(s) != Some(e))
+            .chain(now_owned.iter().filter(|(s, e)| self.owned.get(s) != Some(e)))
+            .map(|(s, _)| *s)
+            .collect();
+        let gained: std::collections::HashSet<u32> = now_owned.keys().filter(|s| moved.contains(s)).copied().collect();
+        if self.alerts_loaded && !moved.is_empty() {
+            let gone = |t: &str| moved.contains(&kaudit_alerting::shard_of(t, shards));
+            self.core.forget_topics(gone);
+            self.watch.forget(gone);
+            self.reports.retain(|t, _| !gone(t));
+            self.metrics.alert_firing.reset();
+            let mut alerts = Vec::new();
+            for record in self.store.list_alerts().await? {
+                if let Ok(alert) = serde_json::from_str::<Alert>(&record.body)
+                    && gained.contains(&kaudit_alerting::shard_of(&alert.topic, shards))
+                {
+                    alerts.push((record.dedup_key, alert));
+                }
+            }
+            self.core.restore_alerts(alerts);
+            // Their changes within the overlap were read while another instance owned them.
+            let changed = self.changes_seen.values().filter(|(_, t, b)| *b != REPORTS_CHANGED && gone(t));
+            let changed: Vec<String> = changed.map(|(_, t, _)| t.clone()).collect();
+            self.cold_changed.extend(changed);
+        }
+        tracing::info!(
+            gained = gained.len(),
+            lost = moved.len() - gained.len(),
+            owned = now_owned.len(),
+            "taking over shards"
+        );
+        self.taken_over.extend(gained);
+        self.owned = now_owned.clone();
+        self.owned_version = hold.version();
+        Ok(())
     }
 
     /// Set once a pass has succeeded (the API's `/readyz`).
@@ -159,11 +237,12 @@ impl Engine {
         self.core.alerts()
     }
 
-    async fn load_alerts(&mut self) -> Result<(), StoreError> {
+    async fn load_alerts(&mut self, hold: &Hold<'_>) -> Result<(), StoreError> {
         let mut alerts = Vec::new();
         for record in self.store.list_alerts().await? {
             match serde_json::from_str::<Alert>(&record.body) {
-                Ok(alert) => alerts.push((record.dedup_key, alert)),
+                Ok(alert) if hold.owns(&alert.topic) => alerts.push((record.dedup_key, alert)),
+                Ok(_) => {}
                 Err(error) => tracing::warn!(key = %record.dedup_key, %error, "ignoring unreadable stored alert"),
             }
         }
@@ -172,26 +251,48 @@ impl Engine {
         Ok(())
     }
 
-    /// One evaluation pass over every topic with a pipeline.
-    pub async fn tick(&mut self) -> Result<TickReport, StoreError> {
+    /// One evaluation pass over every owned topic with a pipeline.
+    pub async fn tick(&mut self) -> Result<TickReport, TickError> {
         let started = Instant::now();
+        let ownership = self.ownership.clone();
+        let hold = ownership.hold().await?;
+        if hold.version() != self.owned_version {
+            self.take_over(&hold).await?;
+        }
         if !self.alerts_loaded {
-            self.load_alerts().await?;
+            self.load_alerts(&hold).await?;
         }
         let now = self.clock.now_ms();
         let mut report = TickReport::default();
         let since = self.take_changes().await?;
-        let admission = self.admit(self.store.list_topics().await?);
+        self.cold_changed.retain(|t| hold.owns(t));
+        let topics = self.store.list_topics().await?.into_iter().filter(|t| hold.owns(t)).collect();
+        let admission = self.admit(topics);
+        self.taken_over.clear();
         if self.changes_since.is_none() {
             self.load_all_cusum_states(&admission.topics).await?;
         }
         let mut updates = Vec::new();
-        for topic in &admission.topics {
-            let pipeline = pipeline_for(&self.pipelines, topic).expect("admitted topics have a pipeline").clone();
-            self.evaluate_topic(topic, &pipeline, now, &mut report).await?;
-            updates.extend(self.core.alert_updates(topic, &pipeline, now));
+        let mut evaluated = Vec::with_capacity(admission.topics.len());
+        let (order, deferred) = self.pass_order(admission.topics, started);
+        let mut skipped = 0;
+        for topic in order {
+            if deferred.as_ref().is_some_and(|d| d.cut(&self.core, &topic)) {
+                skipped += 1;
+                continue;
+            }
+            let pipeline = pipeline_for(&self.pipelines, &topic).expect("admitted topics have a pipeline").clone();
+            self.evaluate_topic(&topic, &pipeline, now, &hold, &mut report).await?;
+            self.cold_changed.remove(&topic);
+            updates.extend(self.core.alert_updates(&topic, &pipeline, now));
+            evaluated.push(topic);
         }
-        if let Err(error) = self.save_cusum_states(&admission.topics, now).await {
+        if skipped > 0 {
+            self.metrics.topics_waiting.set((admission.waiting + skipped) as i64);
+            tracing::debug!(skipped, "cold topics left for the next pass");
+        }
+        hold.ensure().await?;
+        if let Err(error) = self.save_cusum_states(&evaluated, now).await {
             // Not on the alerting path: the states stay unsaved and the next pass writes them.
             tracing::warn!(%error, "storing cusum states failed; retrying next pass");
         }
@@ -208,6 +309,7 @@ impl Engine {
         }
         self.metrics.evaluation_duration.observe(started.elapsed().as_secs_f64());
         self.ready.store(true, Ordering::SeqCst);
+        drop(hold);
         Ok(report)
     }
 
@@ -219,8 +321,9 @@ impl Engine {
         topic: &str,
         pipeline: &Pipeline,
         now: EpochMillis,
+        hold: &Hold<'_>,
         report: &mut TickReport,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), TickError> {
         if !self.reports.contains_key(topic) {
             let progress = self.store.read_progress(topic).await?;
             let heartbeats = self.store.read_heartbeats(topic).await?;
@@ -259,6 +362,10 @@ impl Engine {
         let pass = self.core.plan_with(topic, pipeline, &rows, reports, now);
         let writes = pass.writes();
         if !writes.is_empty() {
+            hold.ensure().await?;
+            if self.ownership.shards().is_some() {
+                self.store.write_verdict_owners(&owner_rows(topic, &writes, hold, now)).await?;
+            }
             self.store.write_verdicts(&writes).await?;
         }
         let deltas = self.core.commit(pass);
@@ -282,6 +389,24 @@ impl Engine {
         Ok(rows)
     }
 
+    /// The order a pass evaluates `topics` in, and, sharded, the budget for topics not yet read in
+    /// full (taken over, or new): topics read in full first (their passes are cheap), then the cold
+    /// ones with recent changes, then the rest. Sharded, cold topics stop being read once the pass
+    /// has run for an evaluation interval (at least one per pass): a takeover's full reads then
+    /// spread over a few passes, the topics that changed first, instead of holding every alert of
+    /// the pass back until all are read.
+    fn pass_order(&self, topics: Vec<String>, started: Instant) -> (Vec<String>, Option<ColdBudget>) {
+        let (mut order, mut cold): (Vec<String>, Vec<String>) =
+            topics.into_iter().partition(|t| self.core.read_in_full(t));
+        cold.sort_by_key(|t| !self.cold_changed.contains(t));
+        order.extend(cold);
+        let budget = self.ownership.shards().map(|_| ColdBudget {
+            until: started + Duration::from_millis(self.evaluate_interval_ms.max(1_000)),
+            first: std::cell::Cell::new(true),
+        });
+        (order, budget)
+    }
+
     /// Read the change index since the last pass and take note of what changed: each new tally
     /// change opens its bucket in the core (kept there if the pass fails), each new report change
     /// drops the topic's kept reports. The first pass reads every topic in full, so what the index
@@ -294,6 +419,9 @@ impl Engine {
                 let until_ms = self.store.read_changes(EpochMillis::MAX).await?.until_ms;
                 let covered = self.store.read_changes(until_ms - CHANGE_OVERLAP_MS).await?;
                 for c in covered.changes {
+                    if c.bucket_start_ms != REPORTS_CHANGED {
+                        self.cold_changed.insert(c.topic.clone());
+                    }
                     self.changes_seen.insert(change_hash(&c), (c.written_ms, c.topic, c.bucket_start_ms));
                 }
                 // A first pass that fails part way continues from here: the topics it read in full
@@ -311,6 +439,8 @@ impl Engine {
                 self.reports.remove(&c.topic);
             } else if self.core.read_in_full(&c.topic) {
                 self.core.note_buckets(&c.topic, [c.bucket_start_ms], false);
+            } else {
+                self.cold_changed.insert(c.topic.clone());
             }
             self.changes_seen.insert(key, (c.written_ms, c.topic, c.bucket_start_ms));
         }
@@ -363,7 +493,9 @@ impl Engine {
     fn admit(&mut self, topics: Vec<String>) -> Admission {
         let candidates = topics.into_iter().filter(|t| pipeline_for(&self.pipelines, t).is_some()).collect();
         let known: std::collections::HashSet<&str> = self.core.alerts().values().map(|a| a.topic.as_str()).collect();
-        let admission = self.watch.admit(candidates, |t| known.contains(t));
+        let shards = self.ownership.shards().unwrap_or(1);
+        let taken_over = |t: &str| self.taken_over.contains(&kaudit_alerting::shard_of(t, shards));
+        let admission = self.watch.admit(candidates, |t| known.contains(t) || taken_over(t));
         self.metrics.topics_watched.set(self.watch.len() as i64);
         self.metrics.topics_waiting.set(admission.waiting as i64);
         self.metrics.topics_ignored.set(admission.ignored as i64);
@@ -496,6 +628,9 @@ impl Engine {
             tokio::select! {
                 _ = ticker.tick() => {
                     if let Err(error) = self.tick().await {
+                        if matches!(error, TickError::Fenced(_)) {
+                            self.ownership.unfence();
+                        }
                         self.metrics.evaluation_failures.inc();
                         tracing::warn!(%error, "evaluation failed; retrying next interval");
                     }
@@ -504,6 +639,47 @@ impl Engine {
             }
         }
     }
+}
+
+/// How long a sharded pass reads cold topics (see `Engine::pass_order`).
+struct ColdBudget {
+    until: Instant,
+    /// No cold topic read yet this pass: the first is always read.
+    first: std::cell::Cell<bool>,
+}
+
+impl ColdBudget {
+    /// Whether `topic` is left for a later pass.
+    fn cut(&self, core: &EngineCore, topic: &str) -> bool {
+        if core.read_in_full(topic) {
+            return false;
+        }
+        if self.first.replace(false) {
+            return false;
+        }
+        Instant::now() >= self.until
+    }
+}
+
+/// Who writes `writes` (verdicts of `topic`): one row per bucket, with the shard's epoch.
+fn owner_rows(
+    topic: &str,
+    writes: &[kaudit_schema::VerdictRow],
+    hold: &Hold<'_>,
+    now: EpochMillis,
+) -> Vec<VerdictOwnerRow> {
+    let epoch = hold.epoch(topic).unwrap_or(0);
+    let buckets: BTreeSet<EpochMillis> = writes.iter().map(|w| w.bucket_start_ms).collect();
+    buckets
+        .into_iter()
+        .map(|bucket_start_ms| VerdictOwnerRow {
+            topic: topic.to_string(),
+            bucket_start_ms,
+            epoch,
+            owner: hold.owner().to_string(),
+            written_ms: now,
+        })
+        .collect()
 }
 
 /// Add a committed pass's deltas to the metrics.

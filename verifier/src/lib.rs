@@ -5,12 +5,13 @@
 //! difference in buckets an agent held open when it crashed is `indeterminate`. `compare`,
 //! `evaluate`, `progress`, `hold`, `cusum`, `alerts`, `pipeline` and the engine's core
 //! (`EngineCore`) are pure (no I/O); `Engine` drives the core against a store and the alert
-//! dispatcher.
+//! dispatcher. Several instances share the topics through a Kafka consumer group (`coordination`).
 
 pub mod alerts;
 pub mod api;
 pub mod compare;
 pub mod config;
+pub mod coordination;
 pub mod cusum;
 pub mod engine;
 pub mod evaluate;

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use kaudit_alerting::dispatch::{Backoff, Limits};
-use kaudit_alerting::{AlertMetrics, Dispatcher, Sink};
+use kaudit_alerting::{AlertMetrics, Dispatcher, Ownership, Sink};
 use kaudit_schema::{Clock, Shutdown, Store};
 use tokio::net::TcpListener;
 
@@ -27,6 +27,9 @@ pub struct ServiceParts {
     pub clock: Arc<dyn Clock>,
     /// Tokens, TLS and connection limits of the API listener (`[http]`).
     pub http: kaudit_net::HttpOptions,
+    /// The topics this instance evaluates and notifies about: all ([`Ownership::sole`]), or its
+    /// shards (`crate::coordination::Coordinator`).
+    pub ownership: Ownership,
 }
 
 /// Run until `shutdown` resolves: evaluate, deliver notifications, and serve the API on `listener`.
@@ -35,14 +38,18 @@ pub async fn serve(
     parts: ServiceParts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let ServiceParts { store, config, sinks, backoff, limits, flush_interval_ms, registry, clock, http } = parts;
+    let ServiceParts { store, config, sinks, backoff, limits, flush_interval_ms, registry, clock, http, ownership } =
+        parts;
     let metrics = VerifierMetrics::register(&registry)?;
     let alert_metrics = AlertMetrics::register(&registry)?;
     let http = http.with_metrics(&registry)?;
-    let dispatcher = Dispatcher::new(store.clone(), sinks, alert_metrics, backoff).with_limits(limits);
+    let dispatcher = Dispatcher::new(store.clone(), sinks, alert_metrics, backoff)
+        .with_limits(limits)
+        .with_ownership(ownership.clone());
     let pipelines = Arc::new(config.pipelines.iter().map(|p| p.build()).collect::<Vec<_>>());
-    let engine = Engine::new(store.clone(), Some(dispatcher.clone()), config, flush_interval_ms, clock, metrics);
-    let state = ApiState { store, registry, pipelines, ready: engine.ready_flag() };
+    let engine = Engine::new(store.clone(), Some(dispatcher.clone()), config, flush_interval_ms, clock, metrics)
+        .with_ownership(ownership.clone());
+    let state = ApiState { store, registry, pipelines, ready: engine.ready_flag(), ownership };
 
     let stop = Shutdown::new();
     let engine_task = tokio::spawn(engine.run(stop.signal().wait()));

@@ -43,6 +43,11 @@ impl Watchlist {
         self.watched.is_empty()
     }
 
+    /// Stop watching the topics `gone` selects (their shard moved to another instance).
+    pub fn forget(&mut self, gone: impl Fn(&str) -> bool) {
+        self.watched.retain(|t| !gone(t));
+    }
+
     /// Take `candidates` (topics with a pipeline) for one pass; `known` tells the topics that
     /// already have alerts.
     pub fn admit(&mut self, candidates: Vec<String>, known: impl Fn(&str) -> bool) -> Admission {

@@ -72,6 +72,7 @@ async fn start_with(
         registry: prometheus::Registry::new(),
         clock: Arc::new(ManualClock::new(now_ms)),
         http,
+        ownership: kaudit_alerting::Ownership::sole("api-test"),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, parts, async { stopped.await.unwrap_or(()) }));

@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (3, "create_progress_and_heartbeats", include_str!("../../cql/0003_create_progress_and_heartbeats.cql")),
     (4, "create_changes", include_str!("../../cql/0004_create_changes.cql")),
     (5, "create_cusum_states", include_str!("../../cql/0005_create_cusum_states.cql")),
+    (6, "create_verdict_owners", include_str!("../../cql/0006_create_verdict_owners.cql")),
 ];
 
 /// The statements of one migration file, placeholders filled, comments dropped.
@@ -81,7 +82,7 @@ mod tests {
     fn statements_are_split_filled_and_stripped() {
         let options = ScyllaOptions { retention_days: 28, ..ScyllaOptions::default() };
         let all: Vec<String> = MIGRATIONS.iter().flat_map(|(_, _, cql)| statements(cql, &options)).collect();
-        assert_eq!(all.len(), 11, "{all:#?}");
+        assert_eq!(all.len(), 12, "{all:#?}");
         assert!(all.iter().all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS")));
         assert!(all[0].contains("default_time_to_live = 2419200"), "{}", all[0]);
         assert!(all[0].contains("'compaction_window_size': 2"), "{}", all[0]);

@@ -2,7 +2,7 @@
 
 use kaudit_schema::{
     CusumStateRow, FlushBatch, HeartbeatRow, OffsetRow, ProgressRow, Store, StreamId, Tally, TallyKey, TallyRow,
-    VanishedAgent, VerdictDetail,
+    VanishedAgent, VerdictDetail, VerdictOwnerRow,
 };
 
 pub const W: i64 = 60_000;
@@ -431,6 +431,13 @@ pub async fn errors_name_their_operation(store: &dyn Store) {
         message(store.read_cusum_states(None).await.unwrap_err()),
         "read of the cusum states of all topics failed"
     );
+    let owner = verdict_owner("orders", T0, 1, "v0", T0 + W);
+    let write_owners = message(store.write_verdict_owners(&[owner]).await.unwrap_err());
+    assert_eq!(write_owners, "write of 1 verdict owner rows failed");
+    let owners = message(store.read_verdict_owners(Some("orders")).await.unwrap_err());
+    assert_eq!(owners, "read of the verdict owners of topic orders failed");
+    let all_owners = message(store.read_verdict_owners(None).await.unwrap_err());
+    assert_eq!(all_owners, "read of the verdict owners of all topics failed");
 }
 
 fn cusum_state(topic: &str, tier: &str, signal: &str, last_bucket_ms: i64, state: &[u8]) -> CusumStateRow {
@@ -477,4 +484,36 @@ pub async fn older_cusum_state_is_ignored(store: &dyn Store) {
     store.write_cusum_states(&[older, fresh.clone()]).await.unwrap();
     assert_eq!(store.read_cusum_states(Some("orders")).await.unwrap(), vec![fresh, newer.clone()]);
     assert_eq!(store.read_cusum_states(None).await.unwrap()[1], newer);
+}
+
+fn verdict_owner(topic: &str, bucket_start_ms: i64, epoch: i64, owner: &str, written_ms: i64) -> VerdictOwnerRow {
+    VerdictOwnerRow { topic: topic.into(), bucket_start_ms, epoch, owner: owner.into(), written_ms }
+}
+
+/// Verdict owner rows come back as written, by topic or all at once, in (topic, bucket, epoch,
+/// owner) order whatever the order written; writing them again changes nothing, and a row written
+/// again with a later `written_ms` replaces the stored one.
+pub async fn verdict_owners_round_trip(store: &dyn Store) {
+    assert!(store.read_verdict_owners(None).await.unwrap().is_empty());
+    let late_bucket = verdict_owner("orders", T0 + W, 1, "v0", T0 + 2 * W);
+    let handed_over = verdict_owner("orders", T0, 2, "v1", T0 + 3 * W);
+    let doubled = verdict_owner("orders", T0, 2, "v0", T0 + 3 * W);
+    let first = verdict_owner("orders", T0, 1, "v0", T0 + W);
+    let other = verdict_owner("payments", T0 - W, 3, "v2", T0 + W);
+    let rows = [late_bucket.clone(), handed_over.clone(), other.clone(), doubled.clone(), first.clone()];
+    store.write_verdict_owners(&rows).await.unwrap();
+    store.write_verdict_owners(&rows).await.unwrap();
+    let orders = vec![first.clone(), doubled.clone(), handed_over.clone(), late_bucket.clone()];
+    assert_eq!(store.read_verdict_owners(Some("orders")).await.unwrap(), orders);
+    assert_eq!(store.read_verdict_owners(Some("payments")).await.unwrap(), vec![other.clone()]);
+    let all = vec![first.clone(), doubled.clone(), handed_over.clone(), late_bucket.clone(), other.clone()];
+    assert_eq!(store.read_verdict_owners(None).await.unwrap(), all);
+    assert!(store.read_verdict_owners(Some("nobody")).await.unwrap().is_empty());
+    let rewritten = VerdictOwnerRow { written_ms: T0 + 9 * W, ..first };
+    store.write_verdict_owners(std::slice::from_ref(&rewritten)).await.unwrap();
+    assert_eq!(
+        store.read_verdict_owners(Some("orders")).await.unwrap(),
+        vec![rewritten.clone(), doubled, handed_over, late_bucket]
+    );
+    assert_eq!(store.read_verdict_owners(None).await.unwrap()[4], other);
 }

@@ -36,7 +36,8 @@ contract!(
     stale_progress_is_ignored,
     verdict_details_round_trip,
     cusum_states_round_trip,
-    older_cusum_state_is_ignored
+    older_cusum_state_is_ignored,
+    verdict_owners_round_trip
 );
 
 #[tokio::test]
@@ -54,6 +55,7 @@ async fn errors_name_their_operation() {
         "heartbeats",
         "verdict_details",
         "cusum_states",
+        "verdict_owners",
     ] {
         conn.execute_batch(&format!("DROP TABLE {table}")).unwrap();
     }

@@ -291,6 +291,13 @@ impl EngineCore {
         &self.alerts
     }
 
+    /// Drop everything known about the topics `gone` selects, and their alerts: this instance no
+    /// longer owns them, or takes them over from another owner and must read them afresh.
+    pub fn forget_topics(&mut self, gone: impl Fn(&str) -> bool) {
+        self.topics.retain(|t, _| !gone(t));
+        self.alerts.retain(|_, a| !gone(&a.topic));
+    }
+
     /// Take up alerts as stored by an earlier run (their state decides what is a transition).
     pub fn restore_alerts(&mut self, alerts: impl IntoIterator<Item = (String, Alert)>) {
         self.alerts.extend(alerts);
