@@ -303,6 +303,17 @@ async fn verifiers_share_topics_by_consumer_group_and_take_over_from_a_killed_on
     }
     let doubled: Vec<_> = writers.iter().filter(|(_, w)| w.len() > 1).collect();
     assert!(doubled.is_empty(), "written by two owners in one epoch: {doubled:?}");
+    // A later epoch's owner took over for good: no earlier epoch's owner wrote after it.
+    let mut last_write: BTreeMap<(&str, i64), BTreeMap<i64, i64>> = BTreeMap::new();
+    for r in &rows {
+        let by_epoch = last_write.entry((r.topic.as_str(), r.bucket_start_ms)).or_default();
+        let at = by_epoch.entry(r.epoch).or_default();
+        *at = (*at).max(r.written_ms);
+    }
+    for (bucket, by_epoch) in &last_write {
+        let times: Vec<i64> = by_epoch.values().copied().collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{bucket:?}: an older epoch wrote last: {by_epoch:?}");
+    }
     let of_topic: BTreeSet<(i64, &str)> =
         rows.iter().filter(|r| r.topic == topic).map(|r| (r.bucket_start_ms, r.owner.as_str())).collect();
     assert!(of_topic.contains(&(old, "v0")), "{of_topic:?}");

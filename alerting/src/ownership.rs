@@ -60,6 +60,9 @@ struct Shared {
     fence: Fence,
     /// When the last successful fence was sent.
     fenced_at: Mutex<Option<Instant>>,
+    /// A hand-over is waiting for the holds to end: every [`Hold::ensure`] fails until it is done,
+    /// so passes and delivery rounds stop at their next write or send instead of running on.
+    revoking: std::sync::atomic::AtomicBool,
 }
 
 /// Which topics this instance owns; cheap to clone.
@@ -86,6 +89,7 @@ impl Ownership {
             state: RwLock::new(Owned::default()),
             fence,
             fenced_at: Mutex::new(None),
+            revoking: std::sync::atomic::AtomicBool::new(false),
         };
         Self { shared: Some(Arc::new(shared)), owner: owner.into() }
     }
@@ -124,12 +128,14 @@ impl Ownership {
     /// runs outside the async runtime. No effect on a sole instance.
     pub fn blocking_update(&self, change: impl FnOnce(&mut BTreeMap<u32, i64>)) {
         if let Some(s) = &self.shared {
+            s.revoking.store(true, std::sync::atomic::Ordering::SeqCst);
             let mut owned = s.state.blocking_write();
             change(&mut owned.epochs);
             owned.version += 1;
             if owned.epochs.is_empty() {
                 *s.fenced_at.lock().expect("fence time lock") = None;
             }
+            s.revoking.store(false, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -185,6 +191,9 @@ impl Hold<'_> {
             // Nothing owned: nothing this instance could act for.
             return Ok(());
         }
+        if self.handing_over() {
+            return Err(Fenced("shards are being handed over".into()));
+        }
         let fresh = s.fenced_at.lock().expect("fence time lock").is_some_and(|t| t.elapsed() < s.lease / 2);
         if fresh {
             return Ok(());
@@ -203,11 +212,16 @@ impl Hold<'_> {
     }
 
     /// How long from now an action may still run under the last fence (`None`: no limit, a sole
-    /// instance). A delivery is cut off at this deadline.
+    /// instance; zero when not fenced). A delivery is cut off at this deadline.
     pub fn remaining(&self) -> Option<Duration> {
         let s = self.shared?;
-        let at = (*s.fenced_at.lock().expect("fence time lock"))?;
-        Some(s.lease.saturating_sub(at.elapsed()))
+        let at = *s.fenced_at.lock().expect("fence time lock");
+        Some(at.map_or(Duration::ZERO, |at| s.lease.saturating_sub(at.elapsed())))
+    }
+
+    /// Whether a hand-over waits for this hold to end: a pass should stop at the next topic.
+    pub fn handing_over(&self) -> bool {
+        self.shared.is_some_and(|s| s.revoking.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// This instance's name.
@@ -276,8 +290,9 @@ mod tests {
         hold.ensure().await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1, "a fresh fence is reused");
         assert!(hold.remaining().unwrap() > Duration::from_secs(59));
-        drop(hold);
         o.unfence();
+        assert_eq!(hold.remaining(), Some(Duration::ZERO), "unfenced: no time left to act");
+        drop(hold);
         ok.store(false, Ordering::SeqCst);
         assert_eq!(o.hold().await.err(), Some(Fenced("ILLEGAL_GENERATION".into())));
     }
@@ -301,6 +316,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!revoke.is_finished(), "the revocation waits for the pass");
         assert_eq!(hold.owned_shards(), Some(1));
+        assert!(hold.handing_over(), "the pass is told to stop");
+        assert!(hold.ensure().await.is_err(), "no write or send while a hand-over waits");
         drop(hold);
         revoke.await.unwrap();
         assert_eq!(o.snapshot().unwrap().epochs.len(), 0);

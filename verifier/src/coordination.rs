@@ -229,18 +229,22 @@ impl ConsumerContext for GroupContext {
                 return;
             }
             self.assigned.lock().expect("assigned lock").retain(|p| !revoked.contains(&(*p as u32)));
+            // No fence commits a revoked shard's epoch again, even before the holds end.
+            let owned = {
+                let mut epochs = self.epochs.lock().expect("epochs lock");
+                for p in &revoked {
+                    epochs.remove(p);
+                }
+                epochs.len()
+            };
             self.ownership.blocking_update(|owned| {
                 for p in &revoked {
                     owned.remove(p);
                 }
             });
-            let mut epochs = self.epochs.lock().expect("epochs lock");
-            for p in &revoked {
-                epochs.remove(p);
-            }
-            self.metrics.shards_owned.set(epochs.len() as i64);
+            self.metrics.shards_owned.set(owned as i64);
             self.metrics.rebalances.inc();
-            tracing::info!(shards = ?revoked, owned = epochs.len(), "shards released");
+            tracing::info!(shards = ?revoked, owned, "shards released");
         }
     }
 
@@ -398,10 +402,8 @@ fn take_up(consumer: &BaseConsumer<GroupContext>, topic: &str, pending: &[i32]) 
 }
 
 /// The fence: commit the owned shards' epochs again, under this member's generation, waiting at
-/// most `wait`. A commit sent while the group rebalances waits for the rebalance, and the
-/// rebalance may be waiting for the very pass that fences (a revocation waits for the pass holding
-/// the shards): the fence then fails after `wait`, the pass ends, and the revocation proceeds. The
-/// late commit's answer is ignored.
+/// most `wait`: a commit librdkafka defers (no group coordinator known) must not keep a pass
+/// holding its shards, which a revocation may be waiting for. The late commit's answer is ignored.
 fn fence(
     slot: Arc<Mutex<Weak<BaseConsumer<GroupContext>>>>,
     epochs: Arc<Mutex<BTreeMap<u32, i64>>>,

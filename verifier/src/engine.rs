@@ -265,7 +265,8 @@ impl Engine {
         let now = self.clock.now_ms();
         let mut report = TickReport::default();
         let since = self.take_changes().await?;
-        self.cold_changed.retain(|t| hold.owns(t));
+        let pipelines = &self.pipelines;
+        self.cold_changed.retain(|t| hold.owns(t) && pipeline_for(pipelines, t).is_some());
         let topics = self.store.list_topics().await?.into_iter().filter(|t| hold.owns(t)).collect();
         let admission = self.admit(topics);
         self.taken_over.clear();
@@ -277,6 +278,10 @@ impl Engine {
         let (order, deferred) = self.pass_order(admission.topics, started);
         let mut skipped = 0;
         for topic in order {
+            if hold.handing_over() {
+                // A revocation waits for this pass: stop here, the next pass takes up what is left.
+                return Err(Fenced("shards are being handed over".into()).into());
+            }
             if deferred.as_ref().is_some_and(|d| d.cut(&self.core, &topic)) {
                 skipped += 1;
                 continue;
@@ -297,7 +302,7 @@ impl Engine {
             tracing::warn!(%error, "storing cusum states failed; retrying next pass");
         }
         self.leave_overlap(since);
-        report.notifications += self.record_alerts(updates, now).await?;
+        report.notifications += self.record_alerts(updates, now, &hold).await?;
         self.metrics.alerts_firing.set(self.core.firing() as i64);
         for alert in self.core.alerts().values() {
             let labels = [alert.kind.as_str(), alert.topic.as_str(), alert.tier.as_str()];
@@ -419,7 +424,7 @@ impl Engine {
                 let until_ms = self.store.read_changes(EpochMillis::MAX).await?.until_ms;
                 let covered = self.store.read_changes(until_ms - CHANGE_OVERLAP_MS).await?;
                 for c in covered.changes {
-                    if c.bucket_start_ms != REPORTS_CHANGED {
+                    if c.bucket_start_ms != REPORTS_CHANGED && self.ownership.shards().is_some() {
                         self.cold_changed.insert(c.topic.clone());
                     }
                     self.changes_seen.insert(change_hash(&c), (c.written_ms, c.topic, c.bucket_start_ms));
@@ -439,7 +444,7 @@ impl Engine {
                 self.reports.remove(&c.topic);
             } else if self.core.read_in_full(&c.topic) {
                 self.core.note_buckets(&c.topic, [c.bucket_start_ms], false);
-            } else {
+            } else if self.ownership.shards().is_some() {
                 self.cold_changed.insert(c.topic.clone());
             }
             self.changes_seen.insert(key, (c.written_ms, c.topic, c.bucket_start_ms));
@@ -525,7 +530,12 @@ impl Engine {
 
     /// Record a pass's alert transitions under the flood guard, then keep the alerts; returns how
     /// many were notified.
-    async fn record_alerts(&mut self, updates: Vec<AlertUpdate>, now: EpochMillis) -> Result<usize, StoreError> {
+    async fn record_alerts(
+        &mut self,
+        updates: Vec<AlertUpdate>,
+        now: EpochMillis,
+        hold: &Hold<'_>,
+    ) -> Result<usize, TickError> {
         let limits = self.dispatcher.as_ref().map_or(Limits::default(), Dispatcher::limits);
         let previous = self.core.alerts().get(FLOOD_KEY);
         let Guarded { notify, quiet, unchanged, flood } =
@@ -540,6 +550,7 @@ impl Engine {
         for alert in notify.into_iter().chain(flood_notify) {
             tracing::warn!(key = %alert.dedup_key, state = alert.state.as_str(), summary = %alert.summary(), "alert");
             if let Some(d) = &self.dispatcher {
+                hold.ensure().await?;
                 d.record(&alert, now).await?;
             }
             sent += 1;
@@ -551,6 +562,7 @@ impl Engine {
                 self.metrics.notifications_suppressed.with_label_values(&[alert.kind.as_str()]).inc();
             }
             if let Some(d) = &self.dispatcher {
+                hold.ensure().await?;
                 d.record_state(&alert, now).await?;
             }
             self.core.apply_alert(alert);
