@@ -47,6 +47,7 @@ fn row(topic: &str, bucket: i64, tier: &str, agent: &str, fps: &[u64]) -> TallyR
     let mut tally = Tally::default();
     for fp in fps {
         tally.add(*fp, 100);
+        tally.latency.record(5);
     }
     TallyRow {
         key: TallyKey { topic: topic.into(), bucket_start_ms: bucket, tier: tier.into(), agent_id: agent.into() },
@@ -138,25 +139,6 @@ async fn verifiers_share_topics_by_consumer_group_and_take_over_from_a_killed_on
     assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
     assert!(String::from_utf8_lossy(&migrate.stdout).contains("coordination topic kaudit-verifier-shards ready"));
 
-    // 1,000 topics with one complete bucket each, well past the grace period.
-    let url: StoreUrl = format!("scylla://{}", cql.addr()).parse().unwrap();
-    let options = kaudit_schema::ScyllaOptions {
-        keyspace: "shards_e2e".into(),
-        await_schema_agreement: false,
-        ..Default::default()
-    };
-    let store = kaudit_schema::open_store(&url, &options).await.unwrap();
-    let old = (now_ms() / WIDTH_MS - 5) * WIDTH_MS;
-    let topics: Vec<String> = (0..TOPICS).map(|i| format!("t-{i:04}")).collect();
-    for chunk in topics.chunks(100) {
-        let mut batch = FlushBatch::default();
-        for t in chunk {
-            batch.rows.push(row(t, old, "producer", "p1", &[1, 2, 3]));
-            batch.rows.push(row(t, old, "consumer/billing", "c1", &[1, 2, 3]));
-        }
-        store.write(&batch).await.unwrap();
-    }
-
     let logs: Vec<_> = (0..3).map(|i| dir.path().join(format!("v{i}.log"))).collect();
     let joined: Vec<String> = logs.iter().map(|l| l.display().to_string()).collect();
     // SAFETY: set before any thread of this test reads the environment.
@@ -179,6 +161,25 @@ async fn verifiers_share_topics_by_consumer_group_and_take_over_from_a_killed_on
     .await
     .unwrap();
     assert!(spread.values().all(|s| !s.is_empty()), "every instance owns shards: {spread:?}");
+    // Once the group is stable: 1,000 topics with one complete bucket each, well past the grace
+    // period, so each is evaluated by the owner of its shard.
+    let url: StoreUrl = format!("scylla://{}", cql.addr()).parse().unwrap();
+    let options = kaudit_schema::ScyllaOptions {
+        keyspace: "shards_e2e".into(),
+        await_schema_agreement: false,
+        ..Default::default()
+    };
+    let store = kaudit_schema::open_store(&url, &options).await.unwrap();
+    let old = (now_ms() / WIDTH_MS - 5) * WIDTH_MS;
+    let topics: Vec<String> = (0..TOPICS).map(|i| format!("t-{i:04}")).collect();
+    for chunk in topics.chunks(100) {
+        let mut batch = FlushBatch::default();
+        for t in chunk {
+            batch.rows.push(row(t, old, "producer", "p1", &[1, 2, 3]));
+            batch.rows.push(row(t, old, "consumer/billing", "c1", &[1, 2, 3]));
+        }
+        store.write(&batch).await.unwrap();
+    }
 
     // Every topic is evaluated, by the instance owning its shard.
     let owner_of = |topic: &str, spread: &HashMap<u16, BTreeSet<u32>>| -> usize {
@@ -204,6 +205,21 @@ async fn verifiers_share_topics_by_consumer_group_and_take_over_from_a_killed_on
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(inbox.lock().unwrap().is_empty(), "complete buckets page no one: {:#?}", inbox.lock().unwrap());
+    // Each topic's gauges come from its owner alone (an instance that handed a shard over dropped
+    // the series of its topics).
+    let mut exported: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+    for port in &ports {
+        let (_, metrics) = http(*port, "GET", "/metrics", "").unwrap();
+        let topics: BTreeSet<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("kaudit_verifier_latency_seconds{"))
+            .filter_map(|l| l.split("topic=\"").nth(1)?.split('"').next())
+            .collect();
+        topics.into_iter().for_each(|t| exported.entry(t.to_string()).or_default().push(*port));
+    }
+    assert_eq!(exported.len(), TOPICS, "every topic's latency is exported");
+    let twice: Vec<_> = exported.iter().filter(|(_, p)| p.len() > 1).collect();
+    assert!(twice.is_empty(), "exported by two instances: {twice:?}");
 
     // kill -9 one instance, then lose a message in one of its topics.
     let victim = 0;
@@ -290,7 +306,7 @@ async fn verifiers_share_topics_by_consumer_group_and_take_over_from_a_killed_on
     // and then the mock's rebalance delay (session − 1 s), 11 s here. Leaving costs the stop of a
     // pass in progress and that delay alone (a real coordinator ends it once the others rejoin).
     let timed_out = Duration::from_millis(SESSION_MS + rebalance_ms);
-    if hand_over >= timed_out - Duration::from_secs(2) {
+    if hand_over >= timed_out - Duration::from_secs(1) {
         let tails: Vec<String> = logs[1..].iter().map(|l| tail(l, 15)).collect();
         panic!("hand-over took {hand_over:?}, a timeout costs {timed_out:?}; logs:\n{}", tails.join("\n-----\n"));
     }

@@ -198,7 +198,11 @@ impl Engine {
         if self.alerts_loaded && !moved.is_empty() {
             let gone = |t: &str| moved.contains(&kaudit_alerting::shard_of(t, shards));
             self.core.forget_topics(gone);
-            self.watch.forget(gone);
+            for topic in self.watch.forget(gone) {
+                if let Some(pipeline) = pipeline_for(&self.pipelines, &topic) {
+                    clear_topic_gauges(&self.metrics, &topic, pipeline);
+                }
+            }
             self.reports.retain(|t, _| !gone(t));
             self.metrics.alert_firing.reset();
             let mut alerts = Vec::new();
@@ -717,6 +721,25 @@ fn record_metrics(metrics: &VerifierMetrics, topic: &str, deltas: &MetricDeltas)
         metrics.cusum.with_label_values(&[topic, r.tier.as_str(), r.signal]).set(r.statistic);
         if r.alarm {
             tracing::info!(topic, tier = %r.tier, signal = r.signal, bucket = r.bucket_start_ms, z = r.z, "cusum alarm");
+        }
+    }
+}
+
+/// Drop `topic`'s gauge series (lag, live agents, latency, CUSUM statistics): another instance
+/// evaluates it now and exports them; two instances would each export a value. Counters stay: each
+/// bucket is counted by the one instance that judged it, so their sum over instances is right.
+fn clear_topic_gauges(metrics: &VerifierMetrics, topic: &str, pipeline: &Pipeline) {
+    for tier in pipeline.tiers() {
+        let _ = metrics.tier_lag.remove_label_values(&[topic, tier.as_str()]);
+        let _ = metrics.agents_live.remove_label_values(&[topic, tier.as_str()]);
+    }
+    for edge in pipeline.edges() {
+        let tier = edge.downstream.as_str();
+        for stat in ["p50", "p95", "p99", "max"] {
+            let _ = metrics.latency.remove_label_values(&[topic, tier, stat]);
+        }
+        for (signal, _) in self::core::SIGNALS {
+            let _ = metrics.cusum.remove_label_values(&[topic, tier, signal]);
         }
     }
 }

@@ -43,9 +43,14 @@ impl Watchlist {
         self.watched.is_empty()
     }
 
-    /// Stop watching the topics `gone` selects (their shard moved to another instance).
-    pub fn forget(&mut self, gone: impl Fn(&str) -> bool) {
-        self.watched.retain(|t| !gone(t));
+    /// Stop watching the topics `gone` selects (their shard moved to another instance); returns
+    /// them.
+    pub fn forget(&mut self, gone: impl Fn(&str) -> bool) -> Vec<String> {
+        let left: Vec<String> = self.watched.iter().filter(|t| gone(t)).cloned().collect();
+        for t in &left {
+            self.watched.remove(t);
+        }
+        left
     }
 
     /// Take `candidates` (topics with a pipeline) for one pass; `known` tells the topics that

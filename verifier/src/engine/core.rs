@@ -47,7 +47,7 @@ mod cusum_state;
 pub use self::alerting::TierGauge;
 
 /// The signals a CUSUM watches per edge, and the alert kind an upward shift raises.
-const SIGNALS: [(&str, AlertKind); 3] =
+pub(super) const SIGNALS: [(&str, AlertKind); 3] =
     [("loss_ratio", AlertKind::Loss), ("duplicate_ratio", AlertKind::Duplicates), ("p99_delay_ms", AlertKind::Delay)];
 
 /// The time watermark: when a bucket may be judged, and until when late rows revise it.
