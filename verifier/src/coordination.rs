@@ -111,25 +111,33 @@ impl CoordinationConfig {
 /// Coordination could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinationError {
+    /// The consumer (or the admin client) could not be created from the settings.
     #[error("cannot create the Kafka client for coordination")]
     Client(#[source] KafkaError),
+    /// The shard metrics could not be registered (registered twice in one registry).
+    #[error("cannot register the shard metrics")]
+    Metrics(#[source] prometheus::Error),
+    /// The coordination topic could not be created.
     #[error("cannot create coordination topic {topic}")]
     CreateTopic {
         topic: String,
         #[source]
         source: KafkaError,
     },
+    /// The coordination topic exists with another partition count than `shards`.
     #[error(
         "coordination topic {topic} has {found} partitions but verifier.coordination.shards is {shards}: \
          the shard count is fixed for a deployment; set shards = {found} or use a new topic"
     )]
     Partitions { topic: String, found: usize, shards: u32 },
+    /// The cluster's metadata for the coordination topic could not be read.
     #[error("cannot read the metadata of coordination topic {topic}")]
     Metadata {
         topic: String,
         #[source]
         source: KafkaError,
     },
+    /// Subscribing to the coordination topic failed.
     #[error("cannot join the verifier group on {topic}")]
     Subscribe {
         topic: String,
@@ -275,8 +283,7 @@ impl Coordinator {
         config: &CoordinationConfig,
         registry: &Registry,
     ) -> Result<(Ownership, Self), CoordinationError> {
-        let metrics = CoordinationMetrics::register(registry)
-            .map_err(|e| CoordinationError::Client(KafkaError::ClientCreation(format!("metrics registration: {e}"))))?;
+        let metrics = CoordinationMetrics::register(registry).map_err(CoordinationError::Metrics)?;
         let epochs: Arc<Mutex<BTreeMap<u32, i64>>> = Arc::default();
         let slot: Arc<Mutex<Weak<BaseConsumer<GroupContext>>>> = Arc::new(Mutex::new(Weak::new()));
         let wait = (config.lease() / 5).min(Duration::from_secs(2));
@@ -307,7 +314,7 @@ impl Coordinator {
             .name("kaudit-shards".into())
             .spawn({
                 let stop = stop.clone();
-                move || poll_loop(consumer, &topic, &stop)
+                move || poll_loop(consumer, &topic, &stop, wait)
             })
             .expect("spawn the coordination thread");
         tracing::info!(instance = %name, topic = %config.topic, shards = config.shards, group = %config.group_id, "joined the verifier group");
@@ -335,14 +342,14 @@ impl Drop for Coordinator {
 }
 
 /// Serve the group's callbacks until `stop`, taking up assigned shards; then leave the group.
-fn poll_loop(consumer: Arc<BaseConsumer<GroupContext>>, topic: &str, stop: &AtomicBool) {
+fn poll_loop(consumer: Arc<BaseConsumer<GroupContext>>, topic: &str, stop: &AtomicBool, wait: Duration) {
     while !stop.load(Ordering::SeqCst) {
         if let Some(Err(error)) = consumer.poll(Duration::from_millis(100)) {
             tracing::warn!(%error, "verifier group");
         }
         let pending: Vec<i32> = consumer.context().assigned.lock().expect("assigned lock").clone();
         if !pending.is_empty() {
-            take_up(&consumer, topic, &pending);
+            take_up(&consumer, topic, &pending, wait);
         }
     }
     consumer.unsubscribe();
@@ -361,7 +368,7 @@ fn poll_loop(consumer: Arc<BaseConsumer<GroupContext>>, topic: &str, stop: &Atom
 
 /// Take up newly assigned shards: each gets the epoch after its committed one, committed under the
 /// current generation; a refused commit (a rebalance under way) leaves them for the next round.
-fn take_up(consumer: &BaseConsumer<GroupContext>, topic: &str, pending: &[i32]) {
+fn take_up(consumer: &Arc<BaseConsumer<GroupContext>>, topic: &str, pending: &[i32], wait: Duration) {
     let mut tpl = TopicPartitionList::new();
     for p in pending {
         tpl.add_partition(topic, *p);
@@ -383,10 +390,22 @@ fn take_up(consumer: &BaseConsumer<GroupContext>, topic: &str, pending: &[i32]) 
         epochs.insert(e.partition() as u32, epoch);
         next.add_partition_offset(topic, e.partition(), Offset::Offset(epoch)).expect("valid offset");
     }
-    if let Err(error) = consumer.commit(&next, CommitMode::Sync) {
-        tracing::info!(%error, "shards not taken up yet (group changing); retrying");
-        std::thread::sleep(Duration::from_millis(200));
-        return;
+    // On its own thread, waited for at most `wait`: this thread must get back to serving the
+    // group's callbacks (a revocation) even when librdkafka defers the commit.
+    let (done, result) = std::sync::mpsc::channel();
+    let committer = consumer.clone();
+    std::thread::spawn(move || drop(done.send(committer.commit(&next, CommitMode::Sync))));
+    match result.recv_timeout(wait) {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::info!(%error, "shards not taken up yet (group changing); retrying");
+            std::thread::sleep(Duration::from_millis(200));
+            return;
+        }
+        Err(_) => {
+            tracing::info!(?wait, "shards not taken up yet (no answer to the commit); retrying");
+            return;
+        }
     }
     let context = consumer.context();
     let mut assigned = context.assigned.lock().expect("assigned lock");
