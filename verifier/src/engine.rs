@@ -398,22 +398,26 @@ impl Engine {
         Ok(rows)
     }
 
-    /// The order a pass evaluates `topics` in, and, sharded, the budget for topics not yet read in
+    /// The order a sharded pass evaluates `topics` in, and its budget for topics not yet read in
     /// full (taken over, or new): topics read in full first (their passes are cheap), then the cold
-    /// ones with recent changes, then the rest. Sharded, cold topics stop being read once the pass
-    /// has run for an evaluation interval (at least one per pass): a takeover's full reads then
-    /// spread over a few passes, the topics that changed first, instead of holding every alert of
-    /// the pass back until all are read.
+    /// ones with recent changes, then the rest; cold topics stop being read once the pass has run
+    /// for an evaluation interval (at least one per pass). A takeover's full reads then spread over
+    /// a few passes, the topics that changed first, instead of holding every alert of the pass back
+    /// until all are read. A sole instance keeps the admission's order and reads everything.
     fn pass_order(&self, topics: Vec<String>, started: Instant) -> (Vec<String>, Option<ColdBudget>) {
+        if self.ownership.shards().is_none() {
+            // Alone: the admission's order, every topic every pass.
+            return (topics, None);
+        }
         let (mut order, mut cold): (Vec<String>, Vec<String>) =
             topics.into_iter().partition(|t| self.core.read_in_full(t));
         cold.sort_by_key(|t| !self.cold_changed.contains(t));
         order.extend(cold);
-        let budget = self.ownership.shards().map(|_| ColdBudget {
+        let budget = ColdBudget {
             until: started + Duration::from_millis(self.evaluate_interval_ms.max(1_000)),
             first: std::cell::Cell::new(true),
-        });
-        (order, budget)
+        };
+        (order, Some(budget))
     }
 
     /// Read the change index since the last pass and take note of what changed: each new tally
