@@ -6,8 +6,14 @@
 //! ```text
 //! cargo run --release -p kaudit-verifier --example scale -- --topics 1000 [--tiers 3] [--agents 1]
 //!     [--buckets 60] [--width 60s] [--store sqlite:PATH|scylla://host:port] [--changed-fraction 0.0]
-//!     [--passes 10] [--messages 1000]
+//!     [--passes 10] [--messages 1000] [--shards 64 --own I/N] [--no-fill --wall-ms MS]
 //! ```
+//!
+//! * **Instances.** `--shards S --own I/N` evaluates only the topics of the shards numbered I mod
+//!   N, as one of N verifier instances would (with a fence that always holds: no Kafka). To
+//!   measure N instances over one store, fill it once (`--fill-only --store sqlite:PATH --wall-ms
+//!   MS`) and start N runs with `--no-fill --store sqlite:PATH --wall-ms MS --own I/N` side by
+//!   side; each prints its first pass's `buckets_per_s`.
 //!
 //! * **Shape.** One pipeline over every topic: `producer → broker`, then `consumer/app-1`, … each
 //!   reading the broker (`--tiers` in all, so `--tiers − 1` edges). Each tier has `--agents`
@@ -40,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, ensure};
 use clap::Parser;
 use kaudit_alerting::dispatch::Backoff;
-use kaudit_alerting::{AlertMetrics, Dispatcher};
+use kaudit_alerting::{AlertMetrics, Dispatcher, Ownership};
 use kaudit_schema::scylladb::{connect_session, migrate};
 use kaudit_schema::{
     EpochMillis, FlushBatch, HeartbeatRow, ManualClock, ProgressRow, ScyllaOptions, Store, StoreUrl, StreamId, Tally,
@@ -96,11 +102,23 @@ struct Args {
     /// flush interval). The writes are not measured. Default 0.
     #[arg(long, default_value_t = 0)]
     live_passes: usize,
+    /// Evaluate as one of several instances sharing `--shards` shards: `I/N` owns the shards whose
+    /// number is I modulo N (what a consumer group might assign). Needs `--shards`.
+    #[arg(long, requires = "shards")]
+    own: Option<String>,
+    /// Shards the topics hash into, with `--own`.
+    #[arg(long)]
+    shards: Option<u32>,
+    /// Evaluate what `--store` holds, filled before by a `--fill-only` run at the same `--wall-ms`
+    /// (several instances measured side by side over one fill).
+    #[arg(long, requires_all = ["store", "wall_ms"])]
+    no_fill: bool,
     /// Only fill `--store` for buckets ending at `--wall-ms`, then exit (the measuring run's child).
     #[arg(long, hide = true, requires_all = ["store", "wall_ms"])]
     fill_only: bool,
-    /// The wall clock the buckets end at, ms since the epoch (given to the child).
-    #[arg(long, hide = true)]
+    /// The wall clock the buckets end at, ms since the epoch (the fill's child gets it; runs that
+    /// share one fill give the fill's). Default: now.
+    #[arg(long)]
     wall_ms: Option<EpochMillis>,
 }
 
@@ -113,6 +131,8 @@ struct Shape {
     buckets: i64,
     width_ms: i64,
     messages: u64,
+    /// `(shards, owned shards)` when evaluating as one of several instances.
+    owned: Option<(u32, Vec<u32>)>,
     /// Start of the newest bucket, still open at `now`.
     last_start: EpochMillis,
     /// The engine's clock.
@@ -136,7 +156,17 @@ impl Shape {
         let grace = VerifierConfig::default().grace_ms(FLUSH_INTERVAL_MS) as i64;
         let now = last_start + (width_ms - 1).max(grace + 1);
         let (topics, agents, buckets, messages) = (args.topics, args.agents, args.buckets, args.messages);
-        Ok(Self { topics, tiers, agents, buckets, width_ms, messages, last_start, now, version: now as u64 * 1000 })
+        let owned = match (&args.own, args.shards) {
+            (Some(own), Some(shards)) => {
+                let (i, n) = own.split_once('/').context("--own I/N")?;
+                let (i, n): (u32, u32) = (i.parse()?, n.parse()?);
+                ensure!(n > 0 && i < n && shards > 0, "--own I/N needs I < N, and --shards positive");
+                Some((shards, (0..shards).filter(|s| s % n == i).collect()))
+            }
+            _ => None,
+        };
+        let version = now as u64 * 1000;
+        Ok(Self { topics, tiers, agents, buckets, width_ms, messages, owned, last_start, now, version })
     }
 
     fn start(&self, bucket: i64) -> EpochMillis {
@@ -147,9 +177,20 @@ impl Shape {
         self.topics * self.tiers.len() * self.agents * self.buckets as usize
     }
 
-    /// Edge verdicts the first pass must reach: every closed bucket of every edge of every topic.
+    /// Topics this run evaluates: all, or those of its shards.
+    fn evaluated_topics(&self) -> usize {
+        match &self.owned {
+            None => self.topics,
+            Some((shards, owned)) => (0..self.topics)
+                .filter(|t| owned.contains(&kaudit_alerting::shard_of(&topic_name(*t), *shards)))
+                .count(),
+        }
+    }
+
+    /// Edge verdicts the first pass must reach: every closed bucket of every edge of every topic
+    /// it evaluates.
     fn expected_first(&self) -> usize {
-        self.topics * (self.buckets as usize - 1) * (self.tiers.len() - 1)
+        self.evaluated_topics() * (self.buckets as usize - 1) * (self.tiers.len() - 1)
     }
 
     /// The verifier as `kaudit verifier` would run it over this store, but admitting every topic
@@ -168,6 +209,9 @@ impl Shape {
             lateness_ms,
             max_new_topics_per_pass: self.topics.max(defaults.max_new_topics_per_pass),
             max_topics: self.topics.max(defaults.max_topics),
+            // Sharded passes read cold topics for one interval at most: the measured first pass
+            // reads them all.
+            evaluate_interval_ms: if self.owned.is_some() { 3_600_000 } else { defaults.evaluate_interval_ms },
             ..defaults
         }
     }
@@ -353,13 +397,26 @@ async fn open(url: &StoreUrl, keyspace: &str, migrate: bool) -> anyhow::Result<A
     Ok(open_store(url, &options).await?)
 }
 
-/// An engine over `store` as `kaudit verifier` builds one (a dispatcher with no sinks), on `clock`.
-fn engine(store: Arc<dyn Store>, shape: &Shape, clock: &ManualClock) -> anyhow::Result<Engine> {
+/// An engine over `store` as `kaudit verifier` builds one (a dispatcher with no sinks), on `clock`;
+/// with `--own`, owning those shards as the group would have assigned them (its fence always
+/// holds: no Kafka here).
+async fn engine(store: Arc<dyn Store>, shape: &Shape, clock: &ManualClock) -> anyhow::Result<Engine> {
     let registry = prometheus::Registry::new();
     let dispatcher = Dispatcher::new(store.clone(), Vec::new(), AlertMetrics::register(&registry)?, Backoff::default());
     let metrics = VerifierMetrics::register(&registry)?;
     let clock = Arc::new(clock.clone());
-    Ok(Engine::new(store, Some(dispatcher), shape.config(), FLUSH_INTERVAL_MS, clock, metrics))
+    let ownership = match &shape.owned {
+        None => Ownership::sole("scale"),
+        Some((shards, owned)) => {
+            let fence: kaudit_alerting::ownership::Fence = Arc::new(|| Box::pin(async { Ok(()) }));
+            let ownership = Ownership::sharded(*shards, "scale", Duration::from_secs(3_600), fence);
+            let (o, owned) = (ownership.clone(), owned.clone());
+            tokio::task::spawn_blocking(move || o.blocking_update(|e| e.extend(owned.iter().map(|s| (*s, 1))))).await?;
+            ownership
+        }
+    };
+    let engine = Engine::new(store, Some(dispatcher), shape.config(), FLUSH_INTERVAL_MS, clock, metrics);
+    Ok(engine.with_ownership(ownership))
 }
 
 /// One pass, and its wall time in ms.
@@ -473,10 +530,13 @@ async fn first(engine: &mut Engine, shape: &Shape) -> anyhow::Result<f64> {
     let (ms, report) = timed(engine).await?;
     let expected = shape.expected_first();
     println!(
-        "first   topics={} rows={} first_ms={ms:.1} first_evaluations={} expected={expected} {}",
+        "first   topics={} evaluated_topics={} rows={} first_ms={ms:.1} first_evaluations={} expected={expected} \
+         buckets_per_s={:.0} {}",
         shape.topics,
+        shape.evaluated_topics(),
         shape.rows(),
         report.first_evaluations,
+        report.first_evaluations as f64 / (ms / 1000.0),
         memory_fields()
     );
     ensure!(
@@ -493,15 +553,18 @@ async fn main() -> anyhow::Result<()> {
     if args.fill_only {
         return fill_only(&args).await;
     }
-    let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as EpochMillis;
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as EpochMillis;
+    let wall_ms = args.wall_ms.unwrap_or(now_ms);
     let shape = Shape::new(&args, wall_ms)?;
     let (url, _dir) = store_url(args.store.as_deref())?;
     let (topics, rows) = (shape.topics, shape.rows());
-    fill_in_child(&args, &url, wall_ms)?;
+    if !args.no_fill {
+        fill_in_child(&args, &url, wall_ms)?;
+    }
 
     let store = open(&url, &args.keyspace, false).await?;
     let clock = ManualClock::new(shape.now);
-    let mut engine = engine(store.clone(), &shape, &clock)?;
+    let mut engine = engine(store.clone(), &shape, &clock).await?;
     let first_ms = first(&mut engine, &shape).await?;
     tokio::time::sleep(args.settle).await;
 
