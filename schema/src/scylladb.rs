@@ -177,11 +177,7 @@ impl ScyllaStore {
         }
         let prepare = |cql: &'static str| {
             let session = &session;
-            async move {
-                let mut p = session.prepare(cql).await.map_err(|e| open_err(hosts, boxed(e)))?;
-                p.set_is_idempotent(true); // every statement is an upsert or a read: safe to retry
-                Ok::<_, StoreError>(p)
-            }
+            async move { prepare_idempotent(session, cql).await.map_err(|e| open_err(hosts, boxed(e))) }
         };
         let prepared = Prepared {
             insert_tally: prepare(INSERT_TALLY).await?,
@@ -553,4 +549,20 @@ impl Store for ScyllaStore {
     async fn read_verdict_owners(&self, topic: Option<&str>) -> Result<Vec<VerdictOwnerRow>, StoreError> {
         self.read_owner_rows(topic).await
     }
+}
+
+/// Prepare `cql` as idempotent: every statement kaudit sends is an upsert or a read, safe for the
+/// driver to retry.
+pub(super) async fn prepare_idempotent(
+    session: &Session,
+    cql: impl Into<String>,
+) -> Result<PreparedStatement, scylla::errors::PrepareError> {
+    let mut statement = session.prepare(cql.into()).await?;
+    statement.set_is_idempotent(true);
+    Ok(statement)
+}
+
+/// A write timestamp (µs, what CQL keeps) from a time in ms.
+pub(super) fn micros(ms: EpochMillis) -> i64 {
+    ms.saturating_mul(1_000)
 }

@@ -35,11 +35,7 @@ pub(super) struct Statements {
 
 impl Statements {
     pub(super) async fn prepare(session: &Session) -> Result<Self, PrepareError> {
-        let p = |cql: String| async move {
-            let mut s = session.prepare(cql).await?;
-            s.set_is_idempotent(true);
-            Ok::<_, PrepareError>(s)
-        };
+        let p = |cql: String| super::prepare_idempotent(session, cql);
         Ok(Self {
             insert: p(format!("INSERT INTO cusum_states ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")).await?,
             select_topic: p(format!("SELECT {COLUMNS} FROM cusum_states WHERE topic = ?")).await?,
@@ -90,11 +86,6 @@ impl<'a> StateColumns<'a> {
     }
 }
 
-/// The write timestamp of a state: its last bucket, in microseconds.
-fn timestamp(last_bucket_ms: EpochMillis) -> i64 {
-    last_bucket_ms.saturating_mul(1_000)
-}
-
 impl ScyllaStore {
     fn cusum_statements(&self) -> &Statements {
         &self.prepared.cusum
@@ -119,7 +110,7 @@ impl ScyllaStore {
             }
             for (bucket, rows) in groups {
                 let mut batch = Batch::new(BatchType::Unlogged);
-                batch.set_timestamp(Some(timestamp(bucket)));
+                batch.set_timestamp(Some(super::micros(bucket)));
                 batch.set_is_idempotent(true);
                 let values: Vec<StateColumns<'_>> = rows.iter().map(|r| StateColumns::encode(r)).collect();
                 for _ in &values {

@@ -36,11 +36,7 @@ pub(super) struct Statements {
 
 impl Statements {
     pub(super) async fn prepare(session: &Session) -> Result<Self, PrepareError> {
-        let p = |cql: String| async move {
-            let mut s = session.prepare(cql).await?;
-            s.set_is_idempotent(true);
-            Ok::<_, PrepareError>(s)
-        };
+        let p = |cql: String| super::prepare_idempotent(session, cql);
         Ok(Self {
             insert: p(format!("INSERT INTO verdict_owners ({COLUMNS}) VALUES (?, ?, ?, ?, ?)")).await?,
             select_topic: p(format!("SELECT {COLUMNS} FROM verdict_owners WHERE topic = ?")).await?,
@@ -81,11 +77,6 @@ impl<'a> OwnerColumns<'a> {
     }
 }
 
-/// The write timestamp of a row: its `written_ms`, in microseconds.
-fn timestamp(written_ms: EpochMillis) -> i64 {
-    written_ms.saturating_mul(1_000)
-}
-
 impl ScyllaStore {
     fn owner_statements(&self) -> &Statements {
         &self.prepared.owners
@@ -114,7 +105,7 @@ impl ScyllaStore {
     /// Rows of one partition with one `written_ms`, in one unlogged batch stamped with it.
     async fn write_owner_batch(&self, written_ms: EpochMillis, rows: &[&VerdictOwnerRow]) -> Result<(), BoxError> {
         let mut batch = Batch::new(BatchType::Unlogged);
-        batch.set_timestamp(Some(timestamp(written_ms)));
+        batch.set_timestamp(Some(super::micros(written_ms)));
         batch.set_is_idempotent(true);
         let values: Vec<OwnerColumns<'_>> = rows.iter().map(|r| OwnerColumns::encode(r)).collect();
         for _ in &values {

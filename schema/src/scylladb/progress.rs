@@ -122,11 +122,7 @@ pub(super) struct Statements {
 
 impl Statements {
     pub(super) async fn prepare(session: &Session) -> Result<Self, PrepareError> {
-        let p = |cql: &'static str| async move {
-            let mut s = session.prepare(cql).await?;
-            s.set_is_idempotent(true);
-            Ok::<_, PrepareError>(s)
-        };
+        let p = |cql: &'static str| super::prepare_idempotent(session, cql);
         Ok(Self {
             insert_progress: p("INSERT INTO progress (topic, tier, stream, agent_id, watermark_ms, caught_up, \
                  reported_at_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")

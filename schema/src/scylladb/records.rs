@@ -97,11 +97,7 @@ pub(super) struct Statements {
 
 impl Statements {
     pub(super) async fn prepare(session: &Session) -> Result<Self, PrepareError> {
-        let p = |cql: String| async move {
-            let mut s = session.prepare(cql).await?;
-            s.set_is_idempotent(true);
-            Ok::<_, PrepareError>(s)
-        };
+        let p = |cql: String| super::prepare_idempotent(session, cql);
         Ok(Self {
             insert_verdict: p(
                 "INSERT INTO verdicts (topic, bucket_start_ms, tier, upstream_tier, kind, upstream_count, count, \
