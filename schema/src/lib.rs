@@ -44,8 +44,8 @@ pub use shutdown::{Shutdown, ShutdownSignal};
 pub use sketch::LatencySketch;
 pub use sqlite::SqliteStore;
 pub use store::{
-    CHANGE_RETENTION_MS, Change, Changes, FlushBatch, OffsetRow, REPORTS_CHANGED, Store, StoreError, TallyKey,
-    TallyRow, TopicReports,
+    CHANGE_RETENTION_MS, Change, ChangeFold, Changes, FlushBatch, OffsetRow, REPORTS_CHANGED, Store, StoreError,
+    TallyKey, TallyRow, TopicChanges, TopicReports,
 };
 pub use tally::Tally;
 pub use url::{StoreUrl, StoreUrlError};

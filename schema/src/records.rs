@@ -155,7 +155,7 @@ pub struct VerdictRow {
 }
 
 /// What a verdict that is not a comparison rests on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 pub struct VerdictDetail {
     /// The tier that has not got past the bucket (pending, unreached).
@@ -171,7 +171,7 @@ pub struct VerdictDetail {
 }
 
 /// An agent instance that stopped heartbeating without a clean stop.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VanishedAgent {
     pub agent_id: String,
     pub tier: String,

@@ -438,28 +438,14 @@ impl Store for ScyllaStore {
                 reads.push(self.changes_in(slot_ms, part, since_ms));
             }
         }
-        // Each key once, with its latest write: agents rewrite open rows and reports every flush,
-        // so the slots hold many writes of few keys.
-        let mut latest: std::collections::HashMap<(String, i64, String, String), i64> =
-            std::collections::HashMap::new();
+        // Each (topic, bucket) once, with its latest write: agents rewrite open rows and reports
+        // every flush, so the slots hold many writes of few keys.
         let mut partitions = stream::iter(reads).buffer_unordered(READ_CONCURRENCY);
+        let mut fold = crate::store::ChangeFold::default();
         while let Some(partition) = partitions.next().await {
-            for c in partition? {
-                let written = latest.entry((c.topic, c.bucket_start_ms, c.tier, c.agent_id)).or_insert(c.written_ms);
-                *written = (*written).max(c.written_ms);
-            }
+            partition?.iter().for_each(|c| fold.add(&c.topic, c.bucket_start_ms, c.written_ms));
         }
-        let changes = latest
-            .into_iter()
-            .map(|((topic, bucket_start_ms, tier, agent_id), written_ms)| Change {
-                written_ms,
-                topic,
-                bucket_start_ms,
-                tier,
-                agent_id,
-            })
-            .collect();
-        Ok(Changes { changes, until_ms })
+        Ok(fold.finish(until_ms))
     }
 
     async fn read_heartbeats(&self, topic: &str) -> Result<Vec<HeartbeatRow>, StoreError> {

@@ -21,7 +21,7 @@ pub struct LatencySketch {
 }
 
 /// Quantiles read from a sketch, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Quantiles {
     pub p50: u64,
     pub p95: u64,

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::columns::{TallyColumns, tally_columns};
 use crate::progress::{HeartbeatRow, ProgressRow};
 use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictOwnerRow, VerdictRow};
-use crate::store::{Change, Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, TopicReports, boxed};
+use crate::store::{Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, TopicChanges, TopicReports, boxed};
 
 mod cusum;
 mod owners;
@@ -213,19 +213,20 @@ fn wall_ms() -> EpochMillis {
 fn read_changes(conn: &Connection, since_ms: EpochMillis) -> rusqlite::Result<Changes> {
     let until_ms = wall_ms();
     let mut stmt = conn.prepare_cached(
-        "SELECT MAX(written_ms), topic, bucket_start_ms, tier, agent_id FROM changes WHERE written_ms >= ?1 \
-         GROUP BY topic, bucket_start_ms, tier, agent_id",
+        "SELECT topic, bucket_start_ms, MAX(written_ms) FROM changes WHERE written_ms >= ?1 \
+         GROUP BY topic, bucket_start_ms ORDER BY topic, bucket_start_ms",
     )?;
-    let rows = stmt.query_map(params![since_ms], |r| {
-        Ok(Change {
-            written_ms: r.get(0)?,
-            topic: r.get(1)?,
-            bucket_start_ms: r.get(2)?,
-            tier: r.get(3)?,
-            agent_id: r.get(4)?,
-        })
-    })?;
-    Ok(Changes { changes: rows.collect::<rusqlite::Result<_>>()?, until_ms })
+    let mut rows = stmt.query(params![since_ms])?;
+    let mut topics: Vec<TopicChanges> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let topic =
+            r.get_ref(0)?.as_str().map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, Type::Text, e.into()))?;
+        if topics.last().is_none_or(|t| t.topic != topic) {
+            topics.push(TopicChanges { topic: topic.to_string(), buckets: Vec::new() });
+        }
+        topics.last_mut().expect("pushed").buckets.push((r.get(1)?, r.get(2)?));
+    }
+    Ok(Changes { topics, until_ms })
 }
 
 /// A `SELECT` of [`tally_columns!`], in order, decoded.

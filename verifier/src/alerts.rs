@@ -20,31 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use kaudit_alerting::{Alert, AlertKind, AlertNumbers, AlertState, Severity};
 use kaudit_schema::Outcome;
 
-use crate::compare::Verdict;
-use crate::evaluate::{EdgeVerdict, Thresholds};
-
-/// Which alert kinds one bucket's verdict breaches by the absolute thresholds; none while held.
-pub fn threshold_breaches(v: &EdgeVerdict, t: &Thresholds) -> Vec<AlertKind> {
-    let mut kinds = Vec::new();
-    if v.hold.is_some() {
-        return kinds;
-    }
-    if v.loss_ratio > t.loss_ratio {
-        kinds.push(AlertKind::Loss);
-    }
-    if v.duplicate_ratio > t.duplicate_ratio {
-        kinds.push(AlertKind::Duplicates);
-    }
-    match v.verdict {
-        Verdict::ContentMismatch => kinds.push(AlertKind::ContentMismatch),
-        Verdict::MissingTier { .. } => kinds.push(AlertKind::MissingTier),
-        _ => {}
-    }
-    if v.delayed {
-        kinds.push(AlertKind::Delay);
-    }
-    kinds
-}
+use crate::engine::EdgeRecall;
+use crate::evaluate::Thresholds;
 
 /// The kinds decided from an edge's verdicts.
 pub const VERDICT_KINDS: [AlertKind; 5] =
@@ -65,7 +42,7 @@ pub struct EdgeState<'a> {
     pub upstream: &'a str,
     pub tier: &'a str,
     /// The edge's verdicts by bucket, within the horizon.
-    pub history: &'a BTreeMap<i64, EdgeVerdict>,
+    pub history: &'a EdgeRecall,
     /// Buckets where the CUSUM alarmed for this kind, with the statistic.
     pub cusum: &'a BTreeMap<i64, f64>,
     pub width_ms: i64,
@@ -82,7 +59,7 @@ pub fn desired_alert(
     previous: Option<&Alert>,
     now_ms: i64,
 ) -> Option<Alert> {
-    let newest = edge.history.iter().rev().find(|(_, v)| v.is_final()).map(|(b, _)| *b)?;
+    let newest = edge.history.verdicts().rev().find(|(_, v)| v.is_final()).map(|(b, _)| b)?;
     let breaching = breaching(kind, edge, thresholds);
     let firing = breaching.last().is_some_and(|b| *b >= newest - i64::from(resolve_after) * edge.width_ms);
     match (firing, previous) {
@@ -95,9 +72,9 @@ pub fn desired_alert(
 
 /// Buckets of the edge's history that breach `kind`, by threshold or CUSUM alarm.
 fn breaching(kind: AlertKind, edge: &EdgeState<'_>, thresholds: &Thresholds) -> BTreeSet<i64> {
-    let by_threshold = edge.history.iter().filter(|(_, v)| threshold_breaches(v, thresholds).contains(&kind));
-    let by_cusum = edge.cusum.keys().filter(|b| edge.history.get(b).is_some_and(|v| v.hold.is_none()));
-    by_threshold.map(|(b, _)| *b).chain(by_cusum.copied()).collect()
+    let by_threshold = edge.history.verdicts().filter(|(_, v)| v.breaches(kind, thresholds));
+    let by_cusum = edge.cusum.keys().filter(|b| edge.history.verdict(**b).is_some_and(|v| !v.is_held()));
+    by_threshold.map(|(b, _)| b).chain(by_cusum.copied()).collect()
 }
 
 /// The alert firing over `breaching` (not empty), keeping the start of one already firing.
@@ -141,7 +118,7 @@ fn resolved(
     now_ms: i64,
 ) -> Alert {
     let range: Vec<i64> =
-        edge.history.range(previous.first_bucket_ms..=previous.last_bucket_ms).map(|(b, _)| *b).collect();
+        edge.history.verdicts_in(previous.first_bucket_ms..=previous.last_bucket_ms).map(|(b, _)| b).collect();
     let still: Vec<i64> = range.iter().copied().filter(|b| breaching.contains(b)).collect();
     let mut alert = previous.clone();
     let (buckets, resolution) = if still.is_empty() && !range.is_empty() {
@@ -149,7 +126,7 @@ fn resolved(
         (range, why)
     } else {
         let since = breaching.last().copied().unwrap_or(previous.last_bucket_ms);
-        let clean = edge.history.range(since + 1..).filter(|(_, v)| v.is_final()).count();
+        let clean = edge.history.verdicts_in(since + 1..).filter(|(_, v)| v.is_final()).count();
         (still, format!("{clean} clean {}", if clean == 1 { "bucket" } else { "buckets" }))
     };
     if !buckets.is_empty() {
@@ -163,7 +140,8 @@ fn resolved(
 
 /// Why buckets that breached no longer do: what late rows revised them to.
 fn revision_text(range: &[i64], edge: &EdgeState<'_>) -> String {
-    let outcomes: BTreeSet<Outcome> = range.iter().map(|b| edge.history[b].outcome()).collect();
+    let outcomes: BTreeSet<Outcome> =
+        range.iter().filter_map(|b| edge.history.verdict(*b)).map(|v| v.outcome).collect();
     if outcomes.iter().all(|o| *o == Outcome::Complete) {
         "revised to complete by late tallies".into()
     } else if outcomes.contains(&Outcome::Indeterminate) {
@@ -184,16 +162,16 @@ fn numbers(
     let mut numbers = AlertNumbers::default();
     let mut detected_by = BTreeSet::new();
     for b in buckets {
-        let v = &edge.history[&b];
+        let Some(v) = edge.history.verdict(b) else { continue };
         numbers.upstream_count += v.upstream_count;
         numbers.count += v.count;
         numbers.missing += v.upstream_count.saturating_sub(v.count);
         numbers.extra += v.count.saturating_sub(v.upstream_count);
-        numbers.p99_ms = numbers.p99_ms.max(v.p99_ms);
-        if let (Verdict::Loss { fingerprint: Some(fp), .. }, None) = (v.verdict, &v.hold) {
+        numbers.p99_ms = numbers.p99_ms.max(v.p99_ms());
+        if let (Some(fp), false) = (v.lost_fingerprint(), v.is_held()) {
             numbers.lost_fingerprints.push(format!("{fp:016x}"));
         }
-        if threshold_breaches(v, thresholds).contains(&kind) {
+        if v.breaches(kind, thresholds) {
             detected_by.insert("threshold");
         }
         if let Some(s) = edge.cusum.get(&b) {
@@ -211,6 +189,8 @@ fn numbers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::Verdict;
+    use crate::evaluate::EdgeVerdict;
 
     const W: i64 = 60_000;
 
@@ -233,8 +213,13 @@ mod tests {
         }
     }
 
-    fn state<'a>(history: &'a BTreeMap<i64, EdgeVerdict>, cusum: &'a BTreeMap<i64, f64>) -> EdgeState<'a> {
+    fn state<'a>(history: &'a EdgeRecall, cusum: &'a BTreeMap<i64, f64>) -> EdgeState<'a> {
         EdgeState { topic: "t", upstream: "p", tier: "c", history, cusum, width_ms: W }
+    }
+
+    /// What the core remembers of `verdicts`.
+    fn recall(verdicts: &BTreeMap<i64, EdgeVerdict>) -> EdgeRecall {
+        EdgeRecall::from_verdicts(verdicts.values())
     }
 
     #[test]
@@ -242,19 +227,19 @@ mod tests {
         let t = Thresholds::default();
         let none = BTreeMap::new();
         let mut h: BTreeMap<i64, EdgeVerdict> = (0..3).map(|i| (i * W, v(i * W, 1000, 1000))).collect();
-        assert_eq!(desired_alert(AlertKind::Loss, &state(&h, &none), &t, 3, None, 1), None);
+        assert_eq!(desired_alert(AlertKind::Loss, &state(&recall(&h), &none), &t, 3, None, 1), None);
         h.insert(3 * W, v(3 * W, 1000, 990));
-        let fired = desired_alert(AlertKind::Loss, &state(&h, &none), &t, 3, None, 10).unwrap();
+        let fired = desired_alert(AlertKind::Loss, &state(&recall(&h), &none), &t, 3, None, 10).unwrap();
         assert_eq!((fired.state, fired.numbers.missing, fired.first_bucket_ms), (AlertState::Firing, 10, 3 * W));
         assert_eq!(fired.dedup_key, "loss/t/c");
         for i in 4..=6 {
             h.insert(i * W, v(i * W, 1000, 1000));
-            let still = desired_alert(AlertKind::Loss, &state(&h, &none), &t, 3, Some(&fired), 20).unwrap();
+            let still = desired_alert(AlertKind::Loss, &state(&recall(&h), &none), &t, 3, Some(&fired), 20).unwrap();
             assert_eq!(still.state, AlertState::Firing, "bucket {i}");
             assert_eq!(still.starts_at_ms, 10, "the start is kept");
         }
         h.insert(7 * W, v(7 * W, 1000, 1000));
-        let resolved = desired_alert(AlertKind::Loss, &state(&h, &none), &t, 3, Some(&fired), 30).unwrap();
+        let resolved = desired_alert(AlertKind::Loss, &state(&recall(&h), &none), &t, 3, Some(&fired), 30).unwrap();
         assert_eq!((resolved.state, resolved.ends_at_ms), (AlertState::Resolved, Some(30)));
         assert_eq!(resolved.resolution.as_deref(), Some("4 clean buckets"));
         assert_eq!(resolved.numbers.missing, 10, "the loss stands: its numbers stay");
@@ -266,18 +251,22 @@ mod tests {
         let none = BTreeMap::new();
         let mut h: BTreeMap<i64, EdgeVerdict> = BTreeMap::new();
         h.insert(0, v(0, 1000, 990));
-        let fired = desired_alert(AlertKind::Loss, &state(&h, &none), &t, 3, None, 1).unwrap();
+        let fired = desired_alert(AlertKind::Loss, &state(&recall(&h), &none), &t, 3, None, 1).unwrap();
         h.insert(0, v(0, 1000, 1000)); // late tallies arrived
-        let resolved = desired_alert(AlertKind::Loss, &state(&h, &none), &t, 3, Some(&fired), 2).unwrap();
+        let resolved = desired_alert(AlertKind::Loss, &state(&recall(&h), &none), &t, 3, Some(&fired), 2).unwrap();
         assert_eq!(resolved.state, AlertState::Resolved);
         assert_eq!(resolved.resolution.as_deref(), Some("revised to complete by late tallies"));
         assert_eq!((resolved.numbers.missing, resolved.numbers.count), (0, 1000), "the final numbers");
         assert!(resolved.summary().contains(": 0 messages lost (0.0000 %); resolved: revised to complete"));
 
         let small: BTreeMap<i64, EdgeVerdict> = [(0, v(0, 100_000, 99_999))].into();
-        assert_eq!(desired_alert(AlertKind::Loss, &state(&small, &none), &t, 3, None, 1), None, "below threshold");
+        assert_eq!(
+            desired_alert(AlertKind::Loss, &state(&recall(&small), &none), &t, 3, None, 1),
+            None,
+            "below threshold"
+        );
         let cusum: BTreeMap<i64, f64> = [(0, 5.5)].into();
-        let by_cusum = desired_alert(AlertKind::Loss, &state(&small, &cusum), &t, 3, None, 1).unwrap();
+        let by_cusum = desired_alert(AlertKind::Loss, &state(&recall(&small), &cusum), &t, 3, None, 1).unwrap();
         assert_eq!(by_cusum.detected_by, ["cusum"]);
         assert_eq!(by_cusum.numbers.cusum_statistic, Some(5.5));
     }
@@ -289,18 +278,18 @@ mod tests {
         let held = |bucket: i64, hold: crate::hold::Hold| EdgeVerdict { hold: Some(hold), ..v(bucket, 1000, 0) };
         let pending = || crate::hold::Hold::Pending { behind_tier: "c".into(), lag_ms: 5 };
         let mut h: BTreeMap<i64, EdgeVerdict> = [(0, held(0, pending()))].into();
-        assert_eq!(desired_alert(AlertKind::Loss, &state(&h, &none), &t, 3, None, 1), None, "lag is not loss");
-        assert_eq!(desired_alert(AlertKind::MissingTier, &state(&h, &none), &t, 3, None, 1), None);
+        assert_eq!(desired_alert(AlertKind::Loss, &state(&recall(&h), &none), &t, 3, None, 1), None, "lag is not loss");
+        assert_eq!(desired_alert(AlertKind::MissingTier, &state(&recall(&h), &none), &t, 3, None, 1), None);
         let vanished = crate::hold::Hold::Indeterminate { vanished: vec![] };
         h.insert(0, EdgeVerdict { verdict: Verdict::Duplicates { extra: 5 }, ..held(0, vanished) });
-        assert_eq!(desired_alert(AlertKind::Duplicates, &state(&h, &none), &t, 3, None, 1), None);
+        assert_eq!(desired_alert(AlertKind::Duplicates, &state(&recall(&h), &none), &t, 3, None, 1), None);
 
         h.insert(0, v(0, 1000, 990));
-        let fired = desired_alert(AlertKind::Loss, &state(&h, &none), &t, 1, None, 1).unwrap();
+        let fired = desired_alert(AlertKind::Loss, &state(&recall(&h), &none), &t, 1, None, 1).unwrap();
         (1..=5).for_each(|i| {
             h.insert(i * W, held(i * W, pending()));
         });
-        let still = desired_alert(AlertKind::Loss, &state(&h, &none), &t, 1, Some(&fired), 2).unwrap();
+        let still = desired_alert(AlertKind::Loss, &state(&recall(&h), &none), &t, 1, Some(&fired), 2).unwrap();
         assert_eq!(still.state, AlertState::Firing, "pending buckets are not clean ones");
     }
 }

@@ -4,7 +4,7 @@ use kaudit_schema::{Outcome, Tally};
 use serde::{Deserialize, Serialize};
 
 /// What a downstream tier's bucket says about its upstream's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Verdict {
     /// Counts, XOR and sum all equal.
@@ -33,7 +33,7 @@ impl Verdict {
 }
 
 /// Which side of a comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     Upstream,

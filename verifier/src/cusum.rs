@@ -106,7 +106,7 @@ impl Detector {
     pub fn new(window: usize, min_samples: usize, sigma_floor: f64) -> Self {
         Self {
             cusum: Cusum::default(),
-            window: VecDeque::with_capacity(window),
+            window: VecDeque::new(),
             held: VecDeque::new(),
             capacity: window.max(1),
             min_samples,

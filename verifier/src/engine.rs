@@ -33,7 +33,6 @@
 mod core;
 
 use std::collections::{BTreeSet, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -42,8 +41,7 @@ use kaudit_alerting::dispatch::Limits;
 use kaudit_alerting::ownership::{Fenced, Hold, Ownership};
 use kaudit_alerting::{Alert, AlertState, Dispatcher};
 use kaudit_schema::{
-    Change, Clock, EpochMillis, HeartbeatRow, ProgressRow, REPORTS_CHANGED, Store, StoreError, TallyRow,
-    VerdictOwnerRow,
+    Clock, EpochMillis, HeartbeatRow, ProgressRow, REPORTS_CHANGED, Store, StoreError, TallyRow, VerdictOwnerRow,
 };
 
 use crate::alerts::flood::{FLOOD_KEY, Guarded, guard};
@@ -59,21 +57,18 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// (and at least a minute), so a flood that comes in waves pages once.
 const FLOOD_QUIET_PASSES: u64 = 10;
 
+/// Topics whose CUSUM states are written in one store write.
+const CUSUM_SAVE_TOPICS: usize = 250;
+
 pub use self::core::{
-    AlertUpdate, CusumReading, Decision, EngineCore, MetricDeltas, Phase, Reports, TierGauge, TopicPass, Watermark,
+    AlertUpdate, CusumReading, Decision, EdgeRecall, EngineCore, MetricDeltas, Phase, Recalled, Reports, TierGauge,
+    TopicPass, Watermark,
 };
 
 /// How far back each read of the change index reaches before where the previous one ended, ms:
 /// writes still in flight when it was read, and writers' clocks behind the reader's. Buckets read
 /// twice because of it are decided once (an unchanged verdict is not written again).
 const CHANGE_OVERLAP_MS: i64 = 60_000;
-
-/// A change's identity, for the set of changes already acted on.
-fn change_hash(c: &Change) -> u64 {
-    let mut h = DefaultHasher::new();
-    c.hash(&mut h);
-    h.finish()
-}
 
 /// How far ahead of now a full read reaches, ms: the agents' default `agent.max_future_ms` (rows
 /// further ahead are refused by default).
@@ -115,10 +110,13 @@ pub struct Engine {
     /// Where the next read of the change index starts (store time, ms); `None` before the first
     /// pass, which reads every topic in full.
     changes_since: Option<EpochMillis>,
-    /// Changes read within the overlap, by a 64-bit hash (a collision, about 1 in 10^8 per million
-    /// changes, would skip one change), with (written, topic, bucket): each is acted on when first
-    /// read and once more when it leaves the overlap, though read on every pass in between.
-    changes_seen: HashMap<u64, (EpochMillis, String, EpochMillis)>,
+    /// Changes read within the overlap, per topic: (bucket, latest write seen) in bucket order,
+    /// `REPORTS_CHANGED` for its reports. A change is acted on when it is the first of its bucket
+    /// read or later than the latest seen, and the bucket once more when its latest leaves the
+    /// overlap (an earlier write of another agent that became visible late is read then), though
+    /// read on every pass in between. 16 bytes a bucket: a whole window flushed in the last minute
+    /// (a backfill) costs a kilobyte a topic.
+    changes_seen: HashMap<String, Vec<(EpochMillis, EpochMillis)>>,
     /// Each topic's latest progress and heartbeat rows, read again when the change index says
     /// they were written.
     reports: HashMap<String, (Vec<ProgressRow>, Vec<HeartbeatRow>)>,
@@ -215,8 +213,9 @@ impl Engine {
             }
             self.core.restore_alerts(alerts);
             // Their changes within the overlap were read while another instance owned them.
-            let changed = self.changes_seen.values().filter(|(_, t, b)| *b != REPORTS_CHANGED && gone(t));
-            let changed: Vec<String> = changed.map(|(_, t, _)| t.clone()).collect();
+            let changed =
+                self.changes_seen.iter().filter(|(t, seen)| gone(t) && seen.iter().any(|(b, _)| *b != REPORTS_CHANGED));
+            let changed: Vec<String> = changed.map(|(t, _)| t.clone()).collect();
             self.cold_changed.extend(changed);
         }
         tracing::info!(
@@ -431,11 +430,12 @@ impl Engine {
             None => {
                 let until_ms = self.store.read_changes(EpochMillis::MAX).await?.until_ms;
                 let covered = self.store.read_changes(until_ms - CHANGE_OVERLAP_MS).await?;
-                for c in covered.changes {
-                    if c.bucket_start_ms != REPORTS_CHANGED && self.ownership.shards().is_some() {
-                        self.cold_changed.insert(c.topic.clone());
+                for t in covered.topics {
+                    let tallies = t.buckets.iter().any(|(b, _)| *b != REPORTS_CHANGED);
+                    if tallies && self.ownership.shards().is_some() {
+                        self.cold_changed.insert(t.topic.clone());
                     }
-                    self.changes_seen.insert(change_hash(&c), (c.written_ms, c.topic, c.bucket_start_ms));
+                    self.see(t.topic, &t.buckets);
                 }
                 // A first pass that fails part way continues from here: the topics it read in full
                 // are incremental after, the others are read in full then.
@@ -443,21 +443,44 @@ impl Engine {
                 return Ok(covered.until_ms - CHANGE_OVERLAP_MS);
             }
         };
-        for c in changes.changes {
-            let key = change_hash(&c);
-            if self.changes_seen.contains_key(&key) {
+        for t in changes.topics {
+            let new: Vec<(EpochMillis, EpochMillis)> =
+                t.buckets.iter().copied().filter(|(b, written)| self.is_new(&t.topic, *b, *written)).collect();
+            if new.is_empty() {
                 continue;
             }
-            if c.bucket_start_ms == REPORTS_CHANGED {
-                self.reports.remove(&c.topic);
-            } else if self.core.read_in_full(&c.topic) {
-                self.core.note_buckets(&c.topic, [c.bucket_start_ms], false);
-            } else if self.ownership.shards().is_some() {
-                self.cold_changed.insert(c.topic.clone());
+            let tallies = new.iter().map(|(b, _)| *b).filter(|b| *b != REPORTS_CHANGED);
+            if new.len() > tallies.clone().count() {
+                self.reports.remove(&t.topic);
             }
-            self.changes_seen.insert(key, (c.written_ms, c.topic, c.bucket_start_ms));
+            if self.core.read_in_full(&t.topic) {
+                self.core.note_buckets(&t.topic, tallies, false);
+            } else if self.ownership.shards().is_some() && tallies.clone().next().is_some() {
+                self.cold_changed.insert(t.topic.clone());
+            }
+            self.see(t.topic, &new);
         }
         Ok(changes.until_ms - CHANGE_OVERLAP_MS)
+    }
+
+    /// Whether a write of `topic`'s `bucket` (or reports) at `written_ms` is later than what was seen.
+    fn is_new(&self, topic: &str, bucket: EpochMillis, written_ms: EpochMillis) -> bool {
+        let Some(seen) = self.changes_seen.get(topic) else { return true };
+        match seen.binary_search_by_key(&bucket, |(b, _)| *b) {
+            Ok(i) => seen[i].1 < written_ms,
+            Err(_) => true,
+        }
+    }
+
+    /// Remember `topic`'s `buckets` as seen, each with its latest write.
+    fn see(&mut self, topic: String, buckets: &[(EpochMillis, EpochMillis)]) {
+        let seen = self.changes_seen.entry(topic).or_default();
+        for &(bucket, written_ms) in buckets {
+            match seen.binary_search_by_key(&bucket, |(b, _)| *b) {
+                Ok(i) => seen[i].1 = seen[i].1.max(written_ms),
+                Err(i) => seen.insert(i, (bucket, written_ms)),
+            }
+        }
     }
 
     /// After a pass: the next read starts at `since`; the changes older than it leave the overlap,
@@ -465,19 +488,19 @@ impl Engine {
     /// at, in a store that is only eventually consistent: that later read sees the tally).
     fn leave_overlap(&mut self, since: EpochMillis) {
         self.changes_since = Some(since);
-        let mut leaving = Vec::new();
-        self.changes_seen.retain(|_, (written_ms, topic, bucket)| {
-            let keep = *written_ms >= since;
-            if !keep && *bucket != REPORTS_CHANGED {
-                leaving.push((std::mem::take(topic), *bucket));
+        let core = &mut self.core;
+        self.changes_seen.retain(|topic, seen| {
+            let leaving = seen.iter().filter(|(b, written)| *written < since && *b != REPORTS_CHANGED);
+            let leaving: Vec<EpochMillis> = leaving.map(|(b, _)| *b).collect();
+            if !leaving.is_empty() && core.read_in_full(topic) {
+                core.note_buckets(topic, leaving, false);
             }
-            keep
+            seen.retain(|(_, written)| *written >= since);
+            if seen.capacity() > 2 * seen.len() + 8 {
+                seen.shrink_to_fit();
+            }
+            !seen.is_empty()
         });
-        for (topic, bucket) in leaving {
-            if self.core.read_in_full(&topic) {
-                self.core.note_buckets(&topic, [bucket], false);
-            }
-        }
     }
 
     /// A full read of the rows a pass needs, and the first bucket start they cover. While the
@@ -623,17 +646,24 @@ impl Engine {
     /// stored, are `Known` and feed nothing: the detectors miss that pass's observations (one per
     /// bucket and signal) and never see one twice. A missed sample delays a baseline by a bucket; a
     /// doubled one would bias it.
-    /// All of a pass's topics are written in one batch.
+    /// A pass's topics are written [`CUSUM_SAVE_TOPICS`] at a time.
     async fn save_cusum_states(&mut self, topics: &[String], now: EpochMillis) -> Result<(), StoreError> {
-        let by_topic: Vec<(&String, Vec<_>)> =
-            topics.iter().map(|t| (t, self.core.cusum_states_to_save(t, now))).filter(|(_, r)| !r.is_empty()).collect();
-        if by_topic.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<_> = by_topic.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
-        self.store.write_cusum_states(&rows).await?;
-        for (topic, rows) in &by_topic {
-            self.core.cusum_states_saved(topic, rows);
+        // A few hundred topics a write: a first pass over 10,000 topics would otherwise hold every
+        // detector's serialised state (kilobytes each) at once.
+        for chunk in topics.chunks(CUSUM_SAVE_TOPICS) {
+            let by_topic: Vec<(&String, Vec<_>)> = chunk
+                .iter()
+                .map(|t| (t, self.core.cusum_states_to_save(t, now)))
+                .filter(|(_, r)| !r.is_empty())
+                .collect();
+            if by_topic.is_empty() {
+                continue;
+            }
+            let rows: Vec<_> = by_topic.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
+            self.store.write_cusum_states(&rows).await?;
+            for (topic, rows) in &by_topic {
+                self.core.cusum_states_saved(topic, rows);
+            }
         }
         Ok(())
     }

@@ -43,8 +43,10 @@ use crate::progress::{Liveness, TopicProgress};
 
 mod alerting;
 mod cusum_state;
+mod recall;
 
 pub use self::alerting::TierGauge;
+pub use self::recall::{EdgeRecall, Recalled};
 
 /// The signals a CUSUM watches per edge, and the alert kind an upward shift raises.
 pub(super) const SIGNALS: [(&str, AlertKind); 3] =
@@ -196,12 +198,11 @@ pub struct AlertUpdate {
 #[derive(Debug, Default)]
 struct TopicState {
     width_ms: Option<i64>,
-    /// Verdicts reached, by this run or (loaded) an earlier one, by (bucket, tier).
-    stored: HashMap<(EpochMillis, String), VerdictRow>,
+    /// Each edge's verdicts by bucket, stored (by this run or, loaded, an earlier one) or decided
+    /// in this run, by downstream tier: what decisions and alerts are made from (`recall`).
+    edges: Vec<(String, EdgeRecall)>,
     /// The earliest bucket start from which stored verdicts were loaded.
     loaded_from: Option<EpochMillis>,
-    /// Each edge's verdicts by bucket, by downstream tier: what the alerts are decided from.
-    history: HashMap<String, BTreeMap<EpochMillis, EdgeVerdict>>,
     detectors: HashMap<(String, &'static str), Detector>,
     /// Buckets where a CUSUM alarmed, with the decision interval, by (tier, alert kind).
     cusum_hits: HashMap<(String, AlertKind), BTreeMap<EpochMillis, f64>>,
@@ -283,7 +284,7 @@ impl EngineCore {
     /// tallies and reports need not be read.
     pub fn is_idle(&self, topic: &str, now: EpochMillis) -> bool {
         self.buckets_to_read(topic, now).is_some_and(|b| b.is_empty())
-            && self.topics.get(topic).is_some_and(|s| s.stored.values().all(|r| !r.kind.outcome.is_pending()))
+            && self.topics.get(topic).is_some_and(|s| s.remembered().all(|(_, _, r)| !r.is_pending()))
     }
 
     /// Current alerts by dedup key.
@@ -323,7 +324,8 @@ impl EngineCore {
         let state = self.topics.entry(topic.to_string()).or_default();
         state.loaded_from = Some(state.loaded_from.map_or(from, |l| l.min(from)));
         for row in rows {
-            state.stored.entry((row.bucket_start_ms, row.tier.clone())).or_insert(row);
+            let bucket = row.bucket_start_ms;
+            state.edge_mut(&row.tier).insert_if_absent(bucket, Recalled::stored(row));
         }
     }
 
@@ -378,15 +380,13 @@ impl EngineCore {
     ) -> Vec<Decision> {
         let edge_index = |tier: &str| pipeline.edges().iter().position(|e| e.downstream == tier);
         let mut closing: Vec<&VerdictRow> = state
-            .stored
-            .values()
-            .filter(|r| r.kind.outcome.is_pending())
+            .remembered()
+            .filter_map(|(_, _, r)| r.pending_row())
             .filter(|r| self.watermark.phase(r.bucket_start_ms, width, now) == Phase::Closed)
             .collect();
         closing.sort_by_key(|r| (r.bucket_start_ms, edge_index(&r.tier)));
         let decide = |row: &VerdictRow| {
-            let remembered = state.history.get(&row.tier).and_then(|h| h.get(&row.bucket_start_ms));
-            let base = remembered.cloned().unwrap_or_else(|| EdgeVerdict::from_row(row));
+            let base = EdgeVerdict::from_row(row);
             let pending = base.hold.clone().unwrap_or(Hold::Pending { behind_tier: row.tier.clone(), lag_ms: 0 });
             let verdict = EdgeVerdict { hold: Some(pending.unreached(row.bucket_start_ms + width, progress)), ..base };
             Decision::First { row: verdict.to_row(now), verdict }
@@ -404,31 +404,31 @@ impl EngineCore {
         state.progress = pass.progress;
         for decision in pass.decisions {
             let verdict = match decision {
-                Decision::Known { verdict } => verdict,
+                Decision::Known { verdict } => {
+                    state.edge_mut(&verdict.tier).decided_known(verdict.bucket_start_ms);
+                    continue;
+                }
                 Decision::Pending { verdict, row } => {
-                    let key = (verdict.bucket_start_ms, verdict.tier.clone());
-                    if !state.stored.contains_key(&key) {
+                    if state.edge(&verdict.tier).and_then(|e| e.get(verdict.bucket_start_ms)).is_none() {
                         *deltas.verdicts.entry(Outcome::Pending).or_default() += 1;
                     }
-                    state.stored.insert(key, row);
-                    verdict
+                    (verdict, row)
                 }
                 Decision::First { verdict, row } => {
                     count_first(&mut deltas, &verdict);
                     if verdict.hold.is_none() {
                         deltas.cusum.extend(feed_detectors(state, &self.config, &verdict));
                     }
-                    state.stored.insert((verdict.bucket_start_ms, verdict.tier.clone()), row);
-                    verdict
+                    (verdict, row)
                 }
                 Decision::Revised { verdict, row } => {
                     deltas.revisions += 1;
                     *deltas.verdicts.entry(verdict.outcome()).or_default() += 1;
-                    state.stored.insert((verdict.bucket_start_ms, verdict.tier.clone()), row);
-                    verdict
+                    (verdict, row)
                 }
             };
-            state.history.entry(verdict.tier.clone()).or_default().insert(verdict.bucket_start_ms, verdict);
+            let (verdict, row) = verdict;
+            state.edge_mut(&verdict.tier).insert(verdict.bucket_start_ms, Recalled::decided(row));
         }
         if let Some(width) = state.width_ms {
             state.forget_before(self.watermark.first_bucket(width, pass.now));
@@ -439,9 +439,29 @@ impl EngineCore {
 }
 
 impl TopicState {
+    /// The edge into `tier`, if anything is remembered of it.
+    fn edge(&self, tier: &str) -> Option<&EdgeRecall> {
+        self.edges.iter().find(|(t, _)| t == tier).map(|(_, e)| e)
+    }
+
+    fn edge_mut(&mut self, tier: &str) -> &mut EdgeRecall {
+        match self.edges.iter().position(|(t, _)| t == tier) {
+            Some(i) => &mut self.edges[i].1,
+            None => {
+                self.edges.push((tier.to_string(), EdgeRecall::default()));
+                &mut self.edges.last_mut().expect("just pushed").1
+            }
+        }
+    }
+
+    /// Every (tier, bucket, verdict) remembered.
+    fn remembered(&self) -> impl Iterator<Item = (&str, EpochMillis, &Recalled)> {
+        self.edges.iter().flat_map(|(t, e)| e.all().map(move |(b, r)| (t.as_str(), b, r)))
+    }
+
     /// Whether the edge into `tier` has a final verdict for `bucket` (stored or loaded).
     fn judged(&self, bucket: EpochMillis, tier: &str) -> bool {
-        self.stored.get(&(bucket, tier.to_string())).is_some_and(|r| !r.kind.outcome.is_pending())
+        self.edge(tier).and_then(|e| e.get(bucket)).is_some_and(Recalled::is_final)
     }
 
     /// An instance found vanished since the last progress may have held buckets open that are
@@ -451,7 +471,7 @@ impl TopicState {
         for (tier, progress) in &next.tiers {
             let before = self.progress.tiers.get(tier).map(|t| t.vanished.as_slice()).unwrap_or_default();
             for (_, from, until) in progress.vanished.iter().filter(|v| !before.contains(v)) {
-                let held = self.stored.keys().map(|(b, _)| *b).filter(|b| *from <= *b && *b <= *until);
+                let held = self.remembered().map(|(_, b, _)| b).filter(|b| *from <= *b && *b <= *until);
                 self.open.extend(held.collect::<Vec<_>>());
             }
         }
@@ -461,8 +481,8 @@ impl TopicState {
     /// of their tallies opens them again.
     fn settle(&mut self, width: i64, now: EpochMillis, watermark: Watermark) {
         let mut verdicts: BTreeMap<EpochMillis, bool> = BTreeMap::new();
-        for ((bucket, _), row) in &self.stored {
-            *verdicts.entry(*bucket).or_insert(true) &= !row.kind.outcome.is_pending();
+        for (_, bucket, r) in self.remembered() {
+            *verdicts.entry(bucket).or_insert(true) &= r.is_final();
         }
         self.open.retain(|b| watermark.phase(*b, width, now) != Phase::Due || verdicts.get(b) != Some(&true));
     }
@@ -470,8 +490,7 @@ impl TopicState {
     /// Drop everything about buckets starting before `first`: they are past the horizon for good.
     fn forget_before(&mut self, first: EpochMillis) {
         self.open.retain(|b| *b >= first);
-        self.stored.retain(|(b, _), _| *b >= first);
-        self.history.values_mut().for_each(|h| h.retain(|b, _| *b >= first));
+        self.edges.iter_mut().for_each(|(_, e)| e.forget_before(first));
         self.cusum_hits.values_mut().for_each(|h| h.retain(|b, _| *b >= first));
     }
 }
@@ -488,23 +507,16 @@ fn bucket_widths(rows: &[TallyRow]) -> BTreeMap<EpochMillis, i64> {
 
 /// What to do with one fresh verdict, given what the topic's state already holds.
 fn decide(state: Option<&TopicState>, verdict: EdgeVerdict, now: EpochMillis) -> Option<Decision> {
-    let key = (verdict.bucket_start_ms, verdict.tier.clone());
-    let remembered = state.and_then(|s| s.history.get(&verdict.tier)?.get(&verdict.bucket_start_ms));
-    if remembered == Some(&verdict) {
-        return None;
-    }
+    let remembered = state.and_then(|s| s.edge(&verdict.tier)?.get(verdict.bucket_start_ms));
     let row = verdict.to_row(now);
-    Some(match state.and_then(|s| s.stored.get(&key)) {
-        Some(stored) if same_outcome(stored, &row) => Decision::Known { verdict },
+    Some(match remembered {
+        // Decided in this run already, as it stands: nothing new.
+        Some(stored) if stored.stores(&row) && stored.is_decided() => return None,
+        Some(stored) if stored.stores(&row) => Decision::Known { verdict },
         _ if !verdict.is_final() => Decision::Pending { verdict, row },
-        Some(stored) if !stored.kind.outcome.is_pending() => Decision::Revised { verdict, row },
+        Some(stored) if stored.is_final() => Decision::Revised { verdict, row },
         _ => Decision::First { verdict, row },
     })
-}
-
-/// Whether two stored verdicts say the same, whenever they were reached.
-fn same_outcome(a: &VerdictRow, b: &VerdictRow) -> bool {
-    VerdictRow { evaluated_at_ms: 0, ..a.clone() } == VerdictRow { evaluated_at_ms: 0, ..b.clone() }
 }
 
 /// Count a first final verdict; its messages only when it is a comparison.

@@ -49,7 +49,7 @@ impl EngineCore {
         let c = &self.config;
         let mut out = Vec::new();
         for edge in pipeline.edges() {
-            let Some(history) = state.history.get(&edge.downstream) else { continue };
+            let Some(history) = state.edge(&edge.downstream) else { continue };
             for kind in VERDICT_KINDS {
                 let cusum = state.cusum_hits.get(&(edge.downstream.clone(), kind)).unwrap_or(&empty);
                 let edge_state =

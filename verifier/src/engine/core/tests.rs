@@ -176,10 +176,10 @@ fn state_is_forgotten_past_the_horizon() {
     let rows = [row(T0, "producer", "p", 0, 10)];
     let (pass, _) = step(&mut c, &rows, T0 + 2 * W);
     assert_eq!(pass.decisions[0].verdict().verdict, Verdict::MissingTier { side: crate::compare::Side::Downstream });
-    assert_eq!(c.topics["orders"].history["consumer"].len(), 1);
+    assert_eq!(c.topics["orders"].edge("consumer").map(EdgeRecall::len), Some(1));
     step(&mut c, &rows, T0 + W + GRACE + LATENESS + 1);
     let state = &c.topics["orders"];
-    assert!(state.history["consumer"].is_empty() && state.stored.is_empty(), "bounded by the horizon");
+    assert!(state.remembered().next().is_none(), "bounded by the horizon");
 }
 
 /// Rows of up to 8 buckets, two tiers and two agents, unique per (bucket, tier, agent).
