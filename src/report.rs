@@ -64,6 +64,15 @@ fn verdict_text(v: &EdgeVerdict) -> String {
         Verdict::Duplicates { extra } => format!("DUPLICATES {extra}"),
         Verdict::ContentMismatch => "CONTENT MISMATCH".into(),
     };
+    let text = match (&v.verdict, &v.named) {
+        (Verdict::Loss { .. }, Some(n)) if n.complete && n.extra > 0 => format!("{text} + DUPLICATES {}", n.extra),
+        _ => text,
+    };
+    let text = match &v.named {
+        Some(n) if n.complete => format!("{text} [{} named: kaudit lost]", n.total),
+        Some(n) => format!("{text} [{} named, more than the sketch can name]", n.total),
+        None => text,
+    };
     if v.kind().delayed { format!("{text} +delay") } else { text }
 }
 

@@ -98,6 +98,13 @@ pub struct AlertNumbers {
     pub lost_fingerprints: Vec<String>,
     /// The CUSUM statistic when the CUSUM detector raised it.
     pub cusum_statistic: Option<f64>,
+    /// The first [`NAMED_IN_ALERT`] messages the tiers' sketches named over the range (lost,
+    /// extra, altered), each with its partition and offset where known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named: Vec<kaudit_schema::NamedMessage>,
+    /// Messages named in all over the range (`named` lists the first few).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub named_total: u64,
     /// `lag`: how far the tier's watermark is behind its upstream's (or the clock's), ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_ms: Option<i64>,
@@ -155,6 +162,29 @@ impl Alert {
     }
 
     /// One line for humans.
+    /// The named messages as one line of text (`lost p3@1042 0000…`), `None` when none were.
+    pub fn named_text(&self) -> Option<String> {
+        let n = &self.numbers;
+        if n.named.is_empty() {
+            return None;
+        }
+        let each: Vec<String> = n
+            .named
+            .iter()
+            .map(|m| {
+                let at = match (m.partition, m.offset) {
+                    (Some(p), Some(o)) => format!(" partition {p} offset {o}"),
+                    _ => String::new(),
+                };
+                let copies = if m.copies > 1 { format!(" ×{}", m.copies) } else { String::new() };
+                format!("{} {}{copies}{at}", m.kind.as_str(), m.fingerprint)
+            })
+            .collect();
+        let more = n.named_total.saturating_sub(n.named.len() as u64);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        Some(format!("Named messages: {}{more}.", each.join("; ")))
+    }
+
     pub fn summary(&self) -> String {
         let n = &self.numbers;
         let what = match self.kind {
@@ -216,3 +246,10 @@ pub fn duration_text(ms: i64) -> String {
         (h, m, _) => format!("{h} h {m} min"),
     }
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Named messages an alert carries (the API and `kaudit lost` list them all).
+pub const NAMED_IN_ALERT: usize = 10;

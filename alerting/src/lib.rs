@@ -15,7 +15,7 @@ pub mod ownership;
 pub mod sinks;
 pub mod time;
 
-pub use alert::{Alert, AlertKind, AlertNumbers, AlertState, Severity};
+pub use alert::{Alert, AlertKind, AlertNumbers, AlertState, NAMED_IN_ALERT, Severity};
 pub use dispatch::{Dispatcher, Notification};
 pub use link::PublicUrl;
 pub use metrics::AlertMetrics;

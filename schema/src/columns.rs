@@ -83,6 +83,7 @@ impl<'a> TallyColumns<'a> {
             no_time: self.no_time as u64,
             malformed: self.malformed as u64,
             latency,
+            sketch: None,
         };
         Ok(TallyRow { key, bucket_width_ms: self.bucket_width_ms, version: self.version as u64, tally })
     }

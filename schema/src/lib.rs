@@ -17,6 +17,7 @@ pub mod bucket;
 pub mod clock;
 mod columns;
 pub mod config_issue;
+pub mod difference;
 pub mod errors;
 pub mod progress;
 pub mod records;
@@ -35,8 +36,8 @@ pub use config_issue::ConfigIssue;
 pub use errors::error_chain;
 pub use progress::{HeartbeatRow, ProgressRow, StreamId};
 pub use records::{
-    AlertRecord, CusumStateRow, OutboxEntry, Outcome, UnknownVerdictKind, VanishedAgent, VerdictDetail, VerdictKind,
-    VerdictOwnerRow, VerdictRow,
+    AlertRecord, CusumStateRow, NamedDifferences, NamedKind, NamedMessage, OutboxEntry, Outcome, UnknownVerdictKind,
+    VanishedAgent, VerdictDetail, VerdictKind, VerdictOwnerRow, VerdictRow,
 };
 pub use scylladb::{ScyllaOptions, ScyllaStore};
 pub use secret::{Secret, redact_url};

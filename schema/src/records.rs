@@ -168,6 +168,76 @@ pub struct VerdictDetail {
     /// (indeterminate), with their last heartbeat.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub vanished: Vec<VanishedAgent>,
+    /// The messages the tiers' sketches name, on a comparison that differs (both tiers kept
+    /// sketches): at most the first [`NamedDifferences::KEPT`] with a verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub named: Option<NamedDifferences>,
+}
+
+/// What subtracting the downstream tier's sketch from the upstream's named on one edge of one
+/// bucket (`kaudit_schema::difference`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NamedDifferences {
+    /// Every difference was named: `lost`, `extra` and `altered` are exact. Otherwise there were
+    /// more than the sketch could name, and they count the messages named (a correct part).
+    pub complete: bool,
+    /// Messages upstream has and downstream has not (copies), altered ones aside.
+    pub lost: u64,
+    /// Extra copies downstream (duplicates, or messages upstream never counted), altered aside.
+    pub extra: u64,
+    /// Locators where the two tiers hold different content (one message in place of another).
+    pub altered: u64,
+    /// Messages named in all; `messages` may hold only the first of them.
+    pub total: u64,
+    /// The named messages: altered first, then lost, then extra, each by partition and offset.
+    pub messages: Vec<NamedMessage>,
+}
+
+impl NamedDifferences {
+    /// Named messages kept with a stored verdict (the API and `kaudit lost` name them all).
+    pub const KEPT: usize = 100;
+}
+
+/// One named message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NamedMessage {
+    pub kind: NamedKind,
+    /// Its fingerprint, 16 hex digits.
+    pub fingerprint: String,
+    /// Copies one tier has more of than the other (more than 1: several duplicates of it).
+    pub copies: u64,
+    /// Where it lives in Kafka, when its tier recorded that and the sketch could verify it:
+    /// upstream's copy for `lost` and `altered`, the extra copy for `extra`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
+    /// `altered`: the fingerprint downstream holds at that partition and offset instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
+}
+
+/// What a named message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamedKind {
+    /// Altered: downstream has other content at its partition and offset.
+    Altered,
+    /// Lost: upstream counted it, downstream did not.
+    Lost,
+    /// An extra copy downstream.
+    Extra,
+}
+
+impl NamedKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NamedKind::Altered => "altered",
+            NamedKind::Lost => "lost",
+            NamedKind::Extra => "extra",
+        }
+    }
 }
 
 /// An agent instance that stopped heartbeating without a clean stop.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::{BucketWidth, EpochMillis};
+use crate::difference::{DifferenceSketch, Locator};
 use crate::sketch::LatencySketch;
 
 /// Everything one agent counted for one (topic, bucket, tier).
@@ -28,20 +29,52 @@ pub struct Tally {
     pub malformed: u64,
     /// `arrival_time - event_time` of messages that had a valid event time, in milliseconds.
     pub latency: LatencySketch,
+    /// Every message counted, invertibly: what names the messages one tier has and another has
+    /// not ([`crate::difference`]). `None` with messages counted: an agent that keeps no sketch,
+    /// and then no merge with it has one either (it would name that agent's messages as missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sketch: Option<DifferenceSketch>,
 }
 
 impl Tally {
     /// Count one message with fingerprint `fp` and `bytes` of payload.
     #[inline]
     pub fn add(&mut self, fp: u64, bytes: u64) {
+        self.add_at(fp, bytes, None);
+    }
+
+    /// Count one message, and where it lives in Kafka when the tier knows (its sketch keeps it).
+    #[inline]
+    pub fn add_at(&mut self, fp: u64, bytes: u64, locator: Option<Locator>) {
         self.count += 1;
         self.bytes = self.bytes.saturating_add(bytes);
         self.fp_xor ^= fp;
         self.fp_sum = self.fp_sum.wrapping_add(fp);
+        if let Some(sketch) = &mut self.sketch {
+            sketch.insert(fp, locator);
+        }
+    }
+
+    /// Whether this tally is the identity of merge: nothing counted and no sketch.
+    fn is_identity(&self) -> bool {
+        self.count == 0 && self.sketch.is_none()
     }
 
     /// Fold `other` into `self`. Associative and commutative, with `Tally::default()` as identity.
+    /// The sketches merge when both have one of one geometry; otherwise the merge has none (a
+    /// tally that counted messages without a sketch, or another geometry, leaves nothing exact).
     pub fn merge(&mut self, other: &Tally) {
+        if self.is_identity() {
+            self.sketch.clone_from(&other.sketch);
+        } else if !other.is_identity() {
+            let merged = match (&mut self.sketch, &other.sketch) {
+                (Some(mine), Some(theirs)) => mine.merge(theirs).is_ok(),
+                _ => false,
+            };
+            if !merged {
+                self.sketch = None;
+            }
+        }
         self.count += other.count;
         self.bytes = self.bytes.saturating_add(other.bytes);
         self.fp_xor ^= other.fp_xor;

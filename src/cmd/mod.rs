@@ -8,6 +8,7 @@ pub mod completions;
 pub mod demo;
 pub mod fingerprint;
 pub mod health;
+pub mod lost;
 pub mod man;
 pub mod migrate;
 pub mod report;
@@ -33,6 +34,9 @@ pub enum Command {
     Verifier(verifier::VerifierArgs),
     /// Print a per-bucket, per-tier table of a topic's recent tallies and verdicts.
     Report(report::ReportArgs),
+    /// Name the messages one edge lost, duplicated or altered in one bucket, with their partition,
+    /// offset and the command that fetches each from Kafka.
+    Lost(lost::LostArgs),
     /// GET a URL for a container HEALTHCHECK or probe: exit 0 on 2xx, else 1 with the reason.
     Health(health::HealthArgs),
     /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
@@ -52,6 +56,7 @@ impl Command {
             Command::Agent(_) => "agent",
             Command::Verifier(_) => "verifier",
             Command::Report(_) => "report",
+            Command::Lost(_) => "lost",
             Command::Health(_) => "health",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
@@ -68,6 +73,7 @@ impl Command {
             Command::Agent(args) => agent::run(args).await,
             Command::Verifier(args) => verifier::run(args).await,
             Command::Report(args) => report::run(args).await,
+            Command::Lost(args) => lost::run(args).await,
             Command::Health(args) => health::run(args).await,
             Command::Completions(args) => completions::run(args).await,
             Command::Man(args) => man::run(args).await,

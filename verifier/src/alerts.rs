@@ -165,8 +165,13 @@ fn numbers(
         let Some(v) = edge.history.verdict(b) else { continue };
         numbers.upstream_count += v.upstream_count;
         numbers.count += v.count;
-        numbers.missing += v.upstream_count.saturating_sub(v.count);
-        numbers.extra += v.count.saturating_sub(v.upstream_count);
+        numbers.missing += v.missing();
+        numbers.extra += v.extra();
+        if let Some((named, total)) = v.named() {
+            let room = kaudit_alerting::NAMED_IN_ALERT.saturating_sub(numbers.named.len());
+            numbers.named.extend(named.iter().take(room).cloned());
+            numbers.named_total += total;
+        }
         numbers.p99_ms = numbers.p99_ms.max(v.p99_ms());
         if let (Some(fp), false) = (v.lost_fingerprint(), v.is_held()) {
             numbers.lost_fingerprints.push(format!("{fp:016x}"));
@@ -210,6 +215,7 @@ mod tests {
             latency: None,
             delayed: false,
             hold: None,
+            named: None,
         }
     }
 

@@ -7,6 +7,11 @@
 //!   each with its `detail` (why it is pending, unreached or indeterminate; `null` otherwise).
 //!   `from` and `to` are ms since the epoch, RFC 3339 (`2026-11-21T10:00:00Z`) or a date; at most
 //!   7 days apart.
+//! * `GET /api/v1/buckets/{topic}/{bucket}/diff?tier=T`: every message that differs on the edge
+//!   into tier `T` of one bucket (`bucket`: its start, ms or RFC 3339), named from the tiers'
+//!   sketches: lost, extra copies and altered ones, each with its partition and offset where
+//!   known; `complete: false` when there were more than the sketches can name (those named are
+//!   still right). 400 for a tier without an upstream or rows, 422 when the rows carry no sketch.
 //! * `GET /api/v1/alerts[?state=firing|resolved&kind=K&topic=T&tier=U&limit=N&after=KEY]`: alerts
 //!   by dedup key; `kind`, `topic` and `tier` together name one (each notification links to it).
 //! * `/metrics`, `/healthz` (the process is up), `/readyz` (an evaluation pass has succeeded; with
@@ -54,6 +59,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/topics", get(topics))
         .route("/api/v1/buckets", get(buckets))
+        .route("/api/v1/buckets/{topic}/{bucket}/diff", get(diff))
         .route("/api/v1/alerts", get(alerts))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -63,6 +69,7 @@ pub fn router(state: ApiState) -> Router {
 
 enum ApiError {
     BadRequest(String),
+    Unprocessable(String),
     Store(kaudit_schema::StoreError),
 }
 
@@ -70,6 +77,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::BadRequest(reason) => (StatusCode::BAD_REQUEST, Json(json!({ "error": reason }))).into_response(),
+            ApiError::Unprocessable(reason) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error": reason }))).into_response()
+            }
             ApiError::Store(e) => {
                 tracing::warn!(error = %e, "api store error");
                 (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": format!("store unavailable: {e}") })))
@@ -138,6 +148,26 @@ async fn buckets(State(s): State<ApiState>, Query(params): Query<Params>) -> Res
         })
         .collect();
     Ok(Json(json!({ "topic": topic, "from": from, "to": to, "buckets": buckets, "next": next })))
+}
+
+async fn diff(
+    State(s): State<ApiState>,
+    axum::extract::Path((topic, bucket)): axum::extract::Path<(String, String)>,
+    Query(params): Query<Params>,
+) -> Result<Json<Value>, ApiError> {
+    query::only(&params, &["tier"]).map_err(ApiError::BadRequest)?;
+    let tier = params.get("tier").ok_or_else(|| ApiError::BadRequest("`tier` is required".into()))?;
+    let bucket = query::parse_time(&bucket).map_err(|e| ApiError::BadRequest(format!("bucket: {e}")))?;
+    let pipeline = pipeline_for(&s.pipelines, &topic)
+        .ok_or_else(|| ApiError::BadRequest(format!("no pipeline applies to topic {topic:?}")))?;
+    let rows = s.store.read_range(&topic, bucket, bucket + 1).await?;
+    let diff = crate::named::bucket_diff(&topic, bucket, tier, &rows, pipeline).map_err(|e| match e {
+        crate::named::DiffError::NoSketch { .. } => ApiError::Unprocessable(e.to_string()),
+        _ => ApiError::BadRequest(e.to_string()),
+    })?;
+    let mut body = serde_json::to_value(&diff).expect("diffs serialise");
+    body["bucket_start"] = json!(rfc3339(bucket));
+    Ok(Json(body))
 }
 
 async fn alerts(State(s): State<ApiState>, Query(params): Query<Params>) -> Result<Json<Value>, ApiError> {

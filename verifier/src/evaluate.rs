@@ -2,11 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use kaudit_schema::{EpochMillis, Outcome, Tally, TallyRow, VerdictKind, VerdictRow};
+use kaudit_schema::{
+    EpochMillis, NamedDifferences, NamedKind, Outcome, Tally, TallyRow, VerdictDetail, VerdictKind, VerdictRow,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{Verdict, compare_tiers};
 use crate::hold::Hold;
+use crate::named::name_differences;
 use crate::pipeline::{Edge, Pipeline};
 
 /// Each tier's tally for one bucket, merged across agents.
@@ -62,6 +65,11 @@ pub struct EdgeVerdict {
     /// numbers are shown but prove nothing, and it breaches no threshold.
     #[serde(default)]
     pub hold: Option<Hold>,
+    /// The messages the tiers' sketches name, when the tiers differ and both kept sketches: the
+    /// first [`NamedDifferences::KEPT`] of them. When complete, `verdict` and the ratios count
+    /// lost and extra messages exactly (a bucket can be both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub named: Option<NamedDifferences>,
 }
 
 impl EdgeVerdict {
@@ -73,6 +81,24 @@ impl EdgeVerdict {
     /// Whether this is the bucket's final word for now (not pending): late rows may still revise it.
     pub fn is_final(&self) -> bool {
         !self.outcome().is_pending()
+    }
+
+    /// Messages lost: exact when the sketches named every difference, else upstream less
+    /// downstream.
+    pub fn missing(&self) -> u64 {
+        match &self.named {
+            Some(n) if n.complete => n.lost,
+            _ => self.upstream_count.saturating_sub(self.count),
+        }
+    }
+
+    /// Extra copies downstream: exact when the sketches named every difference, else
+    /// downstream less upstream.
+    pub fn extra(&self) -> u64 {
+        match &self.named {
+            Some(n) if n.complete => n.extra,
+            _ => self.count.saturating_sub(self.upstream_count),
+        }
     }
 
     /// The verdict's kind: its outcome, flagged when a comparison that stands was delayed.
@@ -96,18 +122,31 @@ impl EdgeVerdict {
             },
             p99_ms: self.p99_ms,
             evaluated_at_ms,
-            detail: self.hold.as_ref().map(Hold::detail),
+            detail: self.detail(),
         }
+    }
+
+    /// The stored detail: the hold's, and the named messages.
+    fn detail(&self) -> Option<VerdictDetail> {
+        let mut detail = self.hold.as_ref().map(Hold::detail).unwrap_or_default();
+        detail.named.clone_from(&self.named);
+        (detail != VerdictDetail::default()).then_some(detail)
     }
 
     /// A stored verdict as reached by an earlier run, as far as its row tells: the comparison is
     /// rebuilt from the counts (a content mismatch or a missing tier reads as complete or loss).
     pub fn from_row(row: &VerdictRow) -> Self {
         let (up, down) = (row.upstream_count, row.count);
+        let named = row.detail.as_ref().and_then(|d| d.named.clone());
         let verdict = match down.cmp(&up) {
             std::cmp::Ordering::Less => Verdict::Loss { missing: up - down, fingerprint: row.lost_fingerprint },
             std::cmp::Ordering::Greater => Verdict::Duplicates { extra: down - up },
             std::cmp::Ordering::Equal => Verdict::Complete,
+        };
+        let verdict = named.as_ref().and_then(|n| named_verdict(n, row.lost_fingerprint)).unwrap_or(verdict);
+        let (missing, extra) = match &named {
+            Some(n) if n.complete => (n.lost, n.extra),
+            _ => (up.saturating_sub(down), down.saturating_sub(up)),
         };
         EdgeVerdict {
             topic: row.topic.clone(),
@@ -117,12 +156,13 @@ impl EdgeVerdict {
             verdict,
             upstream_count: up,
             count: down,
-            loss_ratio: ratio(up.saturating_sub(down), up),
-            duplicate_ratio: ratio(down.saturating_sub(up), up),
+            loss_ratio: ratio(missing, up),
+            duplicate_ratio: ratio(extra, up),
             p99_ms: row.p99_ms,
             latency: None,
             delayed: row.kind.delayed,
             hold: Hold::from_stored(row.kind.outcome, row.detail.as_ref()),
+            named,
         }
     }
 }
@@ -185,20 +225,60 @@ fn evaluate_edge(
     let upstream_count = up.map_or(0, |t| t.count);
     let count = down.map_or(0, |t| t.count);
     let p99_ms = down.and_then(|t| t.latency.quantile(0.99));
-    Some(EdgeVerdict {
+    let mut verdict = compare_tiers(up, down);
+    let named = match (up, down) {
+        (Some(u), Some(d)) if verdict != Verdict::Complete => name_differences(u, d, NamedDifferences::KEPT),
+        _ => None,
+    };
+    let single = match verdict {
+        Verdict::Loss { fingerprint, .. } => fingerprint,
+        _ => None,
+    };
+    if let Some(exact) = named.as_ref().and_then(|n| named_verdict(n, single)) {
+        verdict = exact;
+    }
+    let mut v = EdgeVerdict {
         topic: topic.to_string(),
         bucket_start_ms,
         upstream: edge.upstream.clone(),
         tier: edge.downstream.clone(),
-        verdict: compare_tiers(up, down),
+        verdict,
         upstream_count,
         count,
-        loss_ratio: ratio(upstream_count.saturating_sub(count), upstream_count),
-        duplicate_ratio: ratio(count.saturating_sub(upstream_count), upstream_count),
+        loss_ratio: 0.0,
+        duplicate_ratio: 0.0,
         p99_ms,
         latency: down.and_then(|t| t.latency.quantiles()),
         delayed: p99_ms.is_some_and(|p| p > thresholds.p99_delay_ms),
         hold: None,
+        named,
+    };
+    v.loss_ratio = ratio(v.missing(), upstream_count);
+    v.duplicate_ratio = ratio(v.extra(), upstream_count);
+    Some(v)
+}
+
+/// The verdict the named messages prove, when they were all named: loss when any was lost (the
+/// duplicates beside it are counted in the numbers), else duplicates, else a content mismatch.
+/// `single`: the one lost fingerprint the counts found, kept when the names agree.
+fn named_verdict(n: &NamedDifferences, single: Option<u64>) -> Option<Verdict> {
+    if !n.complete {
+        return None;
+    }
+    let one_lost = n
+        .messages
+        .iter()
+        .find(|m| m.kind == NamedKind::Lost)
+        .and_then(|m| u64::from_str_radix(&m.fingerprint, 16).ok());
+    Some(if n.lost > 0 {
+        let fingerprint = if n.lost == 1 { one_lost.or(single) } else { None };
+        Verdict::Loss { missing: n.lost, fingerprint }
+    } else if n.extra > 0 {
+        Verdict::Duplicates { extra: n.extra }
+    } else if n.altered > 0 {
+        Verdict::ContentMismatch
+    } else {
+        return None;
     })
 }
 
@@ -208,6 +288,34 @@ mod tests {
     use crate::compare::Side;
     use crate::pipeline::PipelineConfig;
     use kaudit_schema::TallyKey;
+
+    /// A bucket that lost 3 messages and got 3 duplicates has equal counts; with sketches both
+    /// are counted exactly, the verdict is a loss, and both ratios breach.
+    #[test]
+    fn loss_and_duplicates_in_one_bucket_both_count() {
+        use kaudit_schema::difference::{DEFAULT_GEOMETRY, DifferenceSketch, Locator};
+        let sketched = |msgs: &[(u64, i64)]| {
+            let mut t = Tally { sketch: Some(DifferenceSketch::new(DEFAULT_GEOMETRY)), ..Tally::default() };
+            msgs.iter().for_each(|(fp, o)| t.add_at(*fp, 10, Some(Locator { partition: 0, offset: *o })));
+            t
+        };
+        let up: Vec<(u64, i64)> = (0..100).map(|i| (7_919 * (i + 1), i as i64)).collect();
+        let mut down: Vec<(u64, i64)> = up[3..].to_vec();
+        down.extend([(up[10].0, 100), (up[11].0, 101), (up[12].0, 102)]);
+        let tiers: BucketTiers =
+            [("producer".to_string(), sketched(&up)), ("broker".to_string(), sketched(&down))].into();
+        let v = &evaluate_bucket("t", 0, &tiers, &pipeline(), &Thresholds::default())[0];
+        assert_eq!((v.upstream_count, v.count), (100, 100), "the counts alone net out");
+        assert_eq!(v.verdict, Verdict::Loss { missing: 3, fingerprint: None });
+        assert_eq!((v.missing(), v.extra(), v.loss_ratio, v.duplicate_ratio), (3, 3, 0.03, 0.03));
+        let named = v.named.as_ref().unwrap();
+        let lost: Vec<Option<i64>> =
+            named.messages.iter().filter(|m| m.kind == NamedKind::Lost).map(|m| m.offset).collect();
+        assert_eq!(lost, [Some(0), Some(1), Some(2)]);
+        let row = v.to_row(5);
+        assert_eq!(EdgeVerdict::from_row(&row).named.as_ref(), Some(named), "stored with the verdict");
+        assert_eq!((EdgeVerdict::from_row(&row).missing(), EdgeVerdict::from_row(&row).extra()), (3, 3));
+    }
 
     fn pipeline() -> Pipeline {
         PipelineConfig {

@@ -42,9 +42,11 @@ impl Hold {
     /// The stored detail.
     pub fn detail(&self) -> VerdictDetail {
         match self {
-            Hold::Pending { behind_tier, lag_ms } | Hold::Unreached { behind_tier, lag_ms } => {
-                VerdictDetail { behind_tier: Some(behind_tier.clone()), lag_ms: Some(*lag_ms), vanished: Vec::new() }
-            }
+            Hold::Pending { behind_tier, lag_ms } | Hold::Unreached { behind_tier, lag_ms } => VerdictDetail {
+                behind_tier: Some(behind_tier.clone()),
+                lag_ms: Some(*lag_ms),
+                ..VerdictDetail::default()
+            },
             Hold::Indeterminate { vanished } => {
                 VerdictDetail { vanished: vanished.clone(), ..VerdictDetail::default() }
             }
@@ -120,6 +122,7 @@ mod tests {
             latency: None,
             delayed: false,
             hold: None,
+            named: None,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod evaluate;
 pub mod hold;
 pub mod metrics;
+pub mod named;
 pub mod pipeline;
 pub mod progress;
 pub mod service;

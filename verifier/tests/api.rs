@@ -378,3 +378,97 @@ async fn each_notification_links_to_exactly_its_alert() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// Rows whose sketches name 3 lost messages and 2 extra copies in one bucket: the diff endpoint
+/// lists each with its partition and offset, bad requests get their 400 or 422, and the loss
+/// alert carries the named messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_diff_endpoint_and_the_alerts_name_the_messages() {
+    use kaudit_schema::difference::{DEFAULT_GEOMETRY, DifferenceSketch, Locator};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("v.db"), &SqliteOptions::default()).unwrap();
+    let sketched = |tier: &str, offsets: &[i64]| {
+        let mut t = Tally { sketch: Some(DifferenceSketch::new(DEFAULT_GEOMETRY)), ..Tally::default() };
+        // A duplicate sits at its own offset but has its original's fingerprint (offset mod 100).
+        offsets
+            .iter()
+            .for_each(|o| t.add_at(1_000 + (*o % 100) as u64, 10, Some(Locator { partition: 0, offset: *o })));
+        let key =
+            TallyKey { topic: "orders".into(), bucket_start_ms: T0, tier: tier.into(), agent_id: format!("{tier}-a") };
+        TallyRow { key, bucket_width_ms: W, version: 1, tally: t }
+    };
+    let up: Vec<i64> = (0..100).collect();
+    let down: Vec<i64> = (0..100).filter(|o| !(5..8).contains(o)).chain([110, 111]).collect();
+    let rows = vec![sketched("producer", &up), sketched("consumer", &down)];
+    store.write(&FlushBatch { rows, ..FlushBatch::default() }).await.unwrap();
+    let (base, stop, server) = start(&store, T0 + 2 * W, kaudit_net::HttpOptions::default()).await;
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        let url = format!("{base}{path}");
+        async move { http.get(url).send().await.unwrap() }
+    };
+
+    let diff = get(format!("/api/v1/buckets/orders/{T0}/diff?tier=consumer")).await;
+    assert_eq!(diff.status(), 200);
+    let diff: Value = diff.json().await.unwrap();
+    assert_eq!(
+        (diff["upstream_tier"].as_str(), diff["upstream_count"].as_u64(), diff["count"].as_u64()),
+        (Some("producer"), Some(100), Some(99))
+    );
+    let named = &diff["named"];
+    assert_eq!(
+        (named["complete"].as_bool(), named["lost"].as_u64(), named["extra"].as_u64()),
+        (Some(true), Some(3), Some(2))
+    );
+    let at = |kind: &str| -> Vec<i64> {
+        named["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["kind"] == kind)
+            .map(|m| m["offset"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!((at("lost"), at("extra")), (vec![5, 6, 7], vec![110, 111]));
+    assert_eq!(named["messages"][0]["fingerprint"], format!("{:016x}", 1_005));
+    let rfc: Value =
+        get("/api/v1/buckets/orders/2023-11-14T22:13:00Z/diff?tier=consumer".into()).await.json().await.unwrap();
+    assert_eq!(rfc["named"], diff["named"], "the bucket as RFC 3339");
+
+    for (path, status, says) in [
+        (format!("/api/v1/buckets/orders/{T0}/diff"), 400, "`tier` is required"),
+        (format!("/api/v1/buckets/orders/{T0}/diff?tier=producer"), 400, "no upstream tier"),
+        (format!("/api/v1/buckets/orders/{}/diff?tier=consumer", T0 + W), 400, "no tally rows"),
+        ("/api/v1/buckets/orders/yesterday/diff?tier=consumer".to_string(), 400, "bucket"),
+        (format!("/api/v1/buckets/orders/{T0}/diff?tier=consumer&x=1"), 400, "x"),
+    ] {
+        let r = get(path.clone()).await;
+        assert_eq!(r.status(), status, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains(says), "{path}: {body}");
+    }
+
+    // The loss alert names them (and the duplicates are an alert of their own).
+    let started = Instant::now();
+    let alerts = loop {
+        let alerts: Value = get("/api/v1/alerts?state=firing".into()).await.json().await.unwrap();
+        if alerts["alerts"].as_array().unwrap().len() >= 2 {
+            break alerts;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "alerts: {alerts}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let kinds: Vec<&str> = alerts["alerts"].as_array().unwrap().iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["duplicates", "loss"]);
+    let loss = &alerts["alerts"][1]["numbers"];
+    assert_eq!(
+        (loss["missing"].as_u64(), loss["extra"].as_u64(), loss["named_total"].as_u64()),
+        (Some(3), Some(2), Some(5))
+    );
+    assert_eq!(loss["named"][0]["offset"], 5);
+    assert_eq!(loss["named"][0]["kind"], "lost");
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

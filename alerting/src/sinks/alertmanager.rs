@@ -125,7 +125,9 @@ pub(super) fn description(alert: &Alert) -> String {
     if let Some(statistic) = n.cusum_statistic {
         text += &format!(" CUSUM statistic {statistic:.2}.");
     }
-    if !n.lost_fingerprints.is_empty() {
+    if let Some(named) = alert.named_text() {
+        text += &format!(" {named}");
+    } else if !n.lost_fingerprints.is_empty() {
         text += &format!(" Lost message fingerprints: {}.", n.lost_fingerprints.join(", "));
     }
     if !alert.detected_by.is_empty() {

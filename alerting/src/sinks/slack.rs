@@ -54,7 +54,7 @@ fn details(alert: &Alert) -> String {
             format!("topic `{}`, tier `{}`\nlast heartbeat {}", alert.topic, alert.tier, time(n.last_heartbeat_ms))
         }
         _ => format!(
-            "topic `{}`, `{}` → `{}`, buckets {}–{}\nupstream {} · downstream {} · missing {} · extra {} · p99 {} ms",
+            "topic `{}`, `{}` → `{}`, buckets {}–{}\nupstream {} · downstream {} · missing {} · extra {} · p99 {} ms{}",
             alert.topic,
             alert.upstream_tier,
             alert.tier,
@@ -65,6 +65,7 @@ fn details(alert: &Alert) -> String {
             n.missing,
             n.extra,
             n.p99_ms.map_or("-".into(), |p| p.to_string()),
+            alert.named_text().map_or(String::new(), |t| format!("\n{t}")),
         ),
     }
 }

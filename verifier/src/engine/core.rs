@@ -527,8 +527,8 @@ fn count_first(deltas: &mut MetricDeltas, v: &EdgeVerdict) {
         return;
     }
     let (missing, extra) = deltas.messages.entry(v.tier.clone()).or_default();
-    *missing += v.upstream_count.saturating_sub(v.count);
-    *extra += v.count.saturating_sub(v.upstream_count);
+    *missing += v.missing();
+    *extra += v.extra();
     *deltas.upstream_messages.entry(v.tier.clone()).or_default() += v.upstream_count;
     if let Some(q) = v.latency {
         let latest = deltas.latency.entry(v.tier.clone()).or_insert((v.bucket_start_ms, q));

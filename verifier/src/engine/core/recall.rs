@@ -2,7 +2,7 @@
 //! every bucket of every edge of every topic it owns within the lateness window (60 buckets × the
 //! edges × 10,000 topics by default), so each is a few numbers, not a verdict and its stored row.
 //!
-//! A [`Recalled`] (48 bytes) holds what the alerts read (the counts, the outcome, the p99, the one
+//! A [`Recalled`] (64 bytes) holds what the alerts read (the counts, the outcome, the p99, the one
 //! lost fingerprint), a digest of the stored row (to tell a fresh verdict that says the same from
 //! one that revises it), whether this run decided it already, and the stored row itself only
 //! while it is pending: a bucket that leaves the window pending is closed as `unreached` from it.
@@ -13,7 +13,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::ops::RangeBounds;
 
-use kaudit_schema::{EpochMillis, Outcome, VerdictRow};
+use kaudit_schema::{EpochMillis, NamedMessage, Outcome, VerdictRow};
 
 use crate::evaluate::{EdgeVerdict, Thresholds};
 
@@ -22,6 +22,11 @@ use crate::evaluate::{EdgeVerdict, Thresholds};
 pub struct Recalled {
     pub upstream_count: u64,
     pub count: u64,
+    /// Extra copies downstream: exact where the sketches named every difference, else
+    /// downstream less upstream. Lost messages follow: `upstream + extra − count`.
+    extra: u64,
+    /// The first named messages, when the tiers' sketches named any (the alert carries them).
+    named: Option<Box<NamedList>>,
     /// The lost message's fingerprint when exactly one was lost (see `flags`).
     lost_fingerprint: u64,
     /// Digest of the stored row, its evaluation time left out.
@@ -45,11 +50,22 @@ impl Recalled {
     /// A row stored (by this run or an earlier one), not decided in this run yet.
     pub fn stored(row: VerdictRow) -> Self {
         let pending = row.kind.outcome.is_pending();
+        let named = row.detail.as_ref().and_then(|d| d.named.as_ref());
+        let extra = match named {
+            Some(n) if n.complete => n.extra,
+            _ => row.count.saturating_sub(row.upstream_count),
+        };
+        let named = named.filter(|n| !n.messages.is_empty()).map(|n| {
+            let messages = n.messages.iter().take(kaudit_alerting::NAMED_IN_ALERT).cloned().collect();
+            Box::new(NamedList { messages, total: n.total })
+        });
         let flags = if row.kind.delayed { DELAYED } else { 0 }
             | if row.lost_fingerprint.is_some() { LOST_FINGERPRINT } else { 0 };
         Self {
             upstream_count: row.upstream_count,
             count: row.count,
+            extra,
+            named,
             lost_fingerprint: row.lost_fingerprint.unwrap_or(0),
             stored: row_digest(&row),
             p99_ms: row.p99_ms.map_or(u32::MAX, |p| p.min(u64::from(u32::MAX - 1)) as u32),
@@ -108,14 +124,29 @@ impl Recalled {
         matches!(self.outcome, Outcome::Pending | Outcome::Indeterminate | Outcome::Unreached)
     }
 
+    /// Messages lost, as the verdict had it (exact where the sketches named them all).
+    pub fn missing(&self) -> u64 {
+        (self.upstream_count + self.extra).saturating_sub(self.count)
+    }
+
+    /// Extra copies downstream, as the verdict had it.
+    pub fn extra(&self) -> u64 {
+        self.extra
+    }
+
+    /// The first named messages and how many were named in all.
+    pub fn named(&self) -> Option<(&[NamedMessage], u64)> {
+        self.named.as_deref().map(|n| (n.messages.as_slice(), n.total))
+    }
+
     /// Missing / upstream count, as the verdict had it.
     pub fn loss_ratio(&self) -> f64 {
-        ratio(self.upstream_count.saturating_sub(self.count), self.upstream_count)
+        ratio(self.missing(), self.upstream_count)
     }
 
     /// Extra / upstream count, as the verdict had it.
     pub fn duplicate_ratio(&self) -> f64 {
-        ratio(self.count.saturating_sub(self.upstream_count), self.upstream_count)
+        ratio(self.extra, self.upstream_count)
     }
 
     /// Whether this bucket breaches `kind` by the absolute thresholds; nothing while held.
@@ -136,6 +167,13 @@ impl Recalled {
 /// `n` of `of`, where anything of nothing is everything (as `evaluate` has it).
 fn ratio(n: u64, of: u64) -> f64 {
     if of == 0 { if n == 0 { 0.0 } else { 1.0 } } else { n as f64 / of as f64 }
+}
+
+/// The named messages a bucket's alert shows.
+#[derive(Debug, Clone, PartialEq)]
+struct NamedList {
+    messages: Vec<NamedMessage>,
+    total: u64,
 }
 
 /// A stored row's digest, its evaluation time left out.
@@ -265,7 +303,7 @@ mod tests {
         assert_eq!(pending.pending_row().map(|r| r.count), Some(0), "kept while pending");
         assert!(pending.is_held() && !pending.breaches(kaudit_alerting::AlertKind::Loss, &Thresholds::default()));
         assert!(r.breaches(kaudit_alerting::AlertKind::Loss, &Thresholds::default()));
-        assert_eq!(std::mem::size_of::<Recalled>(), 48, "what 10,000 topics' windows are made of");
+        assert_eq!(std::mem::size_of::<Recalled>(), 64, "what 10,000 topics' windows are made of");
         assert_eq!((r.p99_ms(), r.lost_fingerprint(), r.delayed()), (Some(3), None, false));
     }
 
