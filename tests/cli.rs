@@ -52,10 +52,10 @@ fn migrate_creates_a_scylla_keyspace_once() {
     let first = kaudit(&args);
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{stdout}{}", String::from_utf8_lossy(&first.stderr));
-    assert!(stdout.contains("applied [1, 2, 3, 4, 5, 6], now at [1, 2, 3, 4, 5, 6]"), "{stdout}");
+    assert!(stdout.contains("applied [1, 2, 3, 4, 5, 6, 7], now at [1, 2, 3, 4, 5, 6, 7]"), "{stdout}");
     assert!(stdout.contains("'class': 'SimpleStrategy', 'replication_factor': 1"), "{stdout}");
     let second = kaudit(&args);
-    assert!(String::from_utf8_lossy(&second.stdout).contains("applied [], now at [1, 2, 3, 4, 5, 6]"));
+    assert!(String::from_utf8_lossy(&second.stdout).contains("applied [], now at [1, 2, 3, 4, 5, 6, 7]"));
 }
 
 #[test]
@@ -295,8 +295,19 @@ fn environment_overrides_reach_every_command() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-const SUBCOMMANDS: [&str; 10] =
-    ["fingerprint", "check-config", "demo", "migrate", "agent", "verifier", "report", "health", "completions", "man"];
+const SUBCOMMANDS: [&str; 11] = [
+    "fingerprint",
+    "check-config",
+    "demo",
+    "migrate",
+    "agent",
+    "verifier",
+    "report",
+    "lost",
+    "health",
+    "completions",
+    "man",
+];
 
 #[test]
 fn completions_cover_every_subcommand_in_every_shell() {

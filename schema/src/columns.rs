@@ -8,6 +8,7 @@
 
 use scylla::{DeserializeRow, SerializeRow};
 
+use crate::difference::DifferenceSketch;
 use crate::sketch::LatencySketch;
 use crate::store::{StoreError, TallyKey, TallyRow};
 use crate::tally::Tally;
@@ -87,6 +88,15 @@ impl<'a> TallyColumns<'a> {
         };
         Ok(TallyRow { key, bucket_width_ms: self.bucket_width_ms, version: self.version as u64, tally })
     }
+}
+
+/// A stored sketch column read back: `None` stays `None`; bytes that are no sketch are
+/// [`StoreError::Corrupt`] naming the topic.
+pub(crate) fn decode_sketch(topic: &str, bytes: Option<&[u8]>) -> Result<Option<DifferenceSketch>, StoreError> {
+    bytes
+        .map(DifferenceSketch::from_bytes)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt { topic: topic.into(), reason: format!("difference sketch: {e}") })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ mod progress;
 mod records;
 mod tls;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,13 @@ use crate::store::{
     BoxError, Change, Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, TopicReports, boxed,
 };
 
+/// The `tally_sketches` values of a row that carries a sketch.
+fn sketch_values(row: &TallyRow) -> Option<(&str, i64, &str, &str, i64, Vec<u8>)> {
+    let sketch = row.tally.sketch.as_ref()?;
+    let k = &row.key;
+    Some((&k.topic, k.bucket_start_ms, &k.tier, &k.agent_id, row.version as i64, sketch.to_bytes()))
+}
+
 /// Most buckets one `read_range` walks; each is one partition read.
 pub const MAX_BUCKETS_PER_READ: i64 = 100_000;
 /// Partition reads in flight at once for one `read_range`.
@@ -47,6 +54,10 @@ const READ_CONCURRENCY: usize = 16;
 
 const INSERT_TALLY: &str =
     concat!("INSERT INTO tallies (", tally_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+const INSERT_SKETCH: &str =
+    "INSERT INTO tally_sketches (topic, bucket_start_ms, tier, agent_id, version, sketch) VALUES (?, ?, ?, ?, ?, ?)";
+const SELECT_SKETCHES: &str =
+    "SELECT tier, agent_id, version, sketch FROM tally_sketches WHERE topic = ? AND bucket_start_ms = ?";
 const INSERT_TOPIC: &str = "INSERT INTO topics (topic, bucket_width_ms) VALUES (?, ?)";
 const INSERT_OFFSET: &str =
     "INSERT INTO tap_offsets (agent_id, topic, partition, next_offset, version) VALUES (?, ?, ?, ?, ?)";
@@ -107,6 +118,8 @@ struct Prepared {
     insert_topic: PreparedStatement,
     insert_offset: PreparedStatement,
     select_bucket: PreparedStatement,
+    insert_sketch: PreparedStatement,
+    select_sketches: PreparedStatement,
     select_width: PreparedStatement,
     select_topics: PreparedStatement,
     select_offsets: PreparedStatement,
@@ -184,6 +197,8 @@ impl ScyllaStore {
             insert_topic: prepare(INSERT_TOPIC).await?,
             insert_offset: prepare(INSERT_OFFSET).await?,
             select_bucket: prepare(SELECT_BUCKET).await?,
+            insert_sketch: prepare(INSERT_SKETCH).await?,
+            select_sketches: prepare(SELECT_SKETCHES).await?,
             select_width: prepare(SELECT_WIDTH).await?,
             select_topics: prepare(SELECT_TOPICS).await?,
             select_offsets: prepare(SELECT_OFFSETS).await?,
@@ -267,6 +282,10 @@ impl ScyllaStore {
             for row in rows {
                 batch.append_statement(self.prepared.insert_tally.clone());
                 values.push(Box::new(TallyColumns::encode(row)));
+                if let Some(sketch) = sketch_values(row) {
+                    batch.append_statement(self.prepared.insert_sketch.clone());
+                    values.push(Box::new(sketch));
+                }
             }
             for o in offsets {
                 batch.append_statement(self.prepared.insert_offset.clone());
@@ -293,18 +312,26 @@ impl ScyllaStore {
         ts: Option<i64>,
         rows: Vec<&TallyRow>,
     ) -> Result<(), scylla::errors::ExecutionError> {
-        if let [row] = rows.as_slice() {
+        if let [row] = rows.as_slice()
+            && row.tally.sketch.is_none()
+        {
             let mut stmt = self.prepared.insert_tally.clone();
             stmt.set_timestamp(ts);
             self.session.execute_unpaged(&stmt, TallyColumns::encode(row)).await?;
             return Ok(());
         }
+        // The rows and their sketches (same partition key, two tables) in one unlogged batch.
         let mut batch = Batch::new(BatchType::Unlogged);
         batch.set_timestamp(ts);
         batch.set_is_idempotent(true);
-        let values: Vec<TallyColumns<'_>> = rows.iter().map(|r| TallyColumns::encode(r)).collect();
-        for _ in &values {
+        let mut values: Vec<Box<dyn scylla::serialize::row::SerializeRow + Send + Sync + '_>> = Vec::new();
+        for row in rows {
             batch.append_statement(self.prepared.insert_tally.clone());
+            values.push(Box::new(TallyColumns::encode(row)));
+            if let Some(sketch) = sketch_values(row) {
+                batch.append_statement(self.prepared.insert_sketch.clone());
+                values.push(Box::new(sketch));
+            }
         }
         self.session.batch(&batch, values).await?;
         Ok(())
@@ -358,15 +385,28 @@ impl ScyllaStore {
 
     async fn read_bucket(&self, topic: &str, bucket: EpochMillis) -> Result<Vec<TallyRow>, StoreError> {
         let read = |source| StoreError::ReadTallies { topic: topic.into(), source };
-        let result = self
-            .session
-            .execute_unpaged(&self.prepared.select_bucket, (topic, bucket))
-            .await
-            .map_err(|e| read(boxed(e)))?;
-        let rows = result.into_rows_result().map_err(|e| read(boxed(e)))?;
+        let (tallies, sketches) = tokio::join!(
+            self.session.execute_unpaged(&self.prepared.select_bucket, (topic, bucket)),
+            self.session.execute_unpaged(&self.prepared.select_sketches, (topic, bucket)),
+        );
+        let sketches = sketches.map_err(|e| read(boxed(e)))?.into_rows_result().map_err(|e| read(boxed(e)))?;
+        let mut by_key: HashMap<(String, String), (i64, Vec<u8>)> = HashMap::new();
+        for row in sketches.rows::<(String, String, i64, Vec<u8>)>().map_err(|e| read(boxed(e)))? {
+            let (tier, agent_id, version, sketch) = row.map_err(|e| read(boxed(e)))?;
+            by_key.insert((tier, agent_id), (version, sketch));
+        }
+        let rows = tallies.map_err(|e| read(boxed(e)))?.into_rows_result().map_err(|e| read(boxed(e)))?;
         let mut out = Vec::new();
         for row in rows.rows::<TallyColumns<'_>>().map_err(|e| read(boxed(e)))? {
-            out.push(row.map_err(|e| read(boxed(e)))?.decode()?);
+            let mut row = row.map_err(|e| read(boxed(e)))?.decode()?;
+            // Only the sketch written with this very version of the row (a newer write may have
+            // reached one table and not yet the other).
+            let sketch = by_key
+                .get(&(row.key.tier.clone(), row.key.agent_id.clone()))
+                .filter(|(version, _)| *version == row.version as i64)
+                .map(|(_, bytes)| bytes.as_slice());
+            row.tally.sketch = crate::columns::decode_sketch(&row.key.topic, sketch)?;
+            out.push(row);
         }
         Ok(out)
     }

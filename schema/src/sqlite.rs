@@ -15,6 +15,7 @@ use rusqlite::{Connection, params};
 use crate::bucket::EpochMillis;
 use crate::clock::Clock;
 use crate::columns::{TallyColumns, tally_columns};
+use crate::difference::DifferenceSketch;
 use crate::progress::{HeartbeatRow, ProgressRow};
 use crate::records::{AlertRecord, CusumStateRow, OutboxEntry, VerdictOwnerRow, VerdictRow};
 use crate::store::{Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, TopicChanges, TopicReports, boxed};
@@ -31,16 +32,18 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (4, "create_changes", include_str!("../sqlite/0004_create_changes.sql")),
     (5, "create_cusum_states", include_str!("../sqlite/0005_create_cusum_states.sql")),
     (6, "create_verdict_owners", include_str!("../sqlite/0006_create_verdict_owners.sql")),
+    (7, "add_tally_sketches", include_str!("../sqlite/0007_add_tally_sketches.sql")),
 ];
 
 const UPSERT_TALLY: &str = concat!(
     "INSERT INTO tallies (",
     tally_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+    ", sketch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
      ON CONFLICT (topic, bucket_start_ms, tier, agent_id) DO UPDATE SET \
      bucket_width_ms = excluded.bucket_width_ms, version = excluded.version, count = excluded.count, \
      bytes = excluded.bytes, fp_xor = excluded.fp_xor, fp_sum = excluded.fp_sum, \
-     no_time = excluded.no_time, malformed = excluded.malformed, latency = excluded.latency \
+     no_time = excluded.no_time, malformed = excluded.malformed, latency = excluded.latency, \
+     sketch = excluded.sketch \
      WHERE excluded.version >= tallies.version"
 );
 
@@ -176,6 +179,7 @@ fn write_batch(conn: &mut Connection, batch: &FlushBatch) -> rusqlite::Result<()
                 c.no_time,
                 c.malformed,
                 c.latency,
+                row.tally.sketch.as_ref().map(DifferenceSketch::to_bytes),
             ])?;
             let name = row.key.topic.as_str();
             if last_topic != Some(name) {
@@ -229,7 +233,7 @@ fn read_changes(conn: &Connection, since_ms: EpochMillis) -> rusqlite::Result<Ch
     Ok(Changes { topics, until_ms })
 }
 
-/// A `SELECT` of [`tally_columns!`], in order, decoded.
+/// A `SELECT` of [`tally_columns!`] then `sketch`, in order, decoded.
 fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TallyRow, StoreError>> {
     let text =
         |i| r.get_ref(i)?.as_str().map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, e.into()));
@@ -248,7 +252,11 @@ fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TallyRow, Stor
         malformed: r.get(11)?,
         latency: r.get(12)?,
     };
-    Ok(columns.decode())
+    let sketch: Option<Vec<u8>> = r.get(13)?;
+    Ok(columns.decode().and_then(|mut row| {
+        row.tally.sketch = crate::columns::decode_sketch(&row.key.topic, sketch.as_deref())?;
+        Ok(row)
+    }))
 }
 
 fn read_range(
@@ -262,7 +270,7 @@ fn read_range(
         .prepare_cached(concat!(
             "SELECT ",
             tally_columns!(),
-            " FROM tallies WHERE topic = ?1 AND bucket_start_ms >= ?2 AND bucket_start_ms < ?3 \
+            ", sketch FROM tallies WHERE topic = ?1 AND bucket_start_ms >= ?2 AND bucket_start_ms < ?3 \
              ORDER BY bucket_start_ms, tier, agent_id"
         ))
         .map_err(read_err)?;

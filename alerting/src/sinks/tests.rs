@@ -298,3 +298,32 @@ fn every_sink_links_the_alert_in_the_verifier_api() {
     let b = body(&pd.with_public_url(base).request(&firing, 1));
     assert_eq!(b["links"], serde_json::json!([{ "href": link, "text": "this alert in the kaudit API" }]));
 }
+
+/// Named messages reach every sink: in the webhook's and PagerDuty's JSON as they are, and as a
+/// line of text in Slack and in Alertmanager's description.
+#[test]
+fn named_messages_reach_every_sink() {
+    let mut named = alert(AlertState::Firing);
+    let lost = kaudit_schema::NamedMessage {
+        kind: kaudit_schema::NamedKind::Lost,
+        fingerprint: "00000000000003ed".into(),
+        copies: 1,
+        partition: Some(1),
+        offset: Some(2),
+        replaced_by: None,
+    };
+    named.numbers.named = vec![lost];
+    named.numbers.named_total = 3;
+    assert_eq!(
+        named.named_text().as_deref(),
+        Some("Named messages: lost 00000000000003ed partition 1 offset 2 and 2 more.")
+    );
+    let slack = SinkConfig::Slack(SlackConfig { name: None, url: "http://127.0.0.1:1/s".into() }).build().unwrap();
+    let text = body(&slack.request(&named, 1))["text"].as_str().unwrap().to_string();
+    assert!(text.contains("lost 00000000000003ed partition 1 offset 2"), "{text}");
+    assert!(super::alertmanager::description(&named).contains("Named messages: lost 00000000000003ed"));
+    let webhook = serde_json::to_value(&named).unwrap();
+    assert_eq!(webhook["numbers"]["named"][0]["offset"], 2);
+    assert!(alert(AlertState::Firing).named_text().is_none());
+    assert!(serde_json::to_value(alert(AlertState::Firing)).unwrap()["numbers"].get("named").is_none());
+}

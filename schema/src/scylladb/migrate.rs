@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (4, "create_changes", include_str!("../../cql/0004_create_changes.cql")),
     (5, "create_cusum_states", include_str!("../../cql/0005_create_cusum_states.cql")),
     (6, "create_verdict_owners", include_str!("../../cql/0006_create_verdict_owners.cql")),
+    (7, "create_tally_sketches", include_str!("../../cql/0007_create_tally_sketches.cql")),
 ];
 
 /// The statements of one migration file, placeholders filled, comments dropped.
@@ -82,7 +83,7 @@ mod tests {
     fn statements_are_split_filled_and_stripped() {
         let options = ScyllaOptions { retention_days: 28, ..ScyllaOptions::default() };
         let all: Vec<String> = MIGRATIONS.iter().flat_map(|(_, _, cql)| statements(cql, &options)).collect();
-        assert_eq!(all.len(), 12, "{all:#?}");
+        assert_eq!(all.len(), 13, "{all:#?}");
         assert!(all.iter().all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS")));
         assert!(all[0].contains("default_time_to_live = 2419200"), "{}", all[0]);
         assert!(all[0].contains("'compaction_window_size': 2"), "{}", all[0]);

@@ -175,7 +175,8 @@ async fn a_version_2_database_is_migrated_to_3() {
             .unwrap()
             .execute_batch(
                 "DROP TABLE progress; DROP TABLE heartbeats; DROP TABLE verdict_details; DROP TABLE changes; \
-                 DROP TABLE cusum_states; DROP TABLE verdict_owners; DELETE FROM schema_migrations WHERE version >= 3",
+                 DROP TABLE cusum_states; DROP TABLE verdict_owners; ALTER TABLE tallies DROP COLUMN sketch; \
+                 DELETE FROM schema_migrations WHERE version >= 3",
             )
             .unwrap();
         assert_eq!(store.schema_version().unwrap(), 2);

@@ -279,7 +279,11 @@ pub async fn stale_progress_is_ignored(store: &dyn Store) {
 pub async fn verdict_details_round_trip(store: &dyn Store) {
     store.write(&batch(vec![row("orders", T0, "producer", "a", 1, 10)])).await.unwrap();
     let pending = kaudit_schema::VerdictRow {
-        detail: Some(VerdictDetail { behind_tier: Some("broker".into()), lag_ms: Some(42_000), vanished: vec![] }),
+        detail: Some(VerdictDetail {
+            behind_tier: Some("broker".into()),
+            lag_ms: Some(42_000),
+            ..VerdictDetail::default()
+        }),
         ..verdict(T0, "broker", "pending", 0)
     };
     let vanished = VanishedAgent { agent_id: "p-1".into(), tier: "producer".into(), last_heartbeat_ms: T0 + 7 };
@@ -509,4 +513,54 @@ pub async fn verdict_owners_round_trip(store: &dyn Store) {
         vec![rewritten.clone(), doubled, handed_over, late_bucket]
     );
     assert_eq!(store.read_verdict_owners(None).await.unwrap()[4], other);
+}
+
+/// `row` with a difference sketch of its messages, each at `partition` and an offset.
+fn sketched(topic: &str, bucket: i64, tier: &str, agent: &str, version: u64, count: u64) -> TallyRow {
+    use kaudit_schema::difference::{DEFAULT_GEOMETRY, DifferenceSketch, Locator};
+    let mut r = row(topic, bucket, tier, agent, 0, 0);
+    r.version = version;
+    r.tally.sketch = Some(DifferenceSketch::new(DEFAULT_GEOMETRY));
+    for i in 0..count {
+        r.tally.add_at(
+            i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ version,
+            100,
+            Some(Locator { partition: 2, offset: i as i64 }),
+        );
+    }
+    r
+}
+
+/// Each tally row's sketch is stored with it and read back with it, whichever way the row is
+/// written (a partition of several rows, a single row, a tap's batch with offsets); a row without
+/// one reads back without one; a newer version replaces the sketch with the row.
+pub async fn sketches_round_trip_with_their_rows(store: &dyn Store) {
+    // In read order: (bucket, tier, agent).
+    let several = vec![row("orders", T0, "consumer", "b", 2, 39), sketched("orders", T0, "producer", "a", 2, 40)];
+    let single = sketched("payments", T0, "broker", "x", 2, 7);
+    store.write(&batch(several.clone())).await.unwrap();
+    store.write(&batch(vec![single.clone()])).await.unwrap();
+    let tap = sketched("orders", T0 + W, "broker", "tap-a", 3, 12);
+    let offset =
+        OffsetRow { agent_id: "tap-a".into(), topic: "orders".into(), partition: 2, next_offset: 12, version: 3 };
+    store.write(&FlushBatch { rows: vec![tap.clone()], offsets: vec![offset], ..FlushBatch::default() }).await.unwrap();
+    let mut expected = several.clone();
+    expected.push(tap.clone());
+    assert_eq!(store.read_range("orders", T0, T0 + 2 * W).await.unwrap(), expected);
+    assert_eq!(store.read_range("payments", T0, T0 + W).await.unwrap(), vec![single.clone()]);
+    store.write(&batch(several.clone())).await.unwrap();
+    assert_eq!(store.read_range("orders", T0, T0 + W).await.unwrap(), several, "a replay changes nothing");
+    let newer = sketched("orders", T0, "producer", "a", 5, 41);
+    store.write(&batch(vec![newer.clone()])).await.unwrap();
+    let read = store.read_range("orders", T0, T0 + W).await.unwrap();
+    assert_eq!(read[1], newer, "the newer row with its own sketch");
+    assert!(read[0].tally.sketch.is_none());
+}
+
+/// An older version delivered after a newer one changes neither the row nor its sketch.
+pub async fn stale_sketch_is_ignored(store: &dyn Store) {
+    let newer = sketched("orders", T0, "producer", "a", 5, 41);
+    store.write(&batch(vec![newer.clone()])).await.unwrap();
+    store.write(&batch(vec![sketched("orders", T0, "producer", "a", 4, 40)])).await.unwrap();
+    assert_eq!(store.read_range("orders", T0, T0 + W).await.unwrap(), vec![newer]);
 }

@@ -51,7 +51,8 @@ contract!(
     verdict_details_round_trip,
     cusum_states_round_trip,
     older_cusum_state_is_ignored,
-    verdict_owners_round_trip
+    verdict_owners_round_trip,
+    sketches_round_trip_with_their_rows
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,9 +61,9 @@ async fn migrate_is_recorded_and_idempotent() {
     let options = options("t_migrate");
     let hosts = vec![server.addr().to_string()];
     let session = connect_session(&hosts, &options).await.unwrap();
-    assert_eq!(migrate(&session, &options).await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(migrate(&session, &options).await.unwrap(), vec![1, 2, 3, 4, 5, 6, 7]);
     assert_eq!(migrate(&session, &options).await.unwrap(), Vec::<u32>::new(), "second run applies nothing");
-    assert_eq!(applied_versions(&session).await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(applied_versions(&session).await.unwrap(), vec![1, 2, 3, 4, 5, 6, 7]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,6 +106,6 @@ async fn concurrent_migrations_both_succeed() {
     let (ra, rb) = tokio::join!(migrate(&a, &options), migrate(&b, &options));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert!(!ra.is_empty() || !rb.is_empty(), "one of them applied the migrations: {ra:?} {rb:?}");
-    assert_eq!(applied_versions(&a).await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(applied_versions(&a).await.unwrap(), vec![1, 2, 3, 4, 5, 6, 7]);
     ScyllaStore::from_session(b, &hosts, &options).await.expect("the keyspace is usable");
 }

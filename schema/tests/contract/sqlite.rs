@@ -37,7 +37,9 @@ contract!(
     verdict_details_round_trip,
     cusum_states_round_trip,
     older_cusum_state_is_ignored,
-    verdict_owners_round_trip
+    verdict_owners_round_trip,
+    sketches_round_trip_with_their_rows,
+    stale_sketch_is_ignored
 );
 
 #[tokio::test]
