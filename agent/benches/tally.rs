@@ -9,7 +9,11 @@
 //! * `observation`: extract + fingerprint only (`Auditor::observation`), no table;
 //! * `table_record`: [`TallyTable::record`] of a precomputed observation, no lock, no hashing;
 //! * `observation+table_record`: both, without the mutex and clock read of `hot_path`;
-//! * `hot_path_system_clock`: `hot_path` reading the real wall clock instead of a manual one.
+//! * `hot_path_system_clock`: `hot_path` reading the real wall clock instead of a manual one;
+//! * `hot_path_no_sketch`: `hot_path` without the difference sketch (`agent.sketch.enabled =
+//!   false`): `hot_path` less this is what naming lost messages costs per message;
+//! * `hot_path_located`: a consumer wrapper's read, `hot_path` with the message's partition and
+//!   offset kept in the sketch.
 //!
 //! The clock is a [`ManualClock`] that never moves and the message is built once, so every
 //! iteration lands in the same stream and bucket: the table does not grow, no snapshot is needed.
@@ -100,6 +104,24 @@ fn tally(c: &mut Criterion) {
             b.iter(|| auditor.record_message(black_box(TOPIC), black_box(TIER), black_box(&msg)))
         });
         if len == 100 {
+            // The difference sketch's share: the same hot path without a sketch, and with the
+            // sketch and a locator (a consumer wrapper's read: partition and offset).
+            let plain = Auditor::new(AuditorOptions {
+                clock: Arc::new(ManualClock::new(NOW_MS)),
+                instance_id: Some("bench".into()),
+                sketch: None,
+                ..AuditorOptions::named("bench")
+            });
+            group.bench_function("hot_path_no_sketch", |b| {
+                b.iter(|| plain.record_message(black_box(TOPIC), black_box(TIER), black_box(&msg)))
+            });
+            let mut offset = 0i64;
+            group.bench_function("hot_path_located", |b| {
+                b.iter(|| {
+                    offset += 1;
+                    auditor.record_read_at(black_box(TOPIC), black_box(TIER), 3, Some(offset), black_box(&msg))
+                })
+            });
             // The same with the real wall clock a deployment uses (one vDSO clock read per message).
             let system =
                 Auditor::new(AuditorOptions { instance_id: Some("bench".into()), ..AuditorOptions::named("bench") });

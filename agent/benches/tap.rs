@@ -90,6 +90,7 @@ fn tap_pass(bootstrap: &str, group: &str, rt: &tokio::runtime::Runtime, store: A
         width: BucketWidth::DEFAULT,
         close_after_ms: 600_000,
         max_future_ms: kaudit_agent::table::DEFAULT_MAX_FUTURE_MS,
+        sketch: Some(kaudit_schema::difference::DEFAULT_GEOMETRY),
         clock: Arc::new(SystemClock),
         store,
         runtime: rt.handle().clone(),

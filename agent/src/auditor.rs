@@ -83,6 +83,8 @@ pub struct AuditorOptions {
     pub max_future_ms: i64,
     /// Most buckets open at once (see [`crate::table`]'s bounds).
     pub max_open_buckets: usize,
+    /// The difference sketch of every row (`None`: rows carry counts only).
+    pub sketch: Option<kaudit_schema::difference::Geometry>,
 }
 
 impl AuditorOptions {
@@ -98,6 +100,7 @@ impl AuditorOptions {
             max_streams: DEFAULT_MAX_STREAMS,
             max_future_ms: DEFAULT_MAX_FUTURE_MS,
             max_open_buckets: crate::table::DEFAULT_MAX_OPEN_BUCKETS,
+            sketch: Some(kaudit_schema::difference::DEFAULT_GEOMETRY),
         }
     }
 }
@@ -112,6 +115,7 @@ pub fn observe<M: AuditMessage + ?Sized>(rules: &TopicRules, topic: &str, msg: &
         bytes: payload.len() as u64,
         event_time: extracted.event_time,
         malformed_id: extracted.malformed_id,
+        locator: None,
     }
 }
 
@@ -129,6 +133,7 @@ impl Auditor {
         table.set_max_streams(options.max_streams);
         table.set_max_future_ms(options.max_future_ms);
         table.set_max_open_buckets(options.max_open_buckets);
+        table.set_sketch(options.sketch);
         Self {
             inner: Arc::new(Inner {
                 table: Mutex::new(table),
@@ -245,6 +250,7 @@ impl Auditor {
             bytes: payload.len() as u64,
             event_time: event_time.map_or(EventTime::Missing, crate::extract::from_epoch_number),
             malformed_id: false,
+            locator: None,
         };
         self.observe(topic, tier, obs);
     }
@@ -279,7 +285,22 @@ impl Auditor {
     /// Count a message read from `partition` by a consumer, noting how far that partition is read.
     #[inline]
     pub fn record_read<M: AuditMessage + ?Sized>(&self, topic: &str, tier: &str, partition: i32, msg: &M) {
-        let obs = self.observation(topic, msg);
+        self.record_read_at(topic, tier, partition, None, msg);
+    }
+
+    /// [`Auditor::record_read`] of the message at `offset` of `partition`: its row's sketch keeps
+    /// where it lives, so a loss can be named with it.
+    #[inline]
+    pub fn record_read_at<M: AuditMessage + ?Sized>(
+        &self,
+        topic: &str,
+        tier: &str,
+        partition: i32,
+        offset: Option<i64>,
+        msg: &M,
+    ) {
+        let mut obs = self.observation(topic, msg);
+        obs.locator = offset.map(|offset| kaudit_schema::difference::Locator { partition, offset });
         let now = self.inner.clock.now_ms();
         self.table().record_read(topic, tier, partition, obs, now);
     }

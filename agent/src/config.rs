@@ -61,6 +61,38 @@ pub struct AgentConfig {
     /// Extraction rules by topic pattern, first match wins. Default: every topic (`*`) uses the
     /// message key and the Kafka timestamp.
     pub topics: Vec<TopicRuleConfig>,
+    /// The difference sketch every tally row carries, which names lost and duplicated messages
+    /// (README, "Naming lost messages").
+    pub sketch: SketchConfig,
+}
+
+/// `[agent.sketch]`: the size of each row's difference sketch. Every agent of a pipeline must use
+/// the same size for their rows to be compared message by message (otherwise only counts are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SketchConfig {
+    /// Keep a sketch in every row. Default true. Off: rows carry counts only, and no message of
+    /// theirs can be named.
+    pub enabled: bool,
+    /// Cells, a multiple of `hashes`, at most 4096. Default 80: every difference of up to 40
+    /// messages in a bucket named 99.4 % of the time; 40 bytes a cell in every row written.
+    pub cells: u16,
+    /// Cells each message is added to, 3 to 8. Default 4.
+    pub hashes: u8,
+}
+
+impl Default for SketchConfig {
+    fn default() -> Self {
+        let g = kaudit_schema::difference::DEFAULT_GEOMETRY;
+        Self { enabled: true, cells: g.cells, hashes: g.hashes }
+    }
+}
+
+impl SketchConfig {
+    /// The geometry when enabled (validated by [`AgentConfig::validate`]).
+    pub fn geometry(&self) -> Option<kaudit_schema::difference::Geometry> {
+        self.enabled.then_some(kaudit_schema::difference::Geometry { cells: self.cells, hashes: self.hashes })
+    }
 }
 
 /// Largest `max_future_ms` accepted: a year. Past that, far-future buckets would pile up again.
@@ -96,6 +128,7 @@ impl Default for AgentConfig {
             max_future_ms: crate::table::DEFAULT_MAX_FUTURE_MS as u64,
             max_open_buckets: crate::table::DEFAULT_MAX_OPEN_BUCKETS,
             topics: Vec::new(),
+            sketch: SketchConfig::default(),
         }
     }
 }
@@ -135,6 +168,20 @@ impl AgentConfig {
                 format!("{} is more than a year ({MAX_FUTURE_LIMIT_MS} ms)", self.max_future_ms),
             ));
         }
+        let geometry = kaudit_schema::difference::Geometry { cells: self.sketch.cells, hashes: self.sketch.hashes };
+        match geometry.checked() {
+            Err(kaudit_schema::difference::DifferenceError::Hashes(_)) => {
+                issues.push(ConfigIssue::new(at("sketch.hashes"), format!("{} is not 3 to 8", self.sketch.hashes)));
+            }
+            Err(_) => issues.push(ConfigIssue::new(
+                at("sketch.cells"),
+                format!(
+                    "{} must be a multiple of sketch.hashes ({}), at least twice it and at most 4096",
+                    self.sketch.cells, self.sketch.hashes
+                ),
+            )),
+            Ok(_) => {}
+        }
         for (i, rule) in self.topics.iter().enumerate() {
             if let Err(e) = globset::Glob::new(&rule.pattern) {
                 issues.push(ConfigIssue::new(
@@ -166,6 +213,7 @@ impl AgentConfig {
             max_streams: self.max_streams,
             max_open_buckets: self.max_open_buckets,
             max_future_ms: self.max_future_ms as i64,
+            sketch: self.sketch.geometry(),
         })
     }
 
@@ -187,6 +235,19 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sketch_size_that_cannot_work_is_refused_by_key() {
+        let c = AgentConfig { sketch: SketchConfig { enabled: true, cells: 81, hashes: 4 }, ..AgentConfig::default() };
+        let issues = c.validate("agent");
+        assert_eq!(issues.len(), 1, "{issues:?}");
+        assert_eq!(issues[0].path, "agent.sketch.cells");
+        let c = AgentConfig { sketch: SketchConfig { enabled: true, cells: 80, hashes: 9 }, ..AgentConfig::default() };
+        assert_eq!(c.validate("agent")[0].path, "agent.sketch.hashes");
+        assert_eq!(AgentConfig::default().sketch.geometry(), Some(kaudit_schema::difference::DEFAULT_GEOMETRY));
+        let off = SketchConfig { enabled: false, ..SketchConfig::default() };
+        assert_eq!(off.geometry(), None);
+    }
 
     #[test]
     fn defaults_are_valid_and_documented_values() {

@@ -37,6 +37,7 @@
 //!   progress record: `v1p <topic> <tier> <event_time_ms>`. Invalid lines are counted and logged
 //!   (rate-limited); valid lines of a datagram still count.
 
+use kaudit_schema::difference::Locator;
 use std::borrow::Cow;
 
 use kaudit_schema::EpochMillis;
@@ -64,6 +65,7 @@ impl PartialEq for Observation {
             && self.bytes == o.bytes
             && self.event_time == o.event_time
             && self.malformed_id == o.malformed_id
+            && self.locator == o.locator
     }
 }
 
@@ -296,8 +298,8 @@ fn progress_from_raw(
     })
 }
 
-const RECORD_FIELDS: [&str; 7] =
-    ["topic", "tier", "business_id", "payload_xxh64", "fingerprint", "bytes", "event_time"];
+const RECORD_FIELDS: [&str; 9] =
+    ["topic", "tier", "business_id", "payload_xxh64", "fingerprint", "bytes", "event_time", "partition", "offset"];
 
 /// Validate one record.
 fn record_from_raw(r: &RawRecord<'_>) -> Result<IngestRecord, String> {
@@ -328,11 +330,33 @@ fn record_from_raw(r: &RawRecord<'_>) -> Result<IngestRecord, String> {
         },
         Some(other) => return Err(format!("event_time: expected a number, got {other}")),
     };
+    let locator = locator(&r.partition, &r.offset)?;
     Ok(IngestRecord {
         topic: topic.to_string(),
         tier: tier.to_string(),
-        observation: Observation { fingerprint, bytes, event_time, malformed_id: false },
+        observation: Observation { fingerprint, bytes, event_time, malformed_id: false, locator },
     })
+}
+
+/// The optional `partition` and `offset` of a record: where the app's message lives in Kafka
+/// (both or neither), so that a loss can be named with it.
+fn locator(partition: &Option<Scalar<'_>>, offset: &Option<Scalar<'_>>) -> Result<Option<Locator>, String> {
+    let number = |v: &Scalar<'_>, name: &str, max: u64| match v {
+        Scalar::Uint(n) if *n <= max => Ok(*n),
+        other => Err(format!("{name}: expected an integer from 0 to {max}, got {other}")),
+    };
+    match (partition, offset) {
+        (None | Some(Scalar::Null), None | Some(Scalar::Null)) => Ok(None),
+        (Some(p), Some(o)) if !matches!(p, Scalar::Null) && !matches!(o, Scalar::Null) => {
+            let partition = number(p, "partition", i32::MAX as u64)? as i32;
+            let offset = number(o, "offset", i64::MAX as u64)? as i64;
+            Ok(Some(Locator { partition, offset }))
+        }
+        (Some(p), _) if !matches!(p, Scalar::Null) => {
+            Err("offset: missing (give partition and offset together)".into())
+        }
+        _ => Err("partition: missing (give partition and offset together)".into()),
+    }
 }
 
 fn validate(item: &RawItem<'_>) -> Result<IngestLine, String> {
@@ -517,7 +541,8 @@ fn parse_record_line(line: &str) -> Result<IngestRecord, String> {
             _ => return Err(format!("event_time {} is not a positive integer of s or ms, or -", shown(t))),
         },
     };
-    Ok(IngestRecord { topic, tier, observation: Observation { fingerprint, bytes, event_time, malformed_id: false } })
+    let observation = Observation { fingerprint, bytes, event_time, malformed_id: false, locator: None };
+    Ok(IngestRecord { topic, tier, observation })
 }
 
 /// A record as one UDP line (for clients and tests): the inverse of [`parse_line`] for records

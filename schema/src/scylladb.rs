@@ -40,8 +40,11 @@ use crate::store::{
     BoxError, Change, Changes, FlushBatch, OffsetRow, Store, StoreError, TallyRow, TopicReports, boxed,
 };
 
+/// `tally_sketches` values: topic, bucket start, tier, agent id, version, sketch.
+type SketchValues<'a> = (&'a str, i64, &'a str, &'a str, i64, Vec<u8>);
+
 /// The `tally_sketches` values of a row that carries a sketch.
-fn sketch_values(row: &TallyRow) -> Option<(&str, i64, &str, &str, i64, Vec<u8>)> {
+fn sketch_values(row: &TallyRow) -> Option<SketchValues<'_>> {
     let sketch = row.tally.sketch.as_ref()?;
     let k = &row.key;
     Some((&k.topic, k.bucket_start_ms, &k.tier, &k.agent_id, row.version as i64, sketch.to_bytes()))

@@ -137,6 +137,8 @@ pub(crate) struct RawRecord<'a> {
     pub fingerprint: Option<Scalar<'a>>,
     pub bytes: Option<Scalar<'a>>,
     pub event_time: Option<Scalar<'a>>,
+    pub partition: Option<Scalar<'a>>,
+    pub offset: Option<Scalar<'a>>,
     pub keys: KeyProblems,
     /// The first known record field seen, for "a progress record has no key but progress".
     pub other_key: Option<&'static str>,
@@ -188,6 +190,8 @@ impl<'de> Visitor<'de> for ItemVisitor {
                 "fingerprint" => "fingerprint",
                 "bytes" => "bytes",
                 "event_time" => "event_time",
+                "partition" => "partition",
+                "offset" => "offset",
                 other => {
                     r.keys.unknown(other);
                     map.next_value::<IgnoredAny>()?;
@@ -203,6 +207,8 @@ impl<'de> Visitor<'de> for ItemVisitor {
                 "payload_xxh64" => &mut r.payload_xxh64,
                 "fingerprint" => &mut r.fingerprint,
                 "bytes" => &mut r.bytes,
+                "partition" => &mut r.partition,
+                "offset" => &mut r.offset,
                 _ => &mut r.event_time,
             };
             r.keys.set(slot, name, value);

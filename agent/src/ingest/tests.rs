@@ -233,7 +233,7 @@ mod properties {
                 IngestRecord {
                     topic,
                     tier,
-                    observation: Observation { fingerprint, bytes, event_time, malformed_id: false },
+                    observation: Observation { fingerprint, bytes, event_time, malformed_id: false, locator: None },
                 }
             })
     }
@@ -329,5 +329,27 @@ mod properties {
             let line = record_line(&r.topic, &r.tier, r.observation.fingerprint, r.observation.bytes, time, &id);
             prop_assert_eq!(parse_line(&line), Ok(IngestLine::Record(r)));
         }
+    }
+}
+
+/// A record may say where its message lives (partition and offset, both or neither): its row's
+/// sketch keeps it, so a loss can be named with it. Anything else is a 4xx naming the field.
+#[test]
+fn partition_and_offset_are_taken_together_or_refused() {
+    let located = "{\"topic\":\"t\",\"tier\":\"p\",\"fingerprint\":\"ff\",\"partition\":2,\"offset\":41}";
+    let r = &parse_body(located.as_bytes()).unwrap().records[0];
+    assert_eq!(r.observation.locator, Some(kaudit_schema::difference::Locator { partition: 2, offset: 41 }));
+    let bare = "{\"topic\":\"t\",\"tier\":\"p\",\"fingerprint\":\"ff\",\"partition\":null,\"offset\":null}";
+    assert_eq!(parse_body(bare.as_bytes()).unwrap().records[0].observation.locator, None);
+    for (extra, says) in [
+        ("\"partition\":2", "offset: missing"),
+        ("\"offset\":2", "partition: missing"),
+        ("\"partition\":-1,\"offset\":2", "partition: expected an integer from 0 to 2147483647"),
+        ("\"partition\":1,\"offset\":\"x\"", "offset: expected an integer"),
+        ("\"partition\":4294967296,\"offset\":1", "partition: expected an integer"),
+    ] {
+        let body = format!("{{\"topic\":\"t\",\"tier\":\"p\",\"fingerprint\":\"ff\",{extra}}}");
+        let problems = parse_body(body.as_bytes()).unwrap_err().problems;
+        assert!(problems[0].contains(says), "{extra}: {problems:?}");
     }
 }

@@ -85,7 +85,7 @@ impl<C: ConsumerContext + 'static> AuditedStreamConsumer<C> {
     /// Receive the next message, tallied.
     pub async fn recv(&self) -> KafkaResult<BorrowedMessage<'_>> {
         let msg = self.inner.recv().await?;
-        self.auditor.record_read(msg.topic(), &self.tier, msg.partition(), &KafkaMessage(&msg));
+        self.auditor.record_read_at(msg.topic(), &self.tier, msg.partition(), Some(msg.offset()), &KafkaMessage(&msg));
         Ok(msg)
     }
 }
@@ -116,7 +116,13 @@ impl<C: ConsumerContext + 'static> AuditedBaseConsumer<C> {
     pub fn poll(&self, timeout: impl Into<Timeout>) -> Option<KafkaResult<BorrowedMessage<'_>>> {
         let result = self.inner.poll(timeout)?;
         if let Ok(msg) = &result {
-            self.auditor.record_read(msg.topic(), &self.tier, msg.partition(), &KafkaMessage(msg));
+            self.auditor.record_read_at(
+                msg.topic(),
+                &self.tier,
+                msg.partition(),
+                Some(msg.offset()),
+                &KafkaMessage(msg),
+            );
         }
         Some(result)
     }

@@ -1,5 +1,6 @@
 //! Audited producers: the delivery-report context, and wrappers that also count hand-offs.
 
+use kaudit_schema::difference::Locator;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -70,7 +71,9 @@ impl<C: ProducerContext> ProducerContext for AuditingProducerContext<C> {
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
         match result {
             Ok(msg) => {
-                let obs = self.auditor.observation(msg.topic(), &KafkaMessage(msg));
+                let mut obs = self.auditor.observation(msg.topic(), &KafkaMessage(msg));
+                // Where the broker acknowledged it: a loss downstream is named with it.
+                obs.locator = Some(Locator { partition: msg.partition(), offset: msg.offset() });
                 self.auditor.observe_delivered(msg.topic(), &self.tier, obs, None);
             }
             Err((_, msg)) => {
@@ -255,6 +258,7 @@ impl AuditedFutureProducer {
                 if stamped_by_broker {
                     obs.event_time = delivery.timestamp.to_millis().map_or(EventTime::Missing, from_epoch_number);
                 }
+                obs.locator = Some(Locator { partition: delivery.partition, offset: delivery.offset });
                 self.auditor.observe_delivered(topic, &self.tier, obs, Some(bucket_time));
             }
             Err(_) => {

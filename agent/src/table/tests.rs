@@ -6,7 +6,7 @@ use proptest::prelude::*;
 const W: i64 = 60_000;
 
 fn obs(fp: u64, t: EventTime) -> Observation {
-    Observation { fingerprint: fp, bytes: 10, event_time: t, malformed_id: false }
+    Observation { fingerprint: fp, bytes: 10, event_time: t, malformed_id: false, locator: None }
 }
 
 fn table() -> TallyTable {
@@ -112,7 +112,12 @@ proptest! {
                     let arrival = now.max(event.unwrap_or(0)) + lag;
                     t.record(&topic, &tier, obs(fp, event_time), arrival);
                     let bucket = W * (event.unwrap_or(arrival).div_euclid(W));
-                    truth.entry((topic, tier, bucket)).or_default().add(fp, 10);
+                    // The rows' sketches sum to the sketch of the messages, as their counts do.
+                    let sketched = || Tally {
+                        sketch: Some(kaudit_schema::difference::DifferenceSketch::new(kaudit_schema::difference::DEFAULT_GEOMETRY)),
+                        ..Tally::default()
+                    };
+                    truth.entry((topic, tier, bucket)).or_insert_with(sketched).add(fp, 10);
                 }
                 Step::Advance(ms) => now += ms,
                 Step::Snapshot => apply(t.snapshot(now), &mut store),
@@ -350,4 +355,33 @@ fn the_bucket_cap_diverts_scattered_event_times_to_the_arrival_bucket() {
     assert_eq!(total, 11, "every message counted");
     let arrival = batch.rows.iter().find(|r| r.key.bucket_start_ms == now).expect("arrival bucket");
     assert_eq!((arrival.tally.count, arrival.tally.malformed), (7, 7));
+}
+
+/// A message recorded with its locator lands in its row's sketch: subtracting a table that missed
+/// it names it, at its partition and offset; a table without sketches writes none.
+#[test]
+fn a_recorded_message_is_named_with_its_locator() {
+    use kaudit_schema::difference::Locator;
+    let (mut all, mut missed) = (table(), table());
+    for offset in 0..30 {
+        let o = Observation {
+            locator: Some(Locator { partition: 3, offset }),
+            ..obs(1_000 + offset as u64, EventTime::Valid(W))
+        };
+        all.record("t", "c", o, W + 1);
+        if offset != 17 {
+            missed.record("t", "c", o, W + 1);
+        }
+    }
+    let sketch = |t: &mut TallyTable| t.snapshot(W + 2).rows[0].tally.sketch.clone().expect("a sketch by default");
+    let decoded = sketch(&mut all).subtract(&sketch(&mut missed)).unwrap().decode();
+    assert!(decoded.complete);
+    assert_eq!(decoded.differences.len(), 1);
+    let d = decoded.differences[0];
+    assert_eq!((d.fingerprint, d.copies, d.locator), (1_017, 1, Some(Locator { partition: 3, offset: 17 })));
+
+    let mut plain = table();
+    plain.set_sketch(None);
+    plain.record("t", "c", obs(1, EventTime::Valid(W)), W + 1);
+    assert!(plain.snapshot(W + 2).rows[0].tally.sketch.is_none());
 }

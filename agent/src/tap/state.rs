@@ -10,6 +10,7 @@
 //! indeterminate.
 
 use hashbrown::HashMap as FastMap;
+use kaudit_schema::difference::Locator;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,6 +78,7 @@ pub struct TapShared {
     width: BucketWidth,
     close_after_ms: i64,
     max_future_ms: i64,
+    sketch: Option<kaudit_schema::difference::Geometry>,
     pub(super) start_from: StartFrom,
     pub(super) clock: Arc<dyn Clock>,
     /// How long a revocation keeps trying to write before releasing anyway (logged).
@@ -95,6 +97,8 @@ pub struct TapOptions {
     pub close_after_ms: i64,
     /// Event times further than this ahead of the clock count as malformed, ms.
     pub max_future_ms: i64,
+    /// Each row's difference sketch (`None`: counts only).
+    pub sketch: Option<kaudit_schema::difference::Geometry>,
     pub clock: Arc<dyn Clock>,
     pub store: Arc<dyn Store>,
     pub runtime: tokio::runtime::Handle,
@@ -112,6 +116,7 @@ impl TapOptions {
             width: BucketWidth::from_millis(agent.bucket_width_ms).expect("validated"),
             close_after_ms: agent.close_after_ms as i64,
             max_future_ms: agent.max_future_ms as i64,
+            sketch: agent.sketch.geometry(),
             clock: Arc::new(crate::SystemClock),
             store,
             runtime: tokio::runtime::Handle::current(),
@@ -135,6 +140,7 @@ impl TapShared {
             width: o.width,
             close_after_ms: o.close_after_ms,
             max_future_ms: o.max_future_ms,
+            sketch: o.sketch,
             start_from: o.config.start_from,
             clock: o.clock,
             revoke_timeout: o.revoke_timeout,
@@ -145,7 +151,8 @@ impl TapShared {
     /// Count one consumed message seen at `now` (ms) and advance its partition's next offset.
     pub(super) fn record(&self, msg: &BorrowedMessage<'_>, now: i64) {
         let topic = msg.topic();
-        let obs = observe(&self.rules, topic, &KafkaMessage(msg));
+        let mut obs = observe(&self.rules, topic, &KafkaMessage(msg));
+        obs.locator = Some(Locator { partition: msg.partition(), offset: msg.offset() });
         let mut parts = self.partitions.lock().expect("tap state poisoned");
         let Some(state) = parts.get_mut(topic).and_then(|p| p.get_mut(&msg.partition())) else {
             // librdkafka only hands out messages of assigned partitions, which were loaded.
@@ -222,6 +229,7 @@ impl TapShared {
         let (offsets, rows) = self.read_stored(&agent_id, topic, partition, now);
         let mut table = TallyTable::resuming(agent_id.clone(), self.width, self.close_after_ms, now);
         table.set_max_future_ms(self.max_future_ms);
+        table.set_sketch(self.sketch);
         let mut seeded = 0;
         for row in rows.into_iter().filter(|r| r.key.agent_id == agent_id) {
             table.seed(&row.key.topic, &row.key.tier, row.key.bucket_start_ms, row.tally);
