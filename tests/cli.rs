@@ -64,7 +64,7 @@ fn migrate_sqlite_and_bad_urls() {
     let url = format!("sqlite://{}/nested/audit.db", dir.path().display());
     let out = kaudit(&["migrate", "--store", &url]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("schema at version 6"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schema at version 7"));
 
     let out = kaudit(&["migrate", "--store", "postgres://db:5432"]);
     assert_eq!(out.status.code(), Some(78));
