@@ -171,7 +171,8 @@ fn check(fp: u64) -> u64 {
 /// The check hash of a fingerprint at a locator.
 #[inline(always)]
 fn locator_check(fp: u64, part: u32, off: u64) -> u64 {
-    mix(fp.rotate_left(17) ^ mix(off ^ (u64::from(part) << 40) ^ 0x2545_F491_4F6C_DD1D))
+    // Partition and offset mixed apart: no (partition, offset) pair can stand for another.
+    mix(fp.rotate_left(17) ^ mix(mix(off ^ 0x2545_F491_4F6C_DD1D) ^ u64::from(part)))
 }
 
 /// The cell of `fp` in sub-table `i` of `sub` cells, as an index into the whole table.
@@ -378,12 +379,9 @@ impl DifferenceSketch {
     }
 
     /// Take `d` out of every cell it is in (its locator only where verified).
+    /// Every cell is linear in its count, so all copies go in one step, however many.
     fn remove(&mut self, d: &Difference) {
-        let sign = -(d.copies.signum() as i32);
-        let copies = d.copies.unsigned_abs() as usize;
-        for _ in 0..copies {
-            self.add(sign, d.fingerprint, d.locator);
-        }
+        self.add((d.copies as i32).wrapping_neg(), d.fingerprint, d.locator);
     }
 }
 

@@ -73,7 +73,7 @@ impl<C: ProducerContext> ProducerContext for AuditingProducerContext<C> {
             Ok(msg) => {
                 let mut obs = self.auditor.observation(msg.topic(), &KafkaMessage(msg));
                 // Where the broker acknowledged it: a loss downstream is named with it.
-                obs.locator = Some(Locator { partition: msg.partition(), offset: msg.offset() });
+                obs.locator = located(msg.partition(), msg.offset());
                 self.auditor.observe_delivered(msg.topic(), &self.tier, obs, None);
             }
             Err((_, msg)) => {
@@ -258,7 +258,7 @@ impl AuditedFutureProducer {
                 if stamped_by_broker {
                     obs.event_time = delivery.timestamp.to_millis().map_or(EventTime::Missing, from_epoch_number);
                 }
-                obs.locator = Some(Locator { partition: delivery.partition, offset: delivery.offset });
+                obs.locator = located(delivery.partition, delivery.offset);
                 self.auditor.observe_delivered(topic, &self.tier, obs, Some(bucket_time));
             }
             Err(_) => {
@@ -267,5 +267,24 @@ impl AuditedFutureProducer {
             }
         }
         result
+    }
+}
+
+/// Where the broker acknowledged a message; `None` when librdkafka does not know the offset
+/// (`RD_KAFKA_OFFSET_INVALID`, -1001) or the partition: a loss is then named without a locator,
+/// never at a made-up one.
+fn located(partition: i32, offset: i64) -> Option<Locator> {
+    (partition >= 0 && offset >= 0).then_some(Locator { partition, offset })
+}
+
+#[cfg(test)]
+mod locator_tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_offset_is_no_locator() {
+        assert_eq!(located(2, 41), Some(Locator { partition: 2, offset: 41 }));
+        assert_eq!(located(2, -1001), None);
+        assert_eq!(located(-1, 5), None);
     }
 }

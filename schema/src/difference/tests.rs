@@ -235,3 +235,26 @@ fn many_copies_of_one_message_decode() {
         }
     }
 }
+
+/// Partition and offset are hashed apart: a locator whose bits, combined naively, equal another's
+/// (partition 1 offset 0 and partition 0 offset 2^40) has its own check hash.
+#[test]
+fn locator_checks_do_not_alias_across_partitions() {
+    for fp in [0u64, 7, u64::MAX] {
+        assert_ne!(locator_check(fp, 1, 1), locator_check(fp, 0, (1 << 40) + 1));
+        assert_ne!(locator_check(fp, 2, 5), locator_check(fp, 5, 2));
+    }
+}
+
+/// Millions of copies of one payload (identical messages share a fingerprint) decode at once.
+#[test]
+fn a_huge_number_of_copies_is_removed_in_one_step() {
+    let mut up = DifferenceSketch::new(DEFAULT_GEOMETRY);
+    let down = DifferenceSketch::new(DEFAULT_GEOMETRY);
+    up.add(10_000_001, 42, None);
+    let started = std::time::Instant::now();
+    let d = up.subtract(&down).unwrap().decode();
+    assert!(d.complete);
+    assert_eq!(d.differences[0].copies, 10_000_001);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+}
