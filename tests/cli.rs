@@ -94,6 +94,8 @@ fn a_clean_demo_passes_and_report_reads_it_back() {
         "0",
         "--duplicates",
         "0",
+        "--consumer-loss",
+        "0",
         "--delay-ms",
         "0",
         "--listen",
@@ -104,7 +106,11 @@ fn a_clean_demo_passes_and_report_reads_it_back() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("detection matches injection"), "{stdout}");
-    assert!(stdout.contains("injected: 0 lost, 0 duplicated, 0 delayed"), "{stdout}");
+    assert!(
+        stdout.contains("injected: 0 lost before the broker, 0 lost and 0 duplicated at billing, 0 delayed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("named by the verifier"), "nothing to name: {stdout}");
     assert!(!stdout.contains("fired after"), "no alert on a clean run: {stdout}");
     let bucket_lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("20")).collect();
     assert!(bucket_lines.len() >= 2, "{stdout}");
@@ -138,6 +144,8 @@ fn a_clean_demo_passes_and_report_reads_it_back() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no database at"));
     assert!(!dir.path().join("no-such.db").exists(), "report must not create a database");
+    let unsketched = dir.path().join("unsketched.toml");
+    std::fs::write(&unsketched, "[agent.sketch]\nenabled = false\n").unwrap();
     let out = kaudit(&["report", "--topic", "orders", "--since", "soon"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a duration"));
@@ -147,6 +155,8 @@ fn a_clean_demo_passes_and_report_reads_it_back() {
         (&["--delay-ms", "-5"][..], "whole number of milliseconds"),
         (&["--duration", "0s"][..], "--duration must be from 1s"),
         (&["--listen", "nonsense"][..], "--listen \"nonsense\""),
+        (&["--consumer-loss", "0.3", "--duplicates", "0.3"][..], "together must be at most 0.5"),
+        (&["--config", unsketched.to_str().unwrap()][..], "needs agent.sketch.enabled = true"),
     ] {
         let out = kaudit(&[&["demo"][..], args].concat());
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -13,6 +13,9 @@
 //!   per assigned partition: the largest event time read there, caught up once the position has
 //!   reached the high watermark librdkafka last saw (asked at each flush, never over the network).
 //!   A revoked partition is no longer reported; its last report stands until its next owner's.
+//!   To count what the app *processed* instead, receive with
+//!   [`AuditedStreamConsumer::recv_untallied`] and tally each message once processed
+//!   ([`AuditedStreamConsumer::tally`]): a message dropped in between is a loss on the edge.
 //!
 //! Callbacks: delivery reports run on whichever thread polls the producer (librdkafka's
 //! background poll thread for a `ThreadedProducer`); consumer probes run on the flusher's task.

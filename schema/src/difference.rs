@@ -88,6 +88,14 @@ impl Geometry {
         HEADER_BYTES + CELL_BYTES * usize::from(self.cells)
     }
 
+    /// The differences a bucket edge can have and still be named whole in all but about one
+    /// bucket in a hundred: a quarter of the cells (the default's 20 measured 99.9 %, 64 cells'
+    /// 16 over 99.5 %, 48 cells' 12 about 99 %). More differences are often named too; when they
+    /// are not, the decoder says so.
+    pub fn capacity(self) -> usize {
+        usize::from(self.cells) / 4
+    }
+
     fn sub_table(self) -> usize {
         usize::from(self.cells) / usize::from(self.hashes)
     }

@@ -6,7 +6,7 @@ use crate::exit::{EXIT_ALERTS_UNDELIVERED, EXIT_AUDIT_MISMATCH, Exit};
 
 pub async fn run(args: DemoArgs) -> Result<(), Exit> {
     let config = crate::support::load::config(args.config.as_deref())?;
-    args.check(config.verifier.thresholds.p99_delay_ms).map_err(Exit::usage)?;
+    args.check(config.verifier.thresholds.p99_delay_ms, config.agent.sketch.enabled).map_err(Exit::usage)?;
     let temp = tempfile::tempdir()?;
     let data_dir = match (&args.data_dir, &args.config) {
         (Some(dir), _) => dir.clone(),

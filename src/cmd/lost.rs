@@ -9,7 +9,7 @@ use clap::Args;
 use kaudit_alerting::time::rfc3339;
 use kaudit_schema::{NamedKind, NamedMessage, StoreUrl, TallyRow};
 use kaudit_verifier::named::{BucketDiff, bucket_diff};
-use kaudit_verifier::pipeline_for;
+use kaudit_verifier::{PipelineConfig, pipeline_for};
 
 use crate::exit::Exit;
 
@@ -24,6 +24,10 @@ pub struct LostArgs {
     /// The downstream tier of the edge (its upstream comes from the topic's pipeline).
     #[arg(long)]
     pub tier: String,
+    /// The edge's upstream tier, when no pipeline in the configuration covers the topic (or to
+    /// compare two tiers the pipeline does not join).
+    #[arg(long)]
+    pub upstream: Option<String>,
     /// A time inside the bucket: RFC 3339 (`2026-11-23T10:04:00Z`) or ms since the epoch.
     #[arg(long)]
     pub bucket: String,
@@ -52,9 +56,23 @@ pub async fn run(args: LostArgs) -> Result<(), Exit> {
     }
     let at =
         kaudit_verifier::api::query::parse_time(&args.bucket).map_err(|e| Exit::usage(format!("--bucket: {e}")))?;
-    let pipelines: Vec<_> = config.verifier.pipelines.iter().map(|p| p.build()).collect();
+    let mut pipelines: Vec<_> = config.verifier.pipelines.iter().map(|p| p.build()).collect();
+    if let Some(upstream) = &args.upstream {
+        let edge = PipelineConfig {
+            topics: vec![args.topic.clone()],
+            tiers: vec![upstream.clone(), args.tier.clone()],
+            consumers: Vec::new(),
+        };
+        if let Some(issue) = edge.validate("").into_iter().next() {
+            return Err(Exit::usage(format!("--topic, --upstream and --tier: {}", issue.message)));
+        }
+        pipelines = vec![edge.build()];
+    }
     let pipeline = pipeline_for(&pipelines, &args.topic).ok_or_else(|| {
-        Exit::usage(format!("no pipeline in the configuration applies to topic {:?} (verifier.pipelines)", args.topic))
+        Exit::usage(format!(
+            "no pipeline in the configuration applies to topic {:?} (verifier.pipelines); or give --upstream",
+            args.topic
+        ))
     })?;
     let store = kaudit_schema::open_store(&url, &config.scylla).await?;
     let rows = store.read_range(&args.topic, at - WIDEST_BUCKET_MS, at + 1).await?;

@@ -21,11 +21,15 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=500_000))]
     pub rate: u64,
     /// Probability that a message is lost between producer and broker.
-    #[arg(long, default_value_t = 0.0001, value_parser = parse_probability, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.00005, value_parser = parse_probability, allow_negative_numbers = true)]
     pub loss: f64,
     /// Probability that consumer/billing processes a message twice.
-    #[arg(long, default_value_t = 0.0015, value_parser = parse_probability, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.00003, value_parser = parse_probability, allow_negative_numbers = true)]
     pub duplicates: f64,
+    /// Probability that consumer/billing drops a message it received (its offset moves on, it is
+    /// never processed): loss on the same edge, in the same buckets, as its duplicates.
+    #[arg(long, default_value_t = 0.00003, value_parser = parse_probability, allow_negative_numbers = true)]
+    pub consumer_loss: f64,
     /// How long after its creation consumer/analytics processes each message, ms (0: on time).
     #[arg(long, default_value_t = 2_000, value_parser = parse_delay, allow_negative_numbers = true)]
     pub delay_ms: u64,
@@ -69,8 +73,17 @@ pub struct DemoArgs {
 
 impl DemoArgs {
     /// Whether these arguments make a run whose outcome can be judged, with `threshold_ms` the
-    /// verifier's p99 delay threshold; the reason when not.
-    pub fn check(&self, threshold_ms: u64) -> Result<(), String> {
+    /// verifier's p99 delay threshold and `sketches` whether the agents keep difference sketches;
+    /// the reason when not.
+    pub fn check(&self, threshold_ms: u64, sketches: bool) -> Result<(), String> {
+        if self.consumer_loss + self.duplicates > 0.5 {
+            return Err("--consumer-loss and --duplicates together must be at most 0.5".into());
+        }
+        if self.consumer_loss > 0.0 && self.duplicates > 0.0 && !sketches {
+            return Err("--consumer-loss with --duplicates needs agent.sketch.enabled = true: without the \
+                        difference sketches loss and duplicates on one edge net out in the counts"
+                .into());
+        }
         if self.delay_ms > 0 && self.delay_ms.abs_diff(threshold_ms) < DELAY_MARGIN_MS {
             return Err(format!(
                 "--delay-ms {} is too close to the delay threshold ({threshold_ms} ms) to say whether it should \
@@ -97,6 +110,7 @@ impl DemoArgs {
     pub fn any_fault(&self) -> bool {
         self.loss > 0.0
             || self.duplicates > 0.0
+            || self.consumer_loss > 0.0
             || self.delay_ms > 0
             || !self.pause_consumer.is_zero()
             || self.crash_producer

@@ -11,10 +11,11 @@ use kaudit_schema::EpochMillis;
 use tokio::task::JoinHandle;
 
 use super::args::DemoArgs;
-use super::faults::{BILLING, FaultPlan, TOPIC};
+use super::faults::{BILLING, BROKER, FaultPlan, PRODUCER, TOPIC};
 use super::outcome::{Conclusion, DemoOutcome};
 use super::workload::Shared;
 use crate::report::utc;
+use kaudit_alerting::time::rfc3339;
 
 /// The opening lines: rate, buckets, when faults start, where the API is and where alerts go.
 pub fn print_banner(args: &DemoArgs, run_start: EpochMillis, plan: &FaultPlan, api: &str, sinks: &[String]) {
@@ -25,9 +26,11 @@ pub fn print_banner(args: &DemoArgs, run_start: EpochMillis, plan: &FaultPlan, a
         format!("no faults will be injected: they would start at {}, after the run ends", utc(faults_from))
     } else {
         let mut text = format!(
-            "faults from {} (loss {} before the broker, duplicates {} at billing, delay {} ms at analytics",
+            "faults from {} (loss {} before the broker, loss {} and duplicates {} at billing, delay {} ms at \
+             analytics",
             utc(faults_from),
             args.loss,
+            args.consumer_loss,
             args.duplicates,
             args.delay_ms
         );
@@ -62,7 +65,7 @@ pub fn spawn_progress(shared: Arc<Shared>, tap: Arc<TapShared>, duration: Durati
             let c = &shared.counters;
             let produced = c.produced.load(Relaxed);
             let line = format!(
-                "{:>4}s/{}s  produced {produced} ({}/s)  broker {}  billing {}  analytics {}  | lost {}  duplicated {}  delayed {}",
+                "{:>4}s/{}s  produced {produced} ({}/s)  broker {}  billing {}  analytics {}  | lost {}+{}  duplicated {}  delayed {}",
                 started.elapsed().as_secs(),
                 duration.as_secs(),
                 produced - last_produced,
@@ -70,6 +73,7 @@ pub fn spawn_progress(shared: Arc<Shared>, tap: Arc<TapShared>, duration: Durati
                 c.billing.load(Relaxed),
                 c.analytics.load(Relaxed),
                 c.lost.load(Relaxed),
+                c.billing_lost.load(Relaxed),
                 c.duplicated.load(Relaxed),
                 c.delayed.load(Relaxed),
             );
@@ -87,9 +91,31 @@ pub fn spawn_progress(shared: Arc<Shared>, tap: Arc<TapShared>, duration: Durati
 /// `kept` is empty when the data is kept, else a note that it is not.
 pub fn print_outcome(o: &DemoOutcome, kept: &str) {
     println!("\n{}", o.table);
-    let (lost, duplicated, delayed) = o.ledger.totals();
+    let t = o.ledger.totals();
     let produced: u64 = o.ledger.buckets().values().map(|b| b.produced).sum();
-    println!("produced {produced}; injected: {lost} lost, {duplicated} duplicated, {delayed} delayed");
+    println!(
+        "produced {produced}; injected: {} lost before the broker, {} lost and {} duplicated at billing, {} delayed",
+        t.lost, t.billing_lost, t.duplicated, t.delayed
+    );
+    if !o.names.is_empty() {
+        println!("\nnamed by the verifier, from the tiers' sketches (the first of each kind per bucket and edge):");
+        println!("{}", o.names.trim_end());
+        let named = |tier: &str| o.checks.iter().find(|c| c.naming.is_some() && c.tier == tier);
+        if let Some(c) = named(BILLING).or_else(|| named(BROKER)) {
+            let upstream = if c.tier == BROKER { PRODUCER } else { BROKER };
+            if kept.is_empty() {
+                println!(
+                    "every one, with the kcat command that fetches it: kaudit lost --store {} --topic {TOPIC} \
+                     --upstream {upstream} --tier {} --bucket {}",
+                    o.store,
+                    c.tier,
+                    rfc3339(c.bucket_start_ms)
+                );
+            } else {
+                println!("(keep the database with --data-dir DIR to list every one with `kaudit lost`)");
+            }
+        }
+    }
     print_alerts(o);
     println!("\ntallies and verdicts in {}{kept}", o.store);
     if kept.is_empty() {
@@ -136,12 +162,15 @@ fn print_alerts(o: &DemoOutcome) {
 }
 
 fn print_conclusion(o: &DemoOutcome) {
-    let (lost, duplicated, delayed) = o.ledger.totals();
     match o.conclusion() {
         Conclusion::Mismatch => println!("detection does NOT match injection (see ✗ above)"),
-        _ if lost + duplicated + delayed == 0 => {
+        _ if !o.ledger.totals().any() => {
             println!("detection matches injection: nothing injected, every bucket complete on every edge, no alert")
         }
+        _ if o.plan.sketches => println!(
+            "detection matches injection: every faulty bucket found with its exact count, every lost and duplicated \
+             message named where the sketch holds them, no false alarm"
+        ),
         _ => println!("detection matches injection: every faulty bucket found with its exact count, no false alarm"),
     }
     if o.conclusion() == Conclusion::Undelivered {

@@ -2,12 +2,13 @@
 //! Pure logic, no I/O.
 //!
 //! The demo's pipeline is `producer → broker`, with `consumer/billing` and `consumer/analytics`
-//! both reading from the broker. Faults go where each is detectable on its own edge, because loss
-//! and duplicates on the same edge in the same bucket net out in the counts:
+//! both reading from the broker:
 //! * **loss** between producer and broker (the producer's agent counted the message as delivered,
 //!   the broker never had it: an acknowledged write lost by an unclean leader election);
-//! * **duplicates** at `consumer/billing` (billing processes a message a second time, as after a
-//!   crash before its offset commit);
+//! * **loss and duplicates** at `consumer/billing`, on one edge and in the same buckets: billing
+//!   drops a message it received (its offset moves on, it is never processed) and processes
+//!   another twice (as after a crash before its offset commit). The counts net out; the tiers'
+//!   difference sketches name each message, by partition and offset;
 //! * **delay** at `consumer/analytics` (it processes each message `delay_ms` after it was created).
 //!
 //! Faults apply to messages whose event time is at or after [`FaultPlan::from_ms`], a bucket
@@ -30,6 +31,10 @@ pub struct FaultPlan {
     pub loss: f64,
     /// Probability that billing processes a message twice.
     pub duplicates: f64,
+    /// Probability that billing drops a message it received.
+    pub consumer_loss: f64,
+    /// Whether the agents keep difference sketches, so that verdicts name the messages.
+    pub sketches: bool,
     /// How long after its creation analytics processes a message, ms (0: at once).
     pub delay_ms: u64,
     /// Messages with an event time at or after this (a bucket boundary) are subject to faults.
@@ -54,15 +59,25 @@ impl FaultPlan {
     }
 }
 
+/// A message a fault was injected into: its fingerprint and where it lives in the topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Injected {
+    pub fingerprint: u64,
+    pub partition: i32,
+    pub offset: i64,
+}
+
 /// What was done to one bucket's messages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BucketFaults {
     /// Messages the producer created (lost ones included).
     pub produced: u64,
-    /// Fingerprints of the messages lost before the broker.
+    /// Fingerprints of the messages lost before the broker (they never had an offset).
     pub lost: Vec<u64>,
+    /// Messages billing received and dropped.
+    pub billing_lost: Vec<Injected>,
     /// Messages billing processed twice.
-    pub duplicated: u64,
+    pub duplicated: Vec<Injected>,
     /// Messages analytics processed late.
     pub delayed: u64,
     /// Billing's processing latency, counted only while a pause is injected: messages processed,
@@ -98,6 +113,21 @@ impl BillingLatency {
     }
 }
 
+/// What was injected over every bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub lost: u64,
+    pub billing_lost: u64,
+    pub duplicated: u64,
+    pub delayed: u64,
+}
+
+impl Totals {
+    pub fn any(&self) -> bool {
+        self.lost + self.billing_lost + self.duplicated + self.delayed > 0
+    }
+}
+
 /// Ground truth per bucket (start, ms).
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
@@ -113,8 +143,12 @@ impl Ledger {
         self.buckets.entry(bucket).or_default().lost.push(fingerprint);
     }
 
-    pub fn duplicated(&mut self, bucket: EpochMillis) {
-        self.buckets.entry(bucket).or_default().duplicated += 1;
+    pub fn billing_lost(&mut self, bucket: EpochMillis, message: Injected) {
+        self.buckets.entry(bucket).or_default().billing_lost.push(message);
+    }
+
+    pub fn duplicated(&mut self, bucket: EpochMillis, message: Injected) {
+        self.buckets.entry(bucket).or_default().duplicated.push(message);
     }
 
     pub fn delayed(&mut self, bucket: EpochMillis) {
@@ -133,14 +167,28 @@ impl Ledger {
         &self.buckets
     }
 
-    /// (lost, duplicated, delayed) over every bucket.
-    pub fn totals(&self) -> (u64, u64, u64) {
-        self.buckets.values().fold((0, 0, 0), |(l, d, y), b| (l + b.lost.len() as u64, d + b.duplicated, y + b.delayed))
+    /// What was injected over every bucket.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for b in self.buckets.values() {
+            t.lost += b.lost.len() as u64;
+            t.billing_lost += b.billing_lost.len() as u64;
+            t.duplicated += b.duplicated.len() as u64;
+            t.delayed += b.delayed;
+        }
+        t
     }
 
     /// The alerts these faults must raise, by dedup key (`kind/topic/tier`), and those they may
     /// raise (a loss only inside the crash window, billing's delay around the threshold).
-    pub fn expected_alerts(&self, plan: &FaultPlan, delay_threshold_ms: u64) -> (BTreeSet<String>, BTreeSet<String>) {
+    /// `unnamed(bucket)`: billing's differences in that bucket were too many to name, so only
+    /// their net count shows (a loss, duplicates or, when they balance, a content mismatch).
+    pub fn expected_alerts(
+        &self,
+        plan: &FaultPlan,
+        delay_threshold_ms: u64,
+        unnamed: impl Fn(EpochMillis) -> bool,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
         let (mut must, mut may) = (BTreeSet::new(), BTreeSet::new());
         let lossy = self.buckets.iter().filter(|(_, b)| !b.lost.is_empty());
         let (crashed, clean): (Vec<_>, Vec<_>) = lossy.partition(|(at, _)| plan.in_crash_window(**at));
@@ -150,8 +198,26 @@ impl Ledger {
         } else if !crashed.is_empty() {
             may.insert(loss);
         }
-        if self.buckets.values().any(|b| b.duplicated > 0) {
-            must.insert(format!("duplicates/{TOPIC}/{BILLING}"));
+        for (&at, b) in &self.buckets {
+            let (l, d) = (b.billing_lost.len(), b.duplicated.len());
+            let named = !unnamed(at);
+            let mut alert = |kind: &str, surely: bool| {
+                let key = format!("{kind}/{TOPIC}/{BILLING}");
+                if surely {
+                    must.insert(key)
+                } else {
+                    may.insert(key)
+                };
+            };
+            if l > 0 {
+                alert("loss", named || l > d);
+            }
+            if d > 0 {
+                alert("duplicates", named || d > l);
+            }
+            if !named && l > 0 && l == d {
+                alert("content_mismatch", false);
+            }
         }
         if self.buckets.values().any(|b| b.delayed > 0) && plan.delay_ms > delay_threshold_ms {
             must.insert(format!("delay/{TOPIC}/{ANALYTICS}"));
@@ -165,6 +231,7 @@ impl Ledger {
             flags if flags.contains(&None) => may.insert(billing_delay),
             _ => false,
         };
+        may.retain(|k| !must.contains(k));
         (must, may)
     }
 }

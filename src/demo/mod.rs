@@ -34,7 +34,7 @@ use kaudit_schema::EpochMillis;
 pub use self::alerts::AlertTiming;
 use self::alerts::AlertWatcher;
 pub use self::args::DemoArgs;
-use self::faults::{FaultPlan, TOPIC};
+use self::faults::{BILLING, FaultPlan, TOPIC};
 pub use self::outcome::{Conclusion, DemoOutcome};
 use self::stack::Stack;
 use self::workload::{Consumers, Shared};
@@ -51,7 +51,9 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
         Consumers::start(&stack.bootstrap, agents.billing.auditor(), agents.analytics.auditor(), &shared, args.seed)?;
     consumers.joined(agents.tap.shared()).await?;
     let run_start = SystemClock.now_ms();
-    let plan = fault_plan(args, &stack, run_start);
+    let plan = fault_plan(args, &stack, run_start, config.agent.sketch.enabled);
+    let sketch = &config.agent.sketch;
+    let capacity = kaudit_schema::difference::Geometry { cells: sketch.cells, hashes: sketch.hashes }.capacity();
     shared.set_plan(plan);
     console::print_banner(args, run_start, &plan, &stack.verifier.api, &stack.verifier.sink_names);
     let interrupt = on_interrupt(shared.clone());
@@ -76,10 +78,12 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
     drop(cluster);
     let (first, last) = (ledger.buckets().keys().next().copied(), ledger.buckets().keys().last().copied());
     let verdicts = store.read_verdicts(TOPIC, first.unwrap_or(0), last.unwrap_or(0) + 1).await?;
-    let checks = check::check(&ledger, &verdicts, &plan, delay_threshold_ms);
-    let (expected_alerts, optional_alerts) = ledger.expected_alerts(&plan, delay_threshold_ms);
+    let checks = check::check(&ledger, &verdicts, &plan, delay_threshold_ms, capacity);
+    let unnamed = |bucket| checks.iter().any(|c| c.bucket_start_ms == bucket && c.tier == BILLING && !c.named_whole());
+    let (expected_alerts, optional_alerts) = ledger.expected_alerts(&plan, delay_threshold_ms, unnamed);
     Ok(DemoOutcome {
         table: check::render(&ledger, &checks, crate::report::utc),
+        names: check::render_names(&checks, crate::report::utc),
         expected_alerts,
         optional_alerts,
         ledger,
@@ -95,7 +99,7 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
 /// Faults from the first bucket boundary at least `--faults-after` after the start; a producer
 /// crash halfway through that bucket, whose window runs from the bucket of the agent's last flush
 /// before it to the bucket of the moment the verifier takes the agent for dead.
-fn fault_plan(args: &DemoArgs, stack: &Stack, run_start: EpochMillis) -> FaultPlan {
+fn fault_plan(args: &DemoArgs, stack: &Stack, run_start: EpochMillis, sketches: bool) -> FaultPlan {
     let width = stack.width;
     let t = run_start + args.faults_after.as_millis() as i64;
     let b = width.start_of(t);
@@ -108,6 +112,8 @@ fn fault_plan(args: &DemoArgs, stack: &Stack, run_start: EpochMillis) -> FaultPl
     FaultPlan {
         loss: args.loss,
         duplicates: args.duplicates,
+        consumer_loss: args.consumer_loss,
+        sketches,
         delay_ms: args.delay_ms,
         from_ms,
         pause_ms: args.pause_consumer.as_millis() as u64,

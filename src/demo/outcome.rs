@@ -14,6 +14,8 @@ pub struct DemoOutcome {
     pub plan: FaultPlan,
     pub checks: Vec<EdgeCheck>,
     pub table: String,
+    /// The messages the verdicts name, against those injected.
+    pub names: String,
     /// Alerts the faults must raise.
     pub expected_alerts: BTreeSet<String>,
     /// Alerts the faults may raise (too close to a threshold, or inside a crash window).

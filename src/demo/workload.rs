@@ -1,5 +1,6 @@
 //! The demo's applications: an audited producer that loses some messages before the broker, a
-//! billing consumer that processes some twice, and an analytics consumer that lags. Each records
+//! billing consumer that drops some messages and processes others twice, and an analytics
+//! consumer that lags. Each records
 //! what it did to the [`Ledger`], the ground truth the verifier's verdicts are checked against.
 
 use std::collections::VecDeque;
@@ -20,11 +21,11 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::Consumer;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseRecord, Producer};
 use tokio::task::JoinHandle;
 
-use super::faults::{ANALYTICS, BILLING, FaultPlan, Ledger, PRODUCER, TOPIC};
+use super::faults::{ANALYTICS, BILLING, FaultPlan, Injected, Ledger, PRODUCER, TOPIC};
 
 /// Running counts for the progress line.
 #[derive(Debug, Default)]
@@ -32,6 +33,7 @@ pub struct Counters {
     pub produced: AtomicU64,
     pub lost: AtomicU64,
     pub billing: AtomicU64,
+    pub billing_lost: AtomicU64,
     pub duplicated: AtomicU64,
     pub analytics: AtomicU64,
     pub delayed: AtomicU64,
@@ -206,9 +208,11 @@ fn consumer(bootstrap: &str, group: &str) -> anyhow::Result<StreamConsumer> {
     Ok(consumer)
 }
 
-/// Billing: tallied on receive by its agent; some messages are processed (and so counted) twice.
-/// With a pause in the plan it stops reading at the first faulty bucket for that long (as a
-/// consumer does during a rebalance), then catches up, and its latency goes to the ledger.
+/// Billing: tallied by its agent once processed (`recv_untallied`, then `tally`); some messages
+/// are dropped after they were received (never processed, never counted), some processed (and so
+/// counted) twice. With a pause in the plan it stops reading at the first faulty bucket for that
+/// long (as a consumer does during a rebalance), then catches up, and its latency goes to the
+/// ledger.
 pub async fn billing(
     consumer: Arc<AuditedStreamConsumer>,
     auditor: Auditor,
@@ -230,31 +234,68 @@ pub async fn billing(
         tokio::select! {
             biased;
             _ = stopped.stopped() => break,
-            msg = consumer.recv() => match msg {
-                Ok(msg) => process_billing(&msg, &auditor, &shared, &shared.plan(), &mut rng),
+            msg = consumer.recv_untallied() => match msg {
+                Ok(msg) => process_billing(&consumer, &msg, &auditor, &shared, &shared.plan(), &mut rng),
                 Err(error) => tracing::warn!(%error, "billing consumer error"),
             },
         }
     }
 }
 
-/// One message at billing: its latency while a pause is injected, and perhaps a second count.
-fn process_billing(msg: &BorrowedMessage<'_>, auditor: &Auditor, shared: &Shared, plan: &FaultPlan, rng: &mut StdRng) {
+/// What billing does to one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BillingFault {
+    None,
+    Drop,
+    Twice,
+}
+
+/// One message at billing: dropped, processed twice or once (one draw decides, so a seed picks
+/// the same messages whatever the rates), its latency counted while a pause is injected.
+fn process_billing(
+    consumer: &AuditedStreamConsumer,
+    msg: &BorrowedMessage<'_>,
+    auditor: &Auditor,
+    shared: &Shared,
+    plan: &FaultPlan,
+    rng: &mut StdRng,
+) {
     shared.counters.billing.fetch_add(1, Relaxed);
-    let duplicate = plan.duplicates > 0.0 && rng.random::<f64>() < plan.duplicates;
-    if plan.pause_ms == 0 && !duplicate {
+    let draw = if plan.consumer_loss + plan.duplicates > 0.0 { rng.random::<f64>() } else { 1.0 };
+    let fault = if draw < plan.consumer_loss {
+        BillingFault::Drop
+    } else if draw < plan.consumer_loss + plan.duplicates {
+        BillingFault::Twice
+    } else {
+        BillingFault::None
+    };
+    if plan.pause_ms == 0 && fault == BillingFault::None {
+        consumer.tally(msg);
         return;
     }
     let obs = auditor.observation(TOPIC, &KafkaMessage(msg));
-    let Some(t) = event_ms(&obs) else { return };
+    let Some(t) = event_ms(&obs) else {
+        consumer.tally(msg);
+        return;
+    };
     let bucket = shared.width.start_of(t);
-    if plan.pause_ms > 0 {
-        shared.ledger().billing_latency(bucket, SystemClock.now_ms() - t, shared.delay_threshold_ms);
-    }
-    if duplicate && plan.applies_to(t) {
-        auditor.observe(TOPIC, BILLING, obs);
-        shared.ledger().duplicated(bucket);
-        shared.counters.duplicated.fetch_add(1, Relaxed);
+    let fault = if plan.applies_to(t) { fault } else { BillingFault::None };
+    let at = Injected { fingerprint: obs.fingerprint, partition: msg.partition(), offset: msg.offset() };
+    let copies = match fault {
+        BillingFault::Drop => {
+            shared.ledger().billing_lost(bucket, at);
+            shared.counters.billing_lost.fetch_add(1, Relaxed);
+            0
+        }
+        BillingFault::Twice => {
+            shared.ledger().duplicated(bucket, at);
+            shared.counters.duplicated.fetch_add(1, Relaxed);
+            2
+        }
+        BillingFault::None => 1,
+    };
+    for _ in 0..copies {
+        consumer.tally(msg);
         if plan.pause_ms > 0 {
             shared.ledger().billing_latency(bucket, SystemClock.now_ms() - t, shared.delay_threshold_ms);
         }

@@ -85,8 +85,22 @@ impl<C: ConsumerContext + 'static> AuditedStreamConsumer<C> {
     /// Receive the next message, tallied.
     pub async fn recv(&self) -> KafkaResult<BorrowedMessage<'_>> {
         let msg = self.inner.recv().await?;
-        self.auditor.record_read_at(msg.topic(), &self.tier, msg.partition(), Some(msg.offset()), &KafkaMessage(&msg));
+        self.tally(&msg);
         Ok(msg)
+    }
+
+    /// Receive the next message without tallying it: the app calls [`Self::tally`] once it has
+    /// processed it, so the tier counts what was processed, not what was received (a message the
+    /// app drops after receiving it is then a loss on this tier's edge, named by its partition and
+    /// offset).
+    pub async fn recv_untallied(&self) -> KafkaResult<BorrowedMessage<'_>> {
+        self.inner.recv().await
+    }
+
+    /// Tally `msg` (from [`Self::recv_untallied`]) as processed by this tier, with its partition
+    /// and offset; a message processed twice is tallied twice.
+    pub fn tally(&self, msg: &BorrowedMessage<'_>) {
+        self.auditor.record_read_at(msg.topic(), &self.tier, msg.partition(), Some(msg.offset()), &KafkaMessage(msg));
     }
 }
 
