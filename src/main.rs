@@ -6,6 +6,7 @@ use clap::Parser;
 use kaudit::cli::{Cli, closing_error, init_tracing};
 
 fn main() -> ExitCode {
+    kaudit_verifier::memory::limit_malloc_arenas();
     let Cli { log_format, command } = Cli::parse();
     init_tracing(&command, log_format);
     let name = command.name();

@@ -7,6 +7,7 @@
 //! cargo run --release -p kaudit-verifier --example scale -- --topics 1000 [--tiers 3] [--agents 1]
 //!     [--buckets 60] [--width 60s] [--store sqlite:PATH|scylla://host:port] [--changed-fraction 0.0]
 //!     [--passes 10] [--messages 1000] [--shards 64 --own I/N] [--no-fill --wall-ms MS]
+//!     [--cql-test-server]
 //! ```
 //!
 //! * **Instances.** `--shards S --own I/N` evaluates only the topics of the shards numbered I mod
@@ -83,6 +84,14 @@ struct Args {
     /// Keyspace to create and fill when the store is ScyllaDB.
     #[arg(long, default_value = "kaudit_scale")]
     keyspace: String,
+    /// Fill and evaluate a CQL store served in this process by the tests' CQL server
+    /// (`kaudit-testkit`, single-threaded: its pace, not ScyllaDB's; the process's memory
+    /// includes the server's data).
+    #[arg(long, conflicts_with = "store")]
+    cql_test_server: bool,
+    /// The CQL server does not report schema agreement (the tests' server): do not wait for it.
+    #[arg(long, hide = true)]
+    no_schema_agreement: bool,
     /// Fraction of topics that get one late tally row before each changed pass (0: no changed passes).
     #[arg(long, default_value_t = 0.0)]
     changed_fraction: f64,
@@ -388,8 +397,12 @@ fn store_url(arg: Option<&str>) -> anyhow::Result<(StoreUrl, Option<tempfile::Te
 
 /// Open the store; `migrate` creates and migrates a ScyllaDB keyspace first (SQLite migrates on
 /// open).
-async fn open(url: &StoreUrl, keyspace: &str, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
-    let options = ScyllaOptions { keyspace: keyspace.to_string(), ..ScyllaOptions::default() };
+async fn open(url: &StoreUrl, args: &Args, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let options = ScyllaOptions {
+        keyspace: args.keyspace.clone(),
+        await_schema_agreement: !args.no_schema_agreement,
+        ..ScyllaOptions::default()
+    };
     if let (StoreUrl::Scylla(hosts), true) = (url, migrate) {
         let session = connect_session(hosts, &options).await?;
         migrate::migrate(&session, &options).await?;
@@ -494,7 +507,7 @@ async fn fill_only(args: &Args) -> anyhow::Result<()> {
     let shape = Shape::new(args, args.wall_ms.context("--wall-ms")?)?;
     let (url, _) = store_url(args.store.as_deref())?;
     let started = Instant::now();
-    fill(&*open(&url, &args.keyspace, true).await?, &shape).await?;
+    fill(&*open(&url, args, true).await?, &shape).await?;
     println!(
         "fill    topics={} tiers={} agents={} buckets={} width_ms={} messages={} rows={} store={url} fill_ms={} {}",
         shape.topics,
@@ -519,6 +532,7 @@ fn fill_in_child(args: &Args, url: &StoreUrl, wall_ms: EpochMillis) -> anyhow::R
         .args(["--topics", &args.topics.to_string(), "--tiers", &args.tiers.to_string()])
         .args(["--agents", &args.agents.to_string(), "--buckets", &args.buckets.to_string()])
         .args(["--width", &width, "--keyspace", &args.keyspace, "--messages", &args.messages.to_string()])
+        .args(args.no_schema_agreement.then_some("--no-schema-agreement"))
         .status()
         .context("start the fill")?;
     ensure!(status.success(), "the fill failed: {status}");
@@ -547,9 +561,20 @@ async fn first(engine: &mut Engine, shape: &Shape) -> anyhow::Result<f64> {
     Ok(ms)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> anyhow::Result<()> {
+    // As `kaudit` does, before any thread starts: the measured process allocates as the binary's.
+    kaudit_verifier::memory::limit_malloc_arenas();
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    let _cql = args.cql_test_server.then(|| {
+        let server = kaudit_testkit::CqlServer::start();
+        args.store = Some(format!("scylla://{}", server.addr()));
+        args.no_schema_agreement = true;
+        server
+    });
     if args.fill_only {
         return fill_only(&args).await;
     }
@@ -562,7 +587,7 @@ async fn main() -> anyhow::Result<()> {
         fill_in_child(&args, &url, wall_ms)?;
     }
 
-    let store = open(&url, &args.keyspace, false).await?;
+    let store = open(&url, &args, false).await?;
     let clock = ManualClock::new(shape.now);
     let mut engine = engine(store.clone(), &shape, &clock).await?;
     let first_ms = first(&mut engine, &shape).await?;

@@ -197,9 +197,7 @@ impl Engine {
             let gone = |t: &str| moved.contains(&kaudit_alerting::shard_of(t, shards));
             self.core.forget_topics(gone);
             for topic in self.watch.forget(gone) {
-                if let Some(pipeline) = pipeline_for(&self.pipelines, &topic) {
-                    clear_topic_gauges(&self.metrics, &topic, pipeline);
-                }
+                self.metrics.topics.clear_gauges(&topic);
             }
             self.reports.retain(|t, _| !gone(t));
             self.metrics.alert_firing.reset();
@@ -740,40 +738,18 @@ fn record_metrics(metrics: &VerifierMetrics, topic: &str, deltas: &MetricDeltas)
         metrics.verdicts.with_label_values(&[outcome.as_str()]).inc_by(*n);
     }
     for (tier, n) in &deltas.upstream_messages {
-        metrics.upstream_messages.with_label_values(&[topic, tier.as_str()]).inc_by(*n);
+        metrics.topics.add_upstream(topic, tier, *n);
     }
     for (tier, (missing, extra)) in &deltas.messages {
-        metrics.missing_messages.with_label_values(&[topic, tier.as_str()]).inc_by(*missing);
-        metrics.extra_messages.with_label_values(&[topic, tier.as_str()]).inc_by(*extra);
+        metrics.topics.add_messages(topic, tier, *missing, *extra);
     }
     for (tier, (_, q)) in &deltas.latency {
-        for (stat, ms) in [("p50", q.p50), ("p95", q.p95), ("p99", q.p99), ("max", q.max)] {
-            metrics.latency.with_label_values(&[topic, tier.as_str(), stat]).set(ms as f64 / 1000.0);
-        }
+        metrics.topics.set_latency(topic, tier, [q.p50, q.p95, q.p99, q.max]);
     }
     for r in &deltas.cusum {
-        metrics.cusum.with_label_values(&[topic, r.tier.as_str(), r.signal]).set(r.statistic);
+        metrics.topics.set_cusum(topic, &r.tier, r.signal, r.statistic);
         if r.alarm {
             tracing::info!(topic, tier = %r.tier, signal = r.signal, bucket = r.bucket_start_ms, z = r.z, "cusum alarm");
-        }
-    }
-}
-
-/// Drop `topic`'s gauge series (lag, live agents, latency, CUSUM statistics): another instance
-/// evaluates it now and exports them; two instances would each export a value. Counters stay: each
-/// bucket is counted by the one instance that judged it, so their sum over instances is right.
-fn clear_topic_gauges(metrics: &VerifierMetrics, topic: &str, pipeline: &Pipeline) {
-    for tier in pipeline.tiers() {
-        let _ = metrics.tier_lag.remove_label_values(&[topic, tier.as_str()]);
-        let _ = metrics.agents_live.remove_label_values(&[topic, tier.as_str()]);
-    }
-    for edge in pipeline.edges() {
-        let tier = edge.downstream.as_str();
-        for stat in ["p50", "p95", "p99", "max"] {
-            let _ = metrics.latency.remove_label_values(&[topic, tier, stat]);
-        }
-        for (signal, _) in self::core::SIGNALS {
-            let _ = metrics.cusum.remove_label_values(&[topic, tier, signal]);
         }
     }
 }
@@ -781,10 +757,7 @@ fn clear_topic_gauges(metrics: &VerifierMetrics, topic: &str, pipeline: &Pipelin
 /// Set the tiers' lag and liveness gauges after a committed pass.
 fn record_gauges(metrics: &VerifierMetrics, topic: &str, gauges: &[TierGauge]) {
     for g in gauges {
-        if let Some(lag) = g.lag_seconds {
-            metrics.tier_lag.with_label_values(&[topic, g.tier.as_str()]).set(lag);
-        }
-        metrics.agents_live.with_label_values(&[topic, g.tier.as_str()]).set(g.agents_live as i64);
+        metrics.topics.set_tier(topic, &g.tier, g.lag_seconds, g.agents_live as i64);
     }
 }
 

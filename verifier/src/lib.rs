@@ -16,6 +16,7 @@ pub mod cusum;
 pub mod engine;
 pub mod evaluate;
 pub mod hold;
+pub mod memory;
 pub mod metrics;
 pub mod named;
 pub mod pipeline;

@@ -73,7 +73,7 @@ async fn run(restarts: &[Restart]) -> Vec<Seen> {
         r.clock.set(bucket + W + 40_001);
         let report = e.tick().await.unwrap();
         assert_eq!(report.first_evaluations, 1, "bucket {i}");
-        let statistic = e.metrics.cusum.with_label_values(&["orders", "consumer", "loss_ratio"]).get();
+        let statistic = e.metrics.topics.cusum("orders", "consumer", "loss_ratio").unwrap();
         let alert = e.alerts().get("loss/orders/consumer").map(|a: &Alert| (a.state, a.first_bucket_ms));
         seen.push(Seen { bucket: i, statistic, notifications: report.notifications, alert });
     }
@@ -110,4 +110,10 @@ async fn a_restarted_verifier_keeps_its_cusum_baselines_and_alarms_at_the_same_b
     let forgotten = run(&[forget(at + 1)]).await;
     let after = &forgotten[at as usize + 1];
     assert_eq!((after.notifications, after.alert.unwrap().0), (1, AlertState::Resolved));
+}
+
+/// The metrics export exactly the signals the detectors watch.
+#[test]
+fn the_exported_cusum_signals_are_the_watched_ones() {
+    assert_eq!(super::core::SIGNALS.map(|(signal, _)| signal), crate::metrics::CUSUM_SIGNALS);
 }
