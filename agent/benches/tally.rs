@@ -9,7 +9,9 @@
 //! * `observation`: extract + fingerprint only (`Auditor::observation`), no table;
 //! * `table_record`: [`TallyTable::record`] of a precomputed observation, no lock, no hashing;
 //! * `observation+table_record`: both, without the mutex and clock read of `hot_path`;
-//! * `hot_path_system_clock`: `hot_path` reading the real wall clock instead of a manual one;
+//! * `hot_path_system_clock`: `hot_path` with the clock a deployment's agents read (the default,
+//!   the coarse wall clock) instead of a manual one;
+//! * `hot_path_precise_clock`: the same with the precise wall clock (`SystemClock`), for comparison;
 //! * `hot_path_no_sketch`: `hot_path` without the difference sketch (`agent.sketch.enabled =
 //!   false`): `hot_path` less this is what naming lost messages costs per message;
 //! * `hot_path_located`: a consumer wrapper's read, `hot_path` with the message's partition and
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kaudit_agent::table::TallyTable;
-use kaudit_agent::{Auditor, AuditorOptions, ManualClock, OwnedMessage};
+use kaudit_agent::{Auditor, AuditorOptions, ManualClock, OwnedMessage, SystemClock};
 use kaudit_schema::BucketWidth;
 
 const NOW_MS: i64 = 1_700_000_030_000;
@@ -122,11 +124,20 @@ fn tally(c: &mut Criterion) {
                     auditor.record_read_at(black_box(TOPIC), black_box(TIER), 3, Some(offset), black_box(&msg))
                 })
             });
-            // The same with the real wall clock a deployment uses (one vDSO clock read per message).
+            // The same with the clock a deployment's agents read (the default: the coarse wall
+            // clock), and with the precise wall clock it replaced.
             let system =
                 Auditor::new(AuditorOptions { instance_id: Some("bench".into()), ..AuditorOptions::named("bench") });
             group.bench_function("hot_path_system_clock", |b| {
                 b.iter(|| system.record_message(black_box(TOPIC), black_box(TIER), black_box(&msg)))
+            });
+            let precise = Auditor::new(AuditorOptions {
+                clock: Arc::new(SystemClock),
+                instance_id: Some("bench".into()),
+                ..AuditorOptions::named("bench")
+            });
+            group.bench_function("hot_path_precise_clock", |b| {
+                b.iter(|| precise.record_message(black_box(TOPIC), black_box(TIER), black_box(&msg)))
             });
         }
         group.finish();

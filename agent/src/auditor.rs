@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kaudit_schema::{BucketWidth, EpochMillis, FlushBatch};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, CoarseClock};
 use crate::extract::{AuditMessage, EventTime};
 use crate::fingerprint::fingerprint;
 use crate::ingest::{IngestBatch, IngestLine};
@@ -95,7 +95,7 @@ impl AuditorOptions {
             bucket_width: BucketWidth::DEFAULT,
             close_after_ms: 600_000,
             rules: TopicRules::default(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(CoarseClock),
             instance_id: None,
             max_streams: DEFAULT_MAX_STREAMS,
             max_future_ms: DEFAULT_MAX_FUTURE_MS,

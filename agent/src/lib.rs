@@ -53,7 +53,7 @@ pub mod tap;
 
 pub use ack::AckGate;
 pub use auditor::{Auditor, AuditorOptions, PartitionProbe};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, CoarseClock, ManualClock, SystemClock};
 pub use config::{AgentConfig, TopicRuleConfig};
 pub use extract::{AuditMessage, EventTime, OwnedMessage};
 pub use fingerprint::fingerprint;

@@ -14,6 +14,48 @@ pub trait Clock: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
+/// The wall clock as of the kernel's last tick: cheap enough to read for every message (Linux's
+/// `CLOCK_REALTIME_COARSE`, read from the vDSO without a system call: 4.6 ns here against 25.8 ns
+/// for the precise clock), behind the precise clock by less than its resolution, one scheduler
+/// tick ([`CoarseClock::resolution_ms`]: 4 ms on this project's machines, 1 ms on kernels built
+/// with `HZ=1000`). The agents' hot paths read it; a latency they measure is low by up to one
+/// tick. Elsewhere than Linux it is the system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoarseClock;
+
+impl CoarseClock {
+    /// How far the coarse clock may lag the precise one, ms (rounded up; 0 where it is the
+    /// precise clock).
+    #[allow(clippy::unnecessary_cast)] // time_t and c_long are 32 bits on some targets
+    pub fn resolution_ms() -> i64 {
+        #[cfg(target_os = "linux")]
+        {
+            let mut res = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_getres writes the timespec it is given and nothing else.
+            if unsafe { libc::clock_getres(libc::CLOCK_REALTIME_COARSE, &mut res) } == 0 {
+                return res.tv_sec as i64 * 1_000 + (res.tv_nsec as i64 + 999_999) / 1_000_000;
+            }
+        }
+        0
+    }
+}
+
+impl Clock for CoarseClock {
+    #[inline]
+    #[allow(clippy::unnecessary_cast)] // time_t and c_long are 32 bits on some targets
+    fn now_ms(&self) -> EpochMillis {
+        #[cfg(target_os = "linux")]
+        {
+            let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime writes the timespec it is given and nothing else.
+            if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) } == 0 {
+                return now.tv_sec as i64 * 1_000 + now.tv_nsec as i64 / 1_000_000;
+            }
+        }
+        SystemClock.now_ms()
+    }
+}
+
 impl Clock for SystemClock {
     fn now_ms(&self) -> EpochMillis {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
@@ -42,5 +84,26 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now_ms(&self) -> EpochMillis {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_clock_trails_the_system_clock_by_at_most_its_resolution() {
+        let resolution = CoarseClock::resolution_ms();
+        assert!((0..=100).contains(&resolution), "{resolution} ms");
+        for _ in 0..10_000 {
+            let before = SystemClock.now_ms();
+            let coarse = CoarseClock.now_ms();
+            let after = SystemClock.now_ms();
+            // Truncated to ms on both sides: one ms of slack.
+            assert!(
+                coarse <= after && coarse >= before - resolution - 1,
+                "{before} {coarse} {after} ({resolution} ms)"
+            );
+        }
     }
 }

@@ -31,7 +31,7 @@ pub mod tally;
 pub mod url;
 
 pub use bucket::{BucketWidth, EpochMillis};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, CoarseClock, ManualClock, SystemClock};
 pub use config_issue::ConfigIssue;
 pub use errors::error_chain;
 pub use progress::{HeartbeatRow, ProgressRow, StreamId};

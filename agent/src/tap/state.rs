@@ -117,7 +117,7 @@ impl TapOptions {
             close_after_ms: agent.close_after_ms as i64,
             max_future_ms: agent.max_future_ms as i64,
             sketch: agent.sketch.geometry(),
-            clock: Arc::new(crate::SystemClock),
+            clock: Arc::new(crate::CoarseClock),
             store,
             runtime: tokio::runtime::Handle::current(),
             revoke_timeout: Duration::from_millis(agent.shutdown_timeout_ms),
