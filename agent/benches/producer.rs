@@ -8,6 +8,11 @@
 //! bootstrapped from it, so no traffic leaves loopback. The mock keeps at most 5 MB or 100 000
 //! messages per partition, so memory stays flat however many iterations run.
 //!
+//! After each size, the bytes Rust code allocates per message are counted for one batch of each
+//! producer (a counting global allocator; librdkafka's C allocations are not seen) and the
+//! audited producer's excess over the plain one is left beside criterion's estimates
+//! (`alloc.json`) for `examples/bench_table.rs`.
+//!
 //! `cargo bench -p kaudit-agent --bench producer`
 
 use std::hint::black_box;
@@ -21,6 +26,12 @@ use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer};
+
+#[path = "common/alloc.rs"]
+mod alloc;
+
+#[global_allocator]
+static COUNTING: alloc::Counting = alloc::Counting;
 
 /// Messages per timed iteration.
 const BATCH: usize = 20_000;
@@ -152,6 +163,20 @@ fn producer_throughput(c: &mut Criterion) {
             })
         });
         group.finish();
+        let plain_allocs = alloc::per_message(BATCH as u64, || {
+            send_batch(&plain, &plain_topic, &keys, &payload);
+        });
+        let audited_allocs = alloc::per_message(BATCH as u64, || {
+            send_batch(&audited, &audited_topic, &keys, &payload);
+        });
+        sent += BATCH as u64;
+        counted += auditor.take_counters().0.iter().map(|(_, _, c)| c.messages).sum::<u64>();
+        assert_eq!(counted, sent, "the counted batch is tallied too");
+        black_box(auditor.snapshot());
+        alloc::record(
+            &format!("producer_{label}/audited"),
+            (audited_allocs.0 - plain_allocs.0, audited_allocs.1 - plain_allocs.1),
+        );
         eprintln!(
             "{label}: QueueFull retries: plain {plain_queue_full}, audited {audited_queue_full}; audited tallied {counted} messages"
         );

@@ -17,6 +17,10 @@
 //! * `hot_path_located`: a consumer wrapper's read, `hot_path` with the message's partition and
 //!   offset kept in the sketch.
 //!
+//! After each group, the bytes and allocations per message of `hot_path` (and, at 100 B, of
+//! `hot_path_system_clock`) on the steady path are counted by a counting global allocator and left
+//! beside criterion's estimates (`alloc.json`) for `examples/bench_table.rs`; the goal is none.
+//!
 //! The clock is a [`ManualClock`] that never moves and the message is built once, so every
 //! iteration lands in the same stream and bucket: the table does not grow, no snapshot is needed.
 //!
@@ -30,6 +34,15 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kaudit_agent::table::TallyTable;
 use kaudit_agent::{Auditor, AuditorOptions, ManualClock, OwnedMessage, SystemClock};
 use kaudit_schema::BucketWidth;
+
+#[path = "common/alloc.rs"]
+mod alloc;
+
+#[global_allocator]
+static COUNTING: alloc::Counting = alloc::Counting;
+
+/// Messages whose allocations are counted after each group.
+const COUNTED: u64 = 100_000;
 
 const NOW_MS: i64 = 1_700_000_030_000;
 /// One second before `NOW_MS`: the same 60 s bucket, and a 1000 ms latency.
@@ -139,8 +152,12 @@ fn tally(c: &mut Criterion) {
             group.bench_function("hot_path_precise_clock", |b| {
                 b.iter(|| precise.record_message(black_box(TOPIC), black_box(TIER), black_box(&msg)))
             });
+            let system_allocs = alloc::per_call(COUNTED, || system.record_message(TOPIC, TIER, black_box(&msg)));
+            alloc::record(&format!("tally_{label}/hot_path_system_clock"), system_allocs);
         }
         group.finish();
+        let allocs = alloc::per_call(COUNTED, || auditor.record_message(TOPIC, TIER, black_box(&msg)));
+        alloc::record(&format!("tally_{label}/hot_path"), allocs);
 
         // Nothing grew: at most one stream and one bucket (none if a filter skipped `hot_path`),
         // every message counted in it with a valid time.

@@ -23,6 +23,12 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
+#[path = "common/alloc.rs"]
+mod alloc;
+
+#[global_allocator]
+static COUNTING: alloc::Counting = alloc::Counting;
+
 /// 4,000 per partition: librdkafka's mock keeps about 5 MB per partition.
 /// 8 partitions × 4,000 × 1 KiB: under the mock cluster's 5 MB per partition, which it prunes past.
 const N: u64 = 32_000;
@@ -171,6 +177,15 @@ fn tap_throughput(c: &mut Criterion) {
         })
     });
     group.finish();
+    // What the tap allocates beyond a plain consumer, per message of a whole pass (its start,
+    // flushes and shutdown included).
+    let plain_allocs = alloc::per_message(N, || {
+        plain_pass(&bootstrap, "plain-counted", false);
+    });
+    let tap_allocs = alloc::per_message(N, || {
+        tap_pass(&bootstrap, "tap-counted", &rt, store.clone());
+    });
+    alloc::record("tap_1KiB/tap", (tap_allocs.0 - plain_allocs.0, tap_allocs.1 - plain_allocs.1));
     drop(producer);
     drop(cluster);
 }

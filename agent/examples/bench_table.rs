@@ -1,7 +1,10 @@
 //! The agent's overhead table, from the estimates criterion left in `target/criterion` by
 //! `cargo bench -p kaudit-agent --bench tally --bench producer --bench tap`: each row a ratio of a
 //! baseline and kaudit measured in one run (time per message for the tally hot path, messages per
-//! second for the producer and the tap), beside its goal and the figure issue 15 started from.
+//! second for the producer and the tap), beside its goal and the figure issue 15 started from, and
+//! the bytes kaudit allocates per message where the bench counted them (`alloc.json`, left by the
+//! benches' counting allocator: the hot path's steady state; for the producer and the tap, the
+//! excess over the plain client).
 //!
 //! ```text
 //! cargo run --release -p kaudit-agent --example bench_table -- [--criterion DIR] [--date YYYY-MM-DD]
@@ -126,6 +129,19 @@ impl Estimate {
     }
 }
 
+/// Bytes allocated per message, from `alloc.json` beside the estimates: "0 B", "12.5 B (0.200
+/// allocations)".
+fn allocated(criterion: &Path, id: &str) -> String {
+    let path = criterion.join(id).join("alloc.json");
+    let json = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let Some(json) = json else { return "—".into() };
+    match (json["bytes_per_message"].as_f64(), json["allocations_per_message"].as_f64()) {
+        (Some(b), Some(n)) if b.abs() < 0.05 && n.abs() < 0.0005 => "0 B".into(),
+        (Some(b), Some(n)) => format!("{b:.1} B ({n:.3} allocations)"),
+        _ => "—".into(),
+    }
+}
+
 /// The CPU model and core count, from `/proc/cpuinfo` (Linux).
 fn machine() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -137,7 +153,8 @@ fn machine() -> String {
 fn table(criterion: &Path, date: &str) -> anyhow::Result<String> {
     let mut out = format!(
         "Measured {date} on {} (`bash scripts/bench.sh`; each ratio from one run, higher is better):\n\n\
-         | bench | baseline | kaudit | ratio | goal | before issue 15 |\n|---|---|---|---|---|---|\n",
+         | bench | baseline | kaudit | ratio | goal | before issue 15 | allocated per message |\n\
+         |---|---|---|---|---|---|---|\n",
         machine()
     );
     for row in &ROWS {
@@ -155,7 +172,8 @@ fn table(criterion: &Path, date: &str) -> anyhow::Result<String> {
             }
             _ => ("not run".into(), "not run".into(), "—".into()),
         };
-        out.push_str(&format!("| {} | {b} | {k} | {ratio} | {goal} | {} |\n", row.label, row.before));
+        let allocated = allocated(criterion, row.kaudit);
+        out.push_str(&format!("| {} | {b} | {k} | {ratio} | {goal} | {} | {allocated} |\n", row.label, row.before));
     }
     Ok(out)
 }
@@ -212,15 +230,21 @@ mod tests {
         write("tally_100B/hot_path_system_clock", 40.0, None);
         write("producer_100B/plain", 10_000_000.0, Some(20_000));
         write("producer_100B/audited", 10_200_000.0, Some(20_000));
+        let alloc = |id: &str, bytes: f64, calls: f64| {
+            let json = format!(r#"{{"bytes_per_message":{bytes},"allocations_per_message":{calls}}}"#);
+            std::fs::write(dir.path().join(id).join("alloc.json"), json).unwrap();
+        };
+        alloc("tally_100B/hot_path_system_clock", 0.0, 0.0);
+        alloc("producer_100B/audited", 24.0, 0.5);
         let t = table(dir.path(), "2026-11-24").unwrap();
         assert!(
             t.contains(
-                "| tally 100 B: raw / hot path with the deployed clock | 20.0 ns | 40.0 ns | 0.50 ✗ | ≥ 0.6 | 0.31 |"
+                "| tally 100 B: raw / hot path with the deployed clock | 20.0 ns | 40.0 ns | 0.50 ✗ | ≥ 0.6 | 0.31 | 0 B |"
             ),
             "{t}"
         );
-        assert!(t.contains("| 2.00 M msg/s | 1.96 M msg/s | 0.98 ✓ | ≥ 0.97 |"), "{t}");
-        assert!(t.contains("| tally 1 KiB: raw / hot path | not run | not run | — |"), "{t}");
+        assert!(t.contains("| 1.96 M msg/s | 0.98 ✓ | ≥ 0.97 | 0.88 | 24.0 B (0.500 allocations) |"), "{t}");
+        assert!(t.contains("| tally 1 KiB: raw / hot path | not run | not run | — | ≥ 0.9 | 0.80 | — |"), "{t}");
         let readme = format!("intro\n{START}\nold\n{END}\nrest\n");
         assert_eq!(replace_between(&readme, "new\n").unwrap(), format!("intro\n{START}\nnew\n{END}\nrest\n"));
         assert!(replace_between("no markers", "x").is_err());

@@ -18,8 +18,8 @@ pub struct SystemClock;
 /// `CLOCK_REALTIME_COARSE`, read from the vDSO without a system call: 4.6 ns here against 25.8 ns
 /// for the precise clock), behind the precise clock by less than its resolution, one scheduler
 /// tick ([`CoarseClock::resolution_ms`]: 4 ms on this project's machines, 1 ms on kernels built
-/// with `HZ=1000`). The agents' hot paths read it; a latency they measure is low by up to one
-/// tick. Elsewhere than Linux it is the system clock.
+/// with `HZ=1000`; a few ms more when a loaded VM delays a tick). The agents' hot paths read it; a
+/// latency they measure is low by about one tick. Elsewhere than Linux it is the system clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CoarseClock;
 
@@ -91,19 +91,23 @@ impl Clock for ManualClock {
 mod tests {
     use super::*;
 
+    /// The coarse clock never runs ahead of the precise one, trails it by about one tick, and
+    /// by no more than a few ticks even on a loaded machine (a tick can come late on a busy VM).
     #[test]
-    fn the_coarse_clock_trails_the_system_clock_by_at_most_its_resolution() {
+    fn the_coarse_clock_trails_the_system_clock_by_about_its_resolution() {
         let resolution = CoarseClock::resolution_ms();
         assert!((0..=100).contains(&resolution), "{resolution} ms");
+        let mut lags = Vec::new();
         for _ in 0..10_000 {
             let before = SystemClock.now_ms();
             let coarse = CoarseClock.now_ms();
             let after = SystemClock.now_ms();
-            // Truncated to ms on both sides: one ms of slack.
-            assert!(
-                coarse <= after && coarse >= before - resolution - 1,
-                "{before} {coarse} {after} ({resolution} ms)"
-            );
+            assert!(coarse <= after, "ahead: {coarse} > {after}");
+            assert!(before - coarse <= 10 * resolution + 50, "{before} {coarse} ({resolution} ms)");
+            lags.push(before - coarse);
         }
+        lags.sort_unstable();
+        // Truncated to ms on both sides: one ms of slack.
+        assert!(lags[lags.len() / 2] <= resolution + 1, "median lag {} ms ({resolution} ms)", lags[lags.len() / 2]);
     }
 }
