@@ -17,14 +17,20 @@ type Inbox = Arc<Mutex<Vec<serde_json::Value>>>;
 /// The demos run one at a time: two at once on two cores would measure the machine, not kaudit.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// `kaudit demo ARGS...` to its end, on a blocking thread.
-async fn demo(args: &[&str]) -> std::process::Output {
+/// `kaudit demo ARGS...` to its end, on a blocking thread; it must exit 0 and say detection
+/// matched injection. Its stdout and stderr.
+async fn matching_demo(args: &[&str]) -> (String, String) {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
+    let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_kaudit")).arg("demo").args(&args).output().unwrap()
     })
     .await
-    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("detection matches injection"), "{stdout}");
+    (stdout, stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +53,7 @@ async fn the_demo_detects_what_it_injects_and_alerts_a_webhook() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
-    let out = demo(&[
+    let (stdout, _) = matching_demo(&[
         "--duration",
         "10s",
         "--rate",
@@ -72,10 +78,6 @@ async fn the_demo_detects_what_it_injects_and_alerts_a_webhook() {
         dir.path().to_str().unwrap(),
     ])
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("detection matches injection"), "{stdout}");
 
     // The table: clean buckets before the faults, then every bucket with loss, duplicates, delay.
     let table = stdout.lines().take_while(|l| !l.starts_with("produced "));
@@ -234,7 +236,7 @@ fn undelivered_alerts_are_reported_apart_from_detection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_consumer_is_lag_and_a_crashed_producer_is_indeterminate() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let out = demo(&[
+    let (stdout, stderr) = matching_demo(&[
         "--duration",
         "20s",
         "--rate",
@@ -258,10 +260,6 @@ async fn a_paused_consumer_is_lag_and_a_crashed_producer_is_indeterminate() {
         "127.0.0.1:0",
     ])
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("detection matches injection"), "{stdout}");
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("20")).collect();
     assert!(rows.iter().any(|r| r.contains("indeterminate")), "the crashed agent's buckets: {stdout}");
     assert!(!rows.iter().any(|r| r.contains("pending") || r.contains("unreached")), "{stdout}");
@@ -281,7 +279,7 @@ async fn a_paused_consumer_is_lag_and_a_crashed_producer_is_indeterminate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_its_capacity_the_demo_says_too_many_to_name() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let out = demo(&[
+    let (stdout, _) = matching_demo(&[
         "--duration",
         "4s",
         "--rate",
@@ -302,9 +300,6 @@ async fn past_its_capacity_the_demo_says_too_many_to_name() {
         "127.0.0.1:0",
     ])
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let too_many: Vec<&str> = stdout.lines().filter(|l| l.contains("too many to name: ")).collect();
     assert!(!too_many.is_empty(), "{stdout}");
     assert!(too_many.iter().all(|l| l.contains("consumer/billing") && l.ends_with('✓')), "{stdout}");

@@ -47,13 +47,11 @@ pub struct Naming {
 pub enum NamingVerdict {
     /// Every injected message named, and nothing else.
     Exact,
-    /// More differences than the sketch names whole, and the verdict says so; those it named
-    /// were each injected.
-    TooMany { differences: usize, capacity: usize },
-    /// Within the capacity, peeling stopped short (a set of differences sharing all their cells:
-    /// about one bucket in a thousand at 20 differences, fewer below), and the verdict says so;
-    /// those it named were each injected. Honest, but rare: the demo's test allows one per run.
-    StoppedShort { differences: usize, capacity: usize },
+    /// The verdict says it could not name every difference, and those it named were each
+    /// injected: past the sketch's `capacity` there were too many; within it, peeling stopped
+    /// short (a set of differences sharing all their cells: about one bucket in a thousand at 20
+    /// differences, fewer below), honest but rare: the demo's tests allow one per run.
+    Partial { differences: usize, capacity: usize },
     /// The names disagree with what was injected.
     Wrong(String),
 }
@@ -125,10 +123,8 @@ fn check_names(
         } else {
             NamingVerdict::Wrong(format!("named {} lost and {} extra, {} injected", n.lost, n.extra, injected.len()))
         }
-    } else if injected.len() > capacity {
-        NamingVerdict::TooMany { differences: injected.len(), capacity }
     } else {
-        NamingVerdict::StoppedShort { differences: injected.len(), capacity }
+        NamingVerdict::Partial { differences: injected.len(), capacity }
     };
     Some(Naming { verdict, messages, total: n.total })
 }
@@ -293,20 +289,21 @@ pub fn render_names(checks: &[EdgeCheck], utc: impl Fn(EpochMillis) -> String) -
         let blank = " ".repeat(lead.chars().count());
         let mut lines = Vec::new();
         match &naming.verdict {
-            NamingVerdict::TooMany { differences, capacity } => {
+            NamingVerdict::Partial { differences, capacity } => {
+                let why = if differences > capacity {
+                    format!("too many to name: {differences} differences, the sketch names about {capacity} whole")
+                } else {
+                    format!(
+                        "could not name all {differences} differences (peeling stopped short: rare within the \
+                         capacity of {capacity}, about one bucket in a thousand at {capacity})"
+                    )
+                };
                 let named = match naming.total {
                     0 => "it named none".to_string(),
                     n => format!("the {n} it named were each injected"),
                 };
-                lines.push(format!(
-                    "too many to name: {differences} differences, the sketch names about {capacity} whole; {named} ✓"
-                ))
+                lines.push(format!("{why}; {named} ✓"));
             }
-            NamingVerdict::StoppedShort { differences, capacity } => lines.push(format!(
-                "could not name all {differences} differences (peeling stopped short: rare within the capacity of \
-                 {capacity}, about one bucket in a thousand at {capacity}); the {} it named were each injected ✓",
-                naming.total
-            )),
             NamingVerdict::Wrong(reason) => lines.push(format!("✗ {reason}")),
             NamingVerdict::Exact => {}
         }
@@ -581,10 +578,7 @@ mod tests {
 
         let short = check(&l, &named_rows(billing_names()[..2].to_vec(), false, "duplicates"), &sketched(), 1_000, 20);
         assert!(short.iter().all(|c| c.matches), "{short:#?}");
-        assert_eq!(
-            short[4].naming.as_ref().unwrap().verdict,
-            NamingVerdict::StoppedShort { differences: 5, capacity: 20 }
-        );
+        assert_eq!(short[4].naming.as_ref().unwrap().verdict, NamingVerdict::Partial { differences: 5, capacity: 20 });
         assert!(render_names(&short, |ms| ms.to_string()).contains("could not name all 5 differences"));
         let wrong: Vec<(&str, Vec<NamedMessage>, bool, &str)> = vec![
             ("a message not injected", swap(4, message(NamedKind::Extra, 0xd9, Some((0, 2))))),
@@ -656,7 +650,7 @@ mod tests {
         let rows = named_rows(billing_names()[..2].to_vec(), false, "duplicates");
         let checks = check(&l, &rows, &sketched(), 1_000, 4);
         assert!(checks.iter().all(|c| c.matches), "{checks:#?}");
-        assert_eq!(checks[4].naming.as_ref().unwrap().verdict, NamingVerdict::TooMany { differences: 5, capacity: 4 });
+        assert_eq!(checks[4].naming.as_ref().unwrap().verdict, NamingVerdict::Partial { differences: 5, capacity: 4 });
         assert_eq!(checks[4].detected, "dup 1");
         assert!(!checks[4].named_whole());
         let names = render_names(&checks, |ms| ms.to_string());

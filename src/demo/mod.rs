@@ -51,9 +51,9 @@ pub async fn run(args: &DemoArgs, config: &KauditConfig, data_dir: PathBuf) -> a
         Consumers::start(&stack.bootstrap, agents.billing.auditor(), agents.analytics.auditor(), &shared, args.seed)?;
     consumers.joined(agents.tap.shared()).await?;
     let run_start = SystemClock.now_ms();
-    let plan = fault_plan(args, &stack, run_start, config.agent.sketch.enabled);
-    let sketch = &config.agent.sketch;
-    let capacity = kaudit_schema::difference::Geometry { cells: sketch.cells, hashes: sketch.hashes }.capacity();
+    let geometry = config.agent.sketch.geometry();
+    let plan = fault_plan(args, &stack, run_start, geometry.is_some());
+    let capacity = geometry.map_or(0, |g| g.capacity());
     shared.set_plan(plan);
     console::print_banner(args, run_start, &plan, &stack.verifier.api, &stack.verifier.sink_names);
     let interrupt = on_interrupt(shared.clone());

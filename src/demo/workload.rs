@@ -1,7 +1,7 @@
 //! The demo's applications: an audited producer that loses some messages before the broker, a
 //! billing consumer that drops some messages and processes others twice, and an analytics
-//! consumer that lags. Each records
-//! what it did to the [`Ledger`], the ground truth the verifier's verdicts are checked against.
+//! consumer that lags. Each records what it did to the [`Ledger`], the ground truth the
+//! verifier's verdicts are checked against.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
