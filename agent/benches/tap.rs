@@ -45,7 +45,7 @@ fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
 
 /// Time from the first message counted to the last, watching `seen` the same way for both
 /// consumers (each polls on its own thread).
-fn time_until_all(seen: impl Fn() -> u64) -> Duration {
+fn time_until_all(seen: &dyn Fn() -> u64) -> Duration {
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen() == 0 {
         assert!(Instant::now() < deadline, "consumer never started");
@@ -62,6 +62,15 @@ fn time_until_all(seen: impl Fn() -> u64) -> Duration {
 /// A plain consumer; with `read_payload` it also reads every payload byte once (a cheap sum), as
 /// any application that deserializes its messages does.
 fn plain_pass(bootstrap: &str, group: &str, read_payload: bool) -> Duration {
+    plain_pass_with(bootstrap, group, read_payload, |seen| time_until_all(seen))
+}
+
+fn plain_pass_with<T>(
+    bootstrap: &str,
+    group: &str,
+    read_payload: bool,
+    watch: impl FnOnce(&dyn Fn() -> u64) -> T,
+) -> T {
     let consumer: BaseConsumer = consumer_config(bootstrap, group).create().unwrap();
     consumer.subscribe(&[TOPIC]).unwrap();
     let seen = Arc::new(AtomicU64::new(0));
@@ -77,12 +86,40 @@ fn plain_pass(bootstrap: &str, group: &str, read_payload: bool) -> Duration {
             }
         }
     });
-    let elapsed = time_until_all(|| seen.load(Ordering::Relaxed));
+    let watched = watch(&|| seen.load(Ordering::Relaxed));
     thread.join().unwrap();
-    elapsed
+    watched
 }
 
 fn tap_pass(bootstrap: &str, group: &str, rt: &tokio::runtime::Runtime, store: Arc<SqliteStore>) -> Duration {
+    tap_pass_with(bootstrap, group, rt, store, |seen| time_until_all(seen))
+}
+
+/// Bytes and allocations per message between a consumer's 8,000th and 24,000th message (the tap's
+/// flushes of that stretch included; start, group join and shutdown left out).
+fn steady_allocations(seen: &dyn Fn() -> u64) -> (f64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let wait_for = |n: u64| {
+        while seen() < n {
+            assert!(Instant::now() < deadline, "tap stalled at {}", seen());
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        (seen(), alloc::allocated())
+    };
+    let (from, (bytes, calls)) = wait_for(N / 4);
+    let (to, (bytes_after, calls_after)) = wait_for(3 * N / 4);
+    let messages = (to - from) as f64;
+    wait_for(N);
+    ((bytes_after - bytes) as f64 / messages, (calls_after - calls) as f64 / messages)
+}
+
+fn tap_pass_with<T>(
+    bootstrap: &str,
+    group: &str,
+    rt: &tokio::runtime::Runtime,
+    store: Arc<SqliteStore>,
+    watch: impl FnOnce(&dyn Fn() -> u64) -> T,
+) -> T {
     let config = TapConfig {
         tier: "broker".into(),
         topics: vec![TOPIC.into()],
@@ -111,9 +148,9 @@ fn tap_pass(bootstrap: &str, group: &str, rt: &tokio::runtime::Runtime, store: A
         client: consumer_config(bootstrap, group),
     };
     let handle = rt.block_on(TapHandle::start(options)).unwrap();
-    let elapsed = time_until_all(|| handle.seen());
+    let watched = watch(&|| handle.seen());
     rt.block_on(handle.shutdown());
-    elapsed
+    watched
 }
 
 fn tap_throughput(c: &mut Criterion) {
@@ -185,7 +222,17 @@ fn tap_throughput(c: &mut Criterion) {
     let tap_allocs = alloc::per_message(N, || {
         tap_pass(&bootstrap, "tap-counted", &rt, store.clone());
     });
-    alloc::record("tap_1KiB/tap", (tap_allocs.0 - plain_allocs.0, tap_allocs.1 - plain_allocs.1));
+    let plain_steady = plain_pass_with(&bootstrap, "plain-steady", false, steady_allocations);
+    let tap_steady = tap_pass_with(&bootstrap, "tap-steady", &rt, store.clone(), steady_allocations);
+    println!(
+        "plain consumer: {:.1} bytes and {:.4} allocations per message steady (rdkafka's own)",
+        plain_steady.0, plain_steady.1
+    );
+    alloc::record_with_steady(
+        "tap_1KiB/tap",
+        (tap_allocs.0 - plain_allocs.0, tap_allocs.1 - plain_allocs.1),
+        (tap_steady.0 - plain_steady.0, tap_steady.1 - plain_steady.1),
+    );
     drop(producer);
     drop(cluster);
 }

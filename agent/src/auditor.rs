@@ -1,16 +1,32 @@
 //! The [`Auditor`]: the handle producers, consumers and sidecars count messages through.
 //!
 //! Besides tallies, every [`Auditor::snapshot`] carries one heartbeat per (topic, tier) stream and
-//! its progress (see [`crate::table`]). What progress rests on is kept with the tallies, under the
-//! table's one lock: producer wrappers count hand-offs ([`Auditor::hand_off`]) and delivery reports
-//! settle them; consumer wrappers note the partition of each message read and register a
-//! [`PartitionProbe`], asked at each snapshot (on the flusher's task, before the table's lock is
-//! taken) where the consumer stands in its assigned partitions.
+//! its progress (see [`crate::table`]). What progress rests on is kept with the tallies: producer
+//! wrappers count hand-offs ([`Auditor::hand_off`]) and delivery reports settle them; consumer
+//! wrappers note the partition of each message read and register a [`PartitionProbe`], asked at
+//! each snapshot (on the flusher's task, before any lock is taken) where the consumer stands in its
+//! assigned partitions.
+//!
+//! ## No shared lock on the clients' threads
+//! Messages counted from Kafka clients (producer delivery callbacks, consumer reads, hand-offs,
+//! delivery failures) go to *delta tables* ([`TallyTable::delta`]), one per shard, several shards
+//! per core; each thread has a home shard (threads are spread over them in turn as they first
+//! count). A thread takes its shard with `try_lock` and, if the flusher or another thread holds it,
+//! moves on to the next shard: nothing on these paths sleeps on a lock, and threads do not share a
+//! cache line. Every snapshot (and every read of the totals) first folds each shard into the
+//! merged table ([`TallyTable::absorb`]), which alone snapshots, closes buckets and decides what
+//! is late; so a message is in the first snapshot taken after it was counted, as before. Ingest
+//! requests, which count whole batches all or nothing against the stream cap, count straight into
+//! the merged table (on the server's task, not a client's callback thread).
 
-use std::sync::{Arc, Mutex};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kaudit_schema::{BucketWidth, EpochMillis, FlushBatch};
+use spin::mutex::SpinMutex;
+use spin::relax::Yield;
 
 use crate::clock::{Clock, CoarseClock};
 use crate::extract::{AuditMessage, EventTime};
@@ -52,8 +68,10 @@ pub struct Auditor {
 type TierProbe = (Arc<str>, Box<dyn PartitionProbe>);
 
 struct Inner {
+    /// The merged table: snapshots, ingest.
     table: Mutex<TallyTable>,
-    failures: Mutex<PerStream<u64>>,
+    /// Delta tables the clients' threads count into, folded into `table` at every snapshot.
+    shards: Box<[Shard]>,
     probes: Mutex<Vec<TierProbe>>,
     rules: TopicRules,
     clock: Arc<dyn Clock>,
@@ -61,6 +79,43 @@ struct Inner {
     max_streams: usize,
     /// When the stream cap was last logged (at most every [`CAP_LOG_INTERVAL`]).
     cap_logged: Mutex<Option<Instant>>,
+}
+
+/// One delta table and the delivery failures counted with it, alone on its cache lines. A spin
+/// lock: taking it is one compare-and-swap and releasing it one plain store (a `Mutex` pays a
+/// second atomic swap to release, to wake sleepers; nobody sleeps on a shard). Clients' threads
+/// only ever try it; the flusher, which may wait, spins on it, yielding its core.
+#[repr(align(128))]
+struct Shard(SpinMutex<Delta, Yield>);
+
+struct Delta {
+    table: TallyTable,
+    failures: PerStream<u64>,
+}
+
+/// Shards per core: enough that a thread nearly always finds its home shard free.
+const SHARDS_PER_CORE: usize = 4;
+/// At most this many shards, however many cores (a power of two, as every shard count is).
+const MAX_SHARDS: usize = 64;
+
+/// Which shard each thread starts from: threads take the next number as they first count.
+static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static HOME: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's shard number (taken on first use), to be reduced modulo the shard count.
+#[inline]
+fn home() -> usize {
+    HOME.with(|h| {
+        let mut home = h.get();
+        if home == usize::MAX {
+            home = NEXT_HOME.fetch_add(1, Ordering::Relaxed);
+            h.set(home);
+        }
+        home
+    })
 }
 
 /// Refusals for the stream cap are logged at most this often.
@@ -134,10 +189,15 @@ impl Auditor {
         table.set_max_future_ms(options.max_future_ms);
         table.set_max_open_buckets(options.max_open_buckets);
         table.set_sketch(options.sketch);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = (cores * SHARDS_PER_CORE).next_power_of_two().min(MAX_SHARDS);
+        let shards = (0..shards)
+            .map(|_| Shard(SpinMutex::new(Delta { table: table.delta(), failures: PerStream::new() })))
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 table: Mutex::new(table),
-                failures: Mutex::default(),
+                shards,
                 probes: Mutex::default(),
                 rules: options.rules,
                 clock: options.clock,
@@ -199,7 +259,7 @@ impl Auditor {
     /// heartbeats, no progress, no bucket closes): an early flush for durable acknowledgements.
     pub fn snapshot_rows_only(&self) -> FlushBatch {
         let now = self.inner.clock.now_ms();
-        self.table().snapshot_rows_only(now)
+        self.merged(now).snapshot_rows_only(now)
     }
 
     /// Records refused or overflowed for the stream cap since the last call; logged at most every
@@ -210,8 +270,9 @@ impl Auditor {
 
     /// Records refused or diverted for `reason` since the last call; logged at most every 10 s.
     pub fn take_refused_for(&self, reason: RefusedReason) -> u64 {
+        let now = self.inner.clock.now_ms();
         if reason == RefusedReason::BucketCap {
-            let diverted = self.table().take_refused_bucket_cap();
+            let diverted = self.merged(now).take_refused_bucket_cap();
             if diverted > 0 {
                 tracing::warn!(
                     diverted,
@@ -221,7 +282,7 @@ impl Auditor {
             }
             return diverted;
         }
-        let refused = self.table().take_refused_stream_cap();
+        let refused = self.merged(now).take_refused_stream_cap();
         if refused > 0 {
             let mut logged = self.inner.cap_logged.lock().expect("cap log poisoned");
             if logged.is_none_or(|t| t.elapsed() >= CAP_LOG_INTERVAL) {
@@ -279,7 +340,9 @@ impl Auditor {
     #[inline(always)]
     pub fn observe(&self, topic: &str, tier: &str, obs: Observation) {
         let now = self.inner.clock.now_ms();
-        self.inner.table.lock().expect("tally table poisoned").record(topic, tier, obs, now);
+        self.with_shard(|d| {
+            d.table.record(topic, tier, obs, now);
+        });
     }
 
     /// Count a message read from `partition` by a consumer, noting how far that partition is read.
@@ -302,7 +365,7 @@ impl Auditor {
         let mut obs = self.observation(topic, msg);
         obs.locator = offset.map(|offset| kaudit_schema::difference::Locator { partition, offset });
         let now = self.inner.clock.now_ms();
-        self.table().record_read(topic, tier, partition, obs, now);
+        self.with_shard(|d| d.table.record_read(topic, tier, partition, obs, now));
     }
 
     /// The time `msg` is bucketed by (its event time, else now), reading only the event time.
@@ -324,15 +387,15 @@ impl Auditor {
     /// stream's progress back, until [`Auditor::settle`] or [`Auditor::observe_delivered`].
     #[inline]
     pub fn hand_off(&self, topic: &str, tier: &str, bucket_time: EpochMillis) {
-        self.table().hand_off(topic, tier, bucket_time);
+        self.with_shard(|d| d.table.hand_off(topic, tier, bucket_time));
     }
 
     /// A message handed off at `bucket_time` will not be delivered (or its fate is unknown).
     pub fn settle(&self, topic: &str, tier: &str, bucket_time: EpochMillis) {
-        self.table().settle(topic, tier, bucket_time);
+        self.with_shard(|d| d.table.settle(topic, tier, bucket_time));
     }
 
-    /// Count a delivered message and settle its hand-off, under one lock. `sent_bucket_time` is
+    /// Count a delivered message and settle its hand-off, in one shard. `sent_bucket_time` is
     /// the bucket time of the hand-off when known (a future producer), else the delivered
     /// message's own is used (see [`TallyTable::settle`] for when they differ).
     #[inline]
@@ -342,9 +405,10 @@ impl Auditor {
             EventTime::Valid(t) => t,
             EventTime::Missing | EventTime::Malformed => now,
         });
-        let mut table = self.table();
-        table.record(topic, tier, obs, now);
-        table.settle(topic, tier, sent);
+        self.with_shard(|d| {
+            d.table.record(topic, tier, obs, now);
+            d.table.settle(topic, tier, sent);
+        });
     }
 
     /// The app says it has reported everything of (topic, tier) with an event time before
@@ -367,11 +431,49 @@ impl Auditor {
 
     /// Messages handed to a producer and not settled yet.
     pub fn in_flight(&self) -> u64 {
-        self.table().in_flight()
+        self.merged(self.inner.clock.now_ms()).in_flight()
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, TallyTable> {
+    fn table(&self) -> MutexGuard<'_, TallyTable> {
         self.inner.table.lock().expect("tally table poisoned")
+    }
+
+    /// Run `f` on a shard's delta table without ever waiting for a lock: this thread's home shard
+    /// if free, else the next free one. Only when every shard is held at the same moment (more
+    /// threads counting at once than shards, or the flusher on the last free one) does it go
+    /// round again, spinning, never sleeping.
+    #[inline]
+    fn with_shard<R>(&self, f: impl FnOnce(&mut Delta) -> R) -> R {
+        let shards = &self.inner.shards;
+        let mask = shards.len() - 1;
+        let mut i = home() & mask;
+        loop {
+            for _ in 0..shards.len() {
+                if let Some(mut delta) = shards[i].0.try_lock() {
+                    return f(&mut delta);
+                }
+                i = (i + 1) & mask;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// The merged table, with every shard folded in: holds each shard's lock only while folding it.
+    /// Delivery reports are taken from every shard first and applied after every hand-off (see
+    /// [`TallyTable::take_settles`]).
+    fn merged(&self, now: EpochMillis) -> MutexGuard<'_, TallyTable> {
+        let mut table = self.table();
+        let mut settles = Vec::new();
+        for shard in &self.inner.shards {
+            shard.0.lock().table.take_settles(&mut settles);
+        }
+        for shard in &self.inner.shards {
+            table.absorb(&mut shard.0.lock().table, now);
+        }
+        for s in settles {
+            table.settle_n(&s.topic, &s.tier, s.start, s.count);
+        }
+        table
     }
 
     /// Ask every probe; drop those whose consumer is gone.
@@ -391,11 +493,10 @@ impl Auditor {
     /// Note a message that was *not* delivered (a producer's failed delivery report): it is not
     /// counted as sent, only reported in metrics.
     pub fn record_failure(&self, topic: &str, tier: &str) {
-        let mut failures = self.inner.failures.lock().expect("failure list poisoned");
-        match failures.iter_mut().find(|(t, r, _)| t == topic && r == tier) {
+        self.with_shard(|d| match d.failures.iter_mut().find(|(t, r, _)| t == topic && r == tier) {
             Some(entry) => entry.2 += 1,
-            None => failures.push((topic.to_string(), tier.to_string(), 1)),
-        }
+            None => d.failures.push((topic.to_string(), tier.to_string(), 1)),
+        });
     }
 
     /// Cumulative rows of every tally changed since the last snapshot, with a heartbeat and the
@@ -403,7 +504,7 @@ impl Auditor {
     pub fn snapshot(&self) -> FlushBatch {
         let positions = self.positions();
         let now = self.inner.clock.now_ms();
-        let mut table = self.table();
+        let mut table = self.merged(now);
         let mut batch = table.snapshot(now);
         table.add_progress(now, &positions, &mut batch);
         batch
@@ -411,14 +512,22 @@ impl Auditor {
 
     /// Per-stream counters since the last call, and delivery failures, for metrics.
     pub fn take_counters(&self) -> (PerStream<StreamCounters>, PerStream<u64>) {
-        let counters = self.inner.table.lock().expect("tally table poisoned").take_counters();
-        let failures = std::mem::take(&mut *self.inner.failures.lock().expect("failure list poisoned"));
+        let counters = self.merged(self.inner.clock.now_ms()).take_counters();
+        let mut failures = PerStream::<u64>::new();
+        for shard in &self.inner.shards {
+            for (topic, tier, n) in std::mem::take(&mut shard.0.lock().failures) {
+                match failures.iter_mut().find(|(t, r, _)| *t == topic && *r == tier) {
+                    Some(entry) => entry.2 += n,
+                    None => failures.push((topic, tier, n)),
+                }
+            }
+        }
         (counters, failures)
     }
 
     /// Open buckets held in memory.
     pub fn open_buckets(&self) -> usize {
-        self.inner.table.lock().expect("tally table poisoned").open_buckets()
+        self.merged(self.inner.clock.now_ms()).open_buckets()
     }
 }
 
@@ -451,6 +560,72 @@ mod tests {
         assert_eq!(batch.rows.len(), 1);
         assert_eq!(batch.rows[0].tally.count, 4000);
         assert_eq!(batch.rows[0].key.agent_id, "app-i1");
+    }
+
+    /// Hand-offs on the senders' threads, delivery reports on another, snapshots taken meanwhile:
+    /// every message is in the snapshots exactly once and nothing stays in flight.
+    #[test]
+    fn threads_count_into_shards_while_snapshots_fold_them() {
+        let auditor = Auditor::new(AuditorOptions {
+            clock: Arc::new(ManualClock::new(1_000_000)),
+            instance_id: Some("i1".into()),
+            ..AuditorOptions::named("app")
+        });
+        assert!(auditor.inner.shards.len() >= SHARDS_PER_CORE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<u32>(64);
+        let senders: Vec<_> = (0..3u32)
+            .map(|n| {
+                let (a, tx) = (auditor.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    for i in 0..2000u32 {
+                        a.hand_off("t", "producer", 1_000_000);
+                        tx.send(n * 10_000 + i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let callback = {
+            let a = auditor.clone();
+            std::thread::spawn(move || {
+                for id in rx {
+                    let obs = Observation {
+                        fingerprint: fingerprint(&id.to_be_bytes(), b"p"),
+                        bytes: 1,
+                        event_time: EventTime::Valid(1_000_000),
+                        malformed_id: false,
+                        locator: None,
+                    };
+                    if id % 100 == 0 {
+                        a.record_failure("t", "producer");
+                        a.settle("t", "producer", 1_000_000);
+                    } else {
+                        a.observe_delivered("t", "producer", obs, Some(1_000_000));
+                    }
+                }
+            })
+        };
+        let mut latest = None;
+        while !callback.is_finished() {
+            if let Some(row) = auditor.snapshot().rows.pop() {
+                latest = Some(row.tally);
+            }
+        }
+        senders.into_iter().for_each(|t| t.join().unwrap());
+        callback.join().unwrap();
+        if let Some(row) = auditor.snapshot().rows.pop() {
+            latest = Some(row.tally);
+        }
+        let tally = latest.expect("counted");
+        assert_eq!(tally.count, 3 * 2000 - 3 * 20, "cumulative: the last row has every delivered message");
+        let sent: u64 = (0..3u32)
+            .flat_map(|n| (0..2000u32).map(move |i| n * 10_000 + i))
+            .filter(|id| id % 100 != 0)
+            .fold(0, |x, id| x ^ fingerprint(&id.to_be_bytes(), b"p"));
+        assert_eq!(tally.fp_xor, sent);
+        assert_eq!(auditor.in_flight(), 0);
+        let (_, failures) = auditor.take_counters();
+        assert_eq!(failures, vec![("t".to_string(), "producer".to_string(), 60)]);
     }
 
     #[test]

@@ -145,6 +145,9 @@ struct StreamProgress {
     in_flight: Vec<(EpochMillis, u64)>,
     /// Event time up to which the app said it has reported everything (ingest); `NONE` before.
     declared: EpochMillis,
+    /// Delivery reports of a delta table, by the bucket they name: (bucket start, count), applied
+    /// to the merged table after every hand-off (see [`TallyTable::take_settles`]).
+    settled: Vec<(EpochMillis, u64)>,
 }
 
 /// "No time yet" in [`StreamProgress`].
@@ -152,7 +155,14 @@ const NONE: EpochMillis = EpochMillis::MIN;
 
 impl Default for StreamProgress {
     fn default() -> Self {
-        Self { max_time: NONE, partitions: Vec::new(), per_partition: false, in_flight: Vec::new(), declared: NONE }
+        Self {
+            max_time: NONE,
+            partitions: Vec::new(),
+            per_partition: false,
+            in_flight: Vec::new(),
+            declared: NONE,
+            settled: Vec::new(),
+        }
     }
 }
 
@@ -215,6 +225,9 @@ pub struct TallyTable {
     snapshots: u64,
     /// The geometry of each new bucket's difference sketch; `None`: counts only.
     sketch: Option<Geometry>,
+    /// A delta table ([`TallyTable::delta`]): counts since the last [`TallyTable::absorb`], never
+    /// snapshotted; its delivery reports wait in `settled`.
+    delta: bool,
 }
 
 /// One message, ready to be counted.
@@ -273,7 +286,22 @@ impl TallyTable {
             refused_stream_cap: 0,
             snapshots: 0,
             sketch: Some(kaudit_schema::difference::DEFAULT_GEOMETRY),
+            delta: false,
         }
+    }
+
+    /// An empty *delta table* of this one: same bucket width and bounds, for one thread's (or
+    /// shard's) counts between two [`TallyTable::absorb`]s into this table. It never snapshots and
+    /// knows no frontier (whether a bucket is late is decided when it is absorbed); its delivery
+    /// reports are kept apart, for [`TallyTable::take_settles`].
+    pub fn delta(&self) -> TallyTable {
+        let mut t = TallyTable::new(self.agent_id.clone(), self.width, self.close_after_ms);
+        t.max_streams = self.max_streams;
+        t.max_future_ms = self.max_future_ms;
+        t.max_open_buckets = self.max_open_buckets;
+        t.sketch = self.sketch;
+        t.delta = true;
+        t
     }
 
     /// The difference sketch every new bucket's tally keeps (`None`: counts only). A sketch costs
@@ -382,7 +410,8 @@ impl TallyTable {
         let future = matches!(obs.event_time, EventTime::Valid(t) if t > arrival_ms.saturating_add(self.max_future_ms));
         let mut event_time = if overflow || future { EventTime::Malformed } else { obs.event_time };
         let mut bucket_time = bucket_time(event_time, arrival_ms);
-        let mut start = self.width.start_of(bucket_time);
+        let newest = self.streams[i].buckets.last_key_value().map(|(start, _)| *start);
+        let mut start = start_near(self.width, newest, bucket_time);
         if self.open_count >= self.max_open_buckets && !self.streams[i].buckets.contains_key(&start) {
             // No room for another bucket: count it where it arrived, as malformed.
             self.refused_bucket_cap += 1;
@@ -457,18 +486,35 @@ impl TallyTable {
     pub fn settle(&mut self, topic: &str, tier: &str, bucket_time: EpochMillis) {
         let start = self.width.start_of(bucket_time);
         let (i, _) = self.locate(topic, tier);
-        let in_flight = &mut self.streams[i].progress.in_flight;
-        if in_flight.is_empty() {
+        let progress = &mut self.streams[i].progress;
+        if self.delta {
+            match progress.settled.iter_mut().rev().find(|(b, _)| *b == start) {
+                Some((_, n)) => *n += 1,
+                None => progress.settled.push((start, 1)),
+            }
             return;
         }
-        let i = match in_flight.iter().rposition(|(b, _)| *b == start) {
-            Some(i) => i,
-            None => in_flight.iter().enumerate().min_by_key(|(_, (b, _))| *b).map(|(i, _)| i).expect("not empty"),
-        };
-        in_flight[i].1 -= 1;
-        if in_flight[i].1 == 0 {
-            in_flight.remove(i);
+        settle_in(&mut progress.in_flight, start, 1);
+    }
+
+    /// Take a delta table's delivery reports since the last call, as (topic, tier, bucket start,
+    /// count). They are applied to the merged table ([`TallyTable::settle_n`]) only after every
+    /// delta's hand-offs were absorbed: a report may be counted on another thread (so in another
+    /// delta) than its hand-off, and taking every delta's reports *before* absorbing any hand-off
+    /// means the hand-off of each report taken is absorbed by then (it happened before the report).
+    pub fn take_settles(&mut self, out: &mut Vec<Settles>) {
+        for stream in &mut self.streams {
+            for (start, n) in stream.progress.settled.drain(..) {
+                out.push(Settles { topic: stream.key.topic.clone(), tier: stream.key.tier.clone(), start, count: n });
+            }
         }
+    }
+
+    /// `n` delivery reports naming the bucket starting at `start`: as `n` calls of
+    /// [`TallyTable::settle`].
+    pub fn settle_n(&mut self, topic: &str, tier: &str, start: EpochMillis, n: u64) {
+        let (i, _) = self.locate(topic, tier);
+        settle_in(&mut self.streams[i].progress.in_flight, start, n);
     }
 
     /// The app says it has reported everything of (topic, tier) before `event_time_ms` (ingest).
@@ -489,7 +535,7 @@ impl TallyTable {
     /// stream, with `true`.
     #[inline]
     fn locate(&mut self, topic: &str, tier: &str) -> (usize, bool) {
-        let hit = self.streams.get(self.last).is_some_and(|s| *s.key.topic == *topic && *s.key.tier == *tier);
+        let hit = self.streams.get(self.last).is_some_and(|s| same(&s.key.topic, topic) && same(&s.key.tier, tier));
         if hit {
             return (self.last, false);
         }
@@ -527,6 +573,93 @@ impl TallyTable {
             progress: StreamProgress::default(),
         });
         self.streams.len() - 1
+    }
+
+    /// Fold a delta table's counts ([`TallyTable::delta`]) into this one and empty it, as if each
+    /// of its messages had been counted here now: a bucket before this table's frontier goes to a
+    /// late row; a stream past this table's stream cap, and a bucket past its bucket cap, count as
+    /// malformed in the bucket of `now_ms` (where such a message arriving now would), in the
+    /// refusal counters too. Hand-offs, partitions read and counters add up; delivery reports stay
+    /// in the delta for [`TallyTable::take_settles`]. Only empties and refills: the delta keeps its
+    /// streams, so counting into it again allocates nothing but the buckets it opens.
+    pub fn absorb(&mut self, delta: &mut TallyTable, now_ms: EpochMillis) {
+        self.refused_stream_cap += std::mem::take(&mut delta.refused_stream_cap);
+        self.refused_bucket_cap += std::mem::take(&mut delta.refused_bucket_cap);
+        delta.open_count = 0;
+        for (j, d) in delta.streams.iter_mut().enumerate() {
+            let idle = d.buckets.is_empty()
+                && d.progress.in_flight.is_empty()
+                && d.progress.max_time == NONE
+                && d.counters == StreamCounters::default();
+            if idle {
+                continue;
+            }
+            let (i, overflow) = if delta.overflow == Some(j) {
+                (self.overflow_stream(), false) // counted as malformed already
+            } else {
+                self.locate(&d.key.topic, &d.key.tier)
+            };
+            let s = &mut self.streams[i];
+            add_counters(&mut s.counters, std::mem::take(&mut d.counters));
+            let p = &mut s.progress;
+            p.max_time = p.max_time.max(std::mem::replace(&mut d.progress.max_time, NONE));
+            for (partition, read) in d.progress.partitions.iter_mut().enumerate() {
+                let time = std::mem::replace(read, NONE);
+                if time == NONE {
+                    continue;
+                }
+                match p.partitions.get_mut(partition) {
+                    Some(t) => *t = (*t).max(time),
+                    None => grow_partitions(&mut p.partitions, partition as i32, time),
+                }
+            }
+            for (start, n) in d.progress.in_flight.drain(..) {
+                match p.in_flight.iter_mut().rev().find(|(b, _)| *b == start) {
+                    Some((_, m)) => *m += n,
+                    None => p.in_flight.push((start, n)),
+                }
+            }
+            for (start, bucket) in std::mem::take(&mut d.buckets) {
+                self.absorb_bucket(i, overflow, start, bucket.tally, now_ms);
+            }
+        }
+    }
+
+    /// Merge one delta bucket's tally into stream `i` (see [`TallyTable::absorb`]).
+    fn absorb_bucket(
+        &mut self,
+        i: usize,
+        overflow: bool,
+        mut start: EpochMillis,
+        mut tally: Tally,
+        now_ms: EpochMillis,
+    ) {
+        let count = tally.count;
+        let no_room =
+            !overflow && self.open_count >= self.max_open_buckets && !self.streams[i].buckets.contains_key(&start);
+        if overflow || no_room {
+            if overflow {
+                self.refused_stream_cap += count;
+            } else {
+                self.refused_bucket_cap += count;
+            }
+            let s = &mut self.streams[i];
+            s.counters.malformed += count - tally.malformed;
+            s.counters.no_time = s.counters.no_time.saturating_sub(tally.no_time);
+            s.progress.max_time = s.progress.max_time.max(now_ms);
+            tally.malformed = count;
+            tally.no_time = 0;
+            tally.latency = Default::default();
+            start = self.width.start_of(now_ms);
+        }
+        let late = start < self.frontier;
+        let late_generation = if late { self.late_generation } else { 0 };
+        let s = &mut self.streams[i];
+        s.counters.late += if late { count } else { 0 };
+        let (bucket, opened) = bucket_mut(&mut s.buckets, start, late_generation, self.sketch);
+        self.open_count += usize::from(opened);
+        bucket.tally.merge(&tally);
+        bucket.dirty = true;
     }
 
     /// Every dirty tally as a cumulative row, then drop buckets closed at `now_ms`.
@@ -737,6 +870,74 @@ fn bucket_time(event_time: EventTime, arrival_ms: EpochMillis) -> EpochMillis {
         EventTime::Valid(t) => t,
         EventTime::Missing | EventTime::Malformed => arrival_ms,
     }
+}
+
+fn add_counters(c: &mut StreamCounters, d: StreamCounters) {
+    c.messages += d.messages;
+    c.bytes = c.bytes.saturating_add(d.bytes);
+    c.no_time += d.no_time;
+    c.malformed += d.malformed;
+    c.late += d.late;
+    c.future += d.future;
+}
+
+/// `a == b`, inline: topic and tier names are short, and a call to `memcmp` for each costs more
+/// than comparing them eight bytes at a time here (the last word overlapping the one before).
+#[inline(always)]
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let n = a.len();
+    let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    if n < 8 {
+        return a == b;
+    }
+    let mut at = 0;
+    while at + 8 < n {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(a, n - 8) == word(b, n - 8)
+}
+
+/// The start of the bucket of `t`: `newest` (the start of a stream's newest bucket) when `t` falls
+/// in it, as nearly every message's time does, without dividing; else by division.
+#[inline(always)]
+fn start_near(width: BucketWidth, newest: Option<EpochMillis>, t: EpochMillis) -> EpochMillis {
+    match newest {
+        Some(n) if t >= n && (t.wrapping_sub(n) as u64) < width.as_millis() as u64 => n,
+        _ => width.start_of(t),
+    }
+}
+
+/// Settle `n` hand-offs of the bucket starting at `start`: that bucket's first, then the oldest
+/// bucket's (see [`TallyTable::settle`]); past everything in flight, nothing.
+fn settle_in(in_flight: &mut Vec<(EpochMillis, u64)>, start: EpochMillis, mut n: u64) {
+    while n > 0 && !in_flight.is_empty() {
+        let i = match in_flight.iter().rposition(|(b, _)| *b == start) {
+            Some(i) => i,
+            None => in_flight.iter().enumerate().min_by_key(|(_, (b, _))| *b).map(|(i, _)| i).expect("not empty"),
+        };
+        let taken = n.min(in_flight[i].1);
+        in_flight[i].1 -= taken;
+        n -= taken;
+        if in_flight[i].1 == 0 {
+            in_flight.remove(i);
+        }
+    }
+}
+
+/// Delivery reports a delta table kept for one bucket of one stream ([`TallyTable::take_settles`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settles {
+    pub topic: Box<str>,
+    pub tier: Box<str>,
+    pub start: EpochMillis,
+    pub count: u64,
 }
 
 #[cold]

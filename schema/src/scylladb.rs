@@ -66,6 +66,13 @@ const INSERT_OFFSET: &str =
     "INSERT INTO tap_offsets (agent_id, topic, partition, next_offset, version) VALUES (?, ?, ?, ?, ?)";
 const SELECT_BUCKET: &str =
     concat!("SELECT ", tally_columns!(), " FROM tallies WHERE topic = ? AND bucket_start_ms = ?");
+const SELECT_AGENT_ROW: &str = concat!(
+    "SELECT ",
+    tally_columns!(),
+    " FROM tallies WHERE topic = ? AND bucket_start_ms = ? AND tier = ? AND agent_id = ?"
+);
+const SELECT_AGENT_SKETCH: &str = "SELECT tier, agent_id, version, sketch FROM tally_sketches \
+                                   WHERE topic = ? AND bucket_start_ms = ? AND tier = ? AND agent_id = ?";
 const SELECT_WIDTH: &str = "SELECT bucket_width_ms FROM topics WHERE topic = ?";
 const INSERT_CHANGE: &str = "INSERT INTO changes (slot_ms, part, written_ms, topic, bucket_start_ms, tier, agent_id) \
                              VALUES (?, ?, ?, ?, ?, ?, ?)";
@@ -123,6 +130,8 @@ struct Prepared {
     select_bucket: PreparedStatement,
     insert_sketch: PreparedStatement,
     select_sketches: PreparedStatement,
+    select_agent_row: PreparedStatement,
+    select_agent_sketch: PreparedStatement,
     select_width: PreparedStatement,
     select_topics: PreparedStatement,
     select_offsets: PreparedStatement,
@@ -202,6 +211,8 @@ impl ScyllaStore {
             select_bucket: prepare(SELECT_BUCKET).await?,
             insert_sketch: prepare(INSERT_SKETCH).await?,
             select_sketches: prepare(SELECT_SKETCHES).await?,
+            select_agent_row: prepare(SELECT_AGENT_ROW).await?,
+            select_agent_sketch: prepare(SELECT_AGENT_SKETCH).await?,
             select_width: prepare(SELECT_WIDTH).await?,
             select_topics: prepare(SELECT_TOPICS).await?,
             select_offsets: prepare(SELECT_OFFSETS).await?,
@@ -387,32 +398,53 @@ impl ScyllaStore {
     }
 
     async fn read_bucket(&self, topic: &str, bucket: EpochMillis) -> Result<Vec<TallyRow>, StoreError> {
-        let read = |source| StoreError::ReadTallies { topic: topic.into(), source };
         // One after the other: buckets are read concurrently already, and two requests in flight
         // at once per bucket made the single-threaded test server 3× slower, not faster.
         let tallies = self.session.execute_unpaged(&self.prepared.select_bucket, (topic, bucket)).await;
         let sketches = self.session.execute_unpaged(&self.prepared.select_sketches, (topic, bucket)).await;
-        let sketches = sketches.map_err(|e| read(boxed(e)))?.into_rows_result().map_err(|e| read(boxed(e)))?;
-        let mut by_key: HashMap<(String, String), (i64, Vec<u8>)> = HashMap::new();
-        for row in sketches.rows::<(String, String, i64, Vec<u8>)>().map_err(|e| read(boxed(e)))? {
-            let (tier, agent_id, version, sketch) = row.map_err(|e| read(boxed(e)))?;
-            by_key.insert((tier, agent_id), (version, sketch));
-        }
-        let rows = tallies.map_err(|e| read(boxed(e)))?.into_rows_result().map_err(|e| read(boxed(e)))?;
-        let mut out = Vec::new();
-        for row in rows.rows::<TallyColumns<'_>>().map_err(|e| read(boxed(e)))? {
-            let mut row = row.map_err(|e| read(boxed(e)))?.decode()?;
-            // Only the sketch written with this very version of the row (a newer write may have
-            // reached one table and not yet the other).
-            let sketch = by_key
-                .get(&(row.key.tier.clone(), row.key.agent_id.clone()))
-                .filter(|(version, _)| *version == row.version as i64)
-                .map(|(_, bytes)| bytes.as_slice());
-            row.tally.sketch = crate::columns::decode_sketch(&row.key.topic, sketch)?;
-            out.push(row);
-        }
-        Ok(out)
+        join_sketches(topic, tallies, sketches)
     }
+
+    /// One agent's row of (topic, tier) in one bucket, if stored.
+    async fn read_agent_bucket(
+        &self,
+        (topic, tier, agent_id): (&str, &str, &str),
+        bucket: EpochMillis,
+    ) -> Result<Vec<TallyRow>, StoreError> {
+        let key = (topic, bucket, tier, agent_id);
+        let tallies = self.session.execute_unpaged(&self.prepared.select_agent_row, key).await;
+        let sketches = self.session.execute_unpaged(&self.prepared.select_agent_sketch, key).await;
+        join_sketches(topic, tallies, sketches)
+    }
+}
+
+/// Tally rows with the sketch stored with each one's very version.
+fn join_sketches(
+    topic: &str,
+    tallies: Result<scylla::response::query_result::QueryResult, scylla::errors::ExecutionError>,
+    sketches: Result<scylla::response::query_result::QueryResult, scylla::errors::ExecutionError>,
+) -> Result<Vec<TallyRow>, StoreError> {
+    let read = |source| StoreError::ReadTallies { topic: topic.into(), source };
+    let sketches = sketches.map_err(|e| read(boxed(e)))?.into_rows_result().map_err(|e| read(boxed(e)))?;
+    let mut by_key: HashMap<(String, String), (i64, Vec<u8>)> = HashMap::new();
+    for row in sketches.rows::<(String, String, i64, Vec<u8>)>().map_err(|e| read(boxed(e)))? {
+        let (tier, agent_id, version, sketch) = row.map_err(|e| read(boxed(e)))?;
+        by_key.insert((tier, agent_id), (version, sketch));
+    }
+    let rows = tallies.map_err(|e| read(boxed(e)))?.into_rows_result().map_err(|e| read(boxed(e)))?;
+    let mut out = Vec::new();
+    for row in rows.rows::<TallyColumns<'_>>().map_err(|e| read(boxed(e)))? {
+        let mut row = row.map_err(|e| read(boxed(e)))?.decode()?;
+        // Only the sketch written with this very version of the row (a newer write may have
+        // reached one table and not yet the other).
+        let sketch = by_key
+            .get(&(row.key.tier.clone(), row.key.agent_id.clone()))
+            .filter(|(version, _)| *version == row.version as i64)
+            .map(|(_, bytes)| bytes.as_slice());
+        row.tally.sketch = crate::columns::decode_sketch(&row.key.topic, sketch)?;
+        out.push(row);
+    }
+    Ok(out)
 }
 
 #[async_trait]
@@ -448,6 +480,23 @@ impl Store for ScyllaStore {
         let mut reads = Vec::new();
         for bucket in self.buckets_in(topic, from_ms, to_ms).await? {
             reads.push(self.read_bucket(topic, bucket));
+        }
+        let mut out: Vec<TallyRow> = stream::iter(reads).buffered(READ_CONCURRENCY).try_concat().await?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn read_agent_range(
+        &self,
+        topic: &str,
+        tier: &str,
+        agent_id: &str,
+        from_ms: EpochMillis,
+        to_ms: EpochMillis,
+    ) -> Result<Vec<TallyRow>, StoreError> {
+        let mut reads = Vec::new();
+        for bucket in self.buckets_in(topic, from_ms, to_ms).await? {
+            reads.push(self.read_agent_bucket((topic, tier, agent_id), bucket));
         }
         let mut out: Vec<TallyRow> = stream::iter(reads).buffered(READ_CONCURRENCY).try_concat().await?;
         out.sort_by(|a, b| a.key.cmp(&b.key));

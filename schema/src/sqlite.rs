@@ -278,6 +278,26 @@ fn read_range(
     rows.map(|r| r.map_err(read_err)?).collect()
 }
 
+/// One agent's rows of (topic, tier) in `[from_ms, to_ms)` (see [`Store::read_agent_range`]).
+fn read_agent_range(
+    conn: &Connection,
+    (topic, tier, agent_id): (&str, &str, &str),
+    from_ms: EpochMillis,
+    to_ms: EpochMillis,
+) -> Result<Vec<TallyRow>, StoreError> {
+    let read_err = |e| StoreError::ReadTallies { topic: topic.into(), source: boxed(e) };
+    let mut stmt = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            tally_columns!(),
+            ", sketch FROM tallies WHERE topic = ?1 AND bucket_start_ms >= ?2 AND bucket_start_ms < ?3 \
+             AND tier = ?4 AND agent_id = ?5 ORDER BY bucket_start_ms"
+        ))
+        .map_err(read_err)?;
+    let rows = stmt.query_map(params![topic, from_ms, to_ms, tier, agent_id], row_from_sql).map_err(read_err)?;
+    rows.map(|r| r.map_err(read_err)?).collect()
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn write(&self, batch: &FlushBatch) -> Result<(), StoreError> {
@@ -296,6 +316,18 @@ impl Store for SqliteStore {
     ) -> Result<Vec<TallyRow>, StoreError> {
         let topic = topic.to_string();
         self.blocking(move |conn| read_range(conn, &topic, from_ms, to_ms)).await
+    }
+
+    async fn read_agent_range(
+        &self,
+        topic: &str,
+        tier: &str,
+        agent_id: &str,
+        from_ms: EpochMillis,
+        to_ms: EpochMillis,
+    ) -> Result<Vec<TallyRow>, StoreError> {
+        let (topic, tier, agent_id) = (topic.to_string(), tier.to_string(), agent_id.to_string());
+        self.blocking(move |conn| read_agent_range(conn, (&topic, &tier, &agent_id), from_ms, to_ms)).await
     }
 
     async fn list_topics(&self) -> Result<Vec<String>, StoreError> {

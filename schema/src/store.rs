@@ -364,6 +364,23 @@ pub trait Store: Send + Sync + 'static {
         to_ms: EpochMillis,
     ) -> Result<Vec<TallyRow>, StoreError>;
 
+    /// The rows of one agent's stream, (topic, tier, agent_id), whose bucket starts in
+    /// `[from_ms, to_ms)`, ordered by bucket: what an agent resuming its own rows reads (a tap
+    /// partition's new owner), without decoding every other agent's rows of the topic. By default
+    /// [`Store::read_range`], filtered.
+    async fn read_agent_range(
+        &self,
+        topic: &str,
+        tier: &str,
+        agent_id: &str,
+        from_ms: EpochMillis,
+        to_ms: EpochMillis,
+    ) -> Result<Vec<TallyRow>, StoreError> {
+        let mut rows = self.read_range(topic, from_ms, to_ms).await?;
+        rows.retain(|r| r.key.tier == tier && r.key.agent_id == agent_id);
+        Ok(rows)
+    }
+
     /// Every topic that has tallies, sorted.
     async fn list_topics(&self) -> Result<Vec<String>, StoreError>;
 

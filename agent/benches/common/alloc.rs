@@ -62,11 +62,30 @@ pub fn per_call(n: u64, mut f: impl FnMut()) -> (f64, f64) {
 
 /// Write `alloc.json` for criterion benchmark `id` (`group_dir/function`, as criterion names its
 /// directories) beside its estimates, and print it.
+#[allow(dead_code)] // the tap records with a steady figure
 pub fn record(id: &str, (bytes, calls): (f64, f64)) {
     println!("{id}: {bytes:.1} bytes and {calls:.3} allocations per message");
     let Some(target) = target_dir() else { return };
     let dir = target.join("criterion").join(id);
     let json = format!(r#"{{"bytes_per_message":{bytes},"allocations_per_message":{calls}}}"#);
+    if std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("alloc.json"), json)).is_err() {
+        eprintln!("could not write {}", dir.join("alloc.json").display());
+    }
+}
+
+/// [`record`] with the figure of a steady stretch as well (the middle of a pass, flushes
+/// included, start and shutdown not): `steady_bytes_per_message`, `steady_allocations_per_message`.
+#[allow(dead_code)] // only the tap has a start and shutdown to leave out
+pub fn record_with_steady(id: &str, (bytes, calls): (f64, f64), (steady_bytes, steady_calls): (f64, f64)) {
+    println!(
+        "{id}: {bytes:.1} bytes and {calls:.3} allocations per message over a whole pass; \
+         {steady_bytes:.1} bytes and {steady_calls:.4} allocations per message steady"
+    );
+    let Some(target) = target_dir() else { return };
+    let dir = target.join("criterion").join(id);
+    let json = format!(
+        r#"{{"bytes_per_message":{bytes},"allocations_per_message":{calls},"steady_bytes_per_message":{steady_bytes},"steady_allocations_per_message":{steady_calls}}}"#
+    );
     if std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("alloc.json"), json)).is_err() {
         eprintln!("could not write {}", dir.join("alloc.json").display());
     }

@@ -385,3 +385,125 @@ fn a_recorded_message_is_named_with_its_locator() {
     plain.record("t", "c", obs(1, EventTime::Valid(W)), W + 1);
     assert!(plain.snapshot(W + 2).rows[0].tally.sketch.is_none());
 }
+
+proptest! {
+    /// Counting into delta tables (one per thread) and absorbing them all before each snapshot
+    /// gives the very snapshots, counters and progress of counting into the table itself.
+    #[test]
+    fn deltas_absorbed_before_each_snapshot_are_the_table_itself(steps in prop::collection::vec(step(), 1..200)) {
+        let mut direct = table();
+        let mut merged = table();
+        let mut deltas: Vec<TallyTable> = (0..3).map(|_| merged.delta()).collect();
+        let mut now = 0i64;
+        let absorb = |merged: &mut TallyTable, deltas: &mut Vec<TallyTable>, now| {
+            for d in deltas.iter_mut() {
+                merged.absorb(d, now);
+            }
+        };
+        for s in steps {
+            match s {
+                Step::Msg { topic, tier, fp, event, lag } => {
+                    let (topic, tier) = (format!("t{topic}"), format!("r{tier}"));
+                    let event_time = event.map_or(EventTime::Missing, EventTime::Valid);
+                    let arrival = now.max(event.unwrap_or(0)) + lag;
+                    direct.record_read(&topic, &tier, (fp % 4) as i32, obs(fp, event_time), arrival);
+                    deltas[(fp % 3) as usize].record_read(&topic, &tier, (fp % 4) as i32, obs(fp, event_time), arrival);
+                }
+                Step::Advance(ms) => now += ms,
+                Step::Snapshot => {
+                    absorb(&mut merged, &mut deltas, now);
+                    prop_assert_eq!(in_order(flush(&mut direct, now, &[])), in_order(flush(&mut merged, now, &[])));
+                    let counters = |t: &mut TallyTable| {
+                        let mut c = t.take_counters();
+                        c.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+                        c
+                    };
+                    prop_assert_eq!(counters(&mut direct), counters(&mut merged));
+                }
+            }
+        }
+        absorb(&mut merged, &mut deltas, now);
+        prop_assert_eq!(in_order(flush(&mut direct, now, &[])), in_order(flush(&mut merged, now, &[])));
+        prop_assert_eq!(direct.open_buckets(), merged.open_buckets());
+        prop_assert!(deltas.iter().all(|d| d.open_buckets() == 0), "absorbing empties the deltas");
+    }
+}
+
+/// `batch` with its streams' heartbeats and progress in (topic, tier) order (a table lists them in
+/// the order it first saw each stream; rows are sorted already).
+fn in_order(mut batch: FlushBatch) -> FlushBatch {
+    batch.heartbeats.sort_by(|a, b| (&a.topic, &a.tier).cmp(&(&b.topic, &b.tier)));
+    batch.progress.sort_by(|a, b| (&a.topic, &a.tier).cmp(&(&b.topic, &b.tier)));
+    batch
+}
+
+#[test]
+fn delivery_reports_counted_on_another_thread_settle_after_every_hand_off() {
+    let mut merged = table();
+    let (mut sender, mut callback) = (merged.delta(), merged.delta());
+    sender.hand_off("t", "p", 3 * W + 1);
+    sender.hand_off("t", "p", 3 * W + 2);
+    callback.record("t", "p", obs(1, EventTime::Valid(3 * W + 1)), 3 * W + 5);
+    callback.settle("t", "p", 3 * W + 1);
+    // The flusher takes every report first, then absorbs (here the callback's delta before the
+    // sender's, the worse order), then settles: the report finds its hand-off.
+    let mut settles = Vec::new();
+    for d in [&mut callback, &mut sender] {
+        d.take_settles(&mut settles);
+    }
+    assert_eq!(settles, vec![Settles { topic: "t".into(), tier: "p".into(), start: 3 * W, count: 1 }]);
+    merged.absorb(&mut callback, 3 * W + 10);
+    merged.absorb(&mut sender, 3 * W + 10);
+    for s in settles {
+        merged.settle_n(&s.topic, &s.tier, s.start, s.count);
+    }
+    assert_eq!(merged.in_flight(), 1);
+    let batch = flush(&mut merged, 3 * W + 10, &[]);
+    assert_eq!(agent_rows(&batch), vec![("t".to_string(), "p".to_string(), 3 * W, false)]);
+    assert_eq!(batch.rows[0].tally.count, 1);
+    // More reports than hand-offs settle what is in flight, then nothing.
+    merged.settle_n("t", "p", 9 * W, 5);
+    assert_eq!(merged.in_flight(), 0);
+}
+
+#[test]
+fn an_absorbed_delta_past_the_caps_counts_as_malformed_where_it_is_absorbed() {
+    let mut merged = table();
+    merged.set_max_streams(1);
+    merged.set_max_open_buckets(2);
+    let mut delta = merged.delta();
+    merged.record("a", "c", obs(1, EventTime::Valid(W)), 2 * W);
+    // A second stream: past the merged table's stream cap (the delta's own cap is per delta).
+    delta.set_max_streams(10);
+    delta.record("b", "c", obs(2, EventTime::Valid(W)), 2 * W);
+    // A third bucket of stream a: past the bucket cap once the overflow stream's bucket is open.
+    delta.record("a", "c", obs(3, EventTime::Valid(0)), 2 * W);
+    merged.absorb(&mut delta, 4 * W);
+    assert_eq!(merged.take_refused_stream_cap(), 1);
+    assert_eq!(merged.take_refused_bucket_cap(), 1);
+    let rows = merged.snapshot(4 * W).rows;
+    let got: Vec<_> =
+        rows.iter().map(|r| (r.key.topic.as_str(), r.key.bucket_start_ms, r.tally.count, r.tally.malformed)).collect();
+    assert_eq!(got, vec![("a", W, 1, 0), ("a", 4 * W, 1, 1), ("~overflow", 4 * W, 1, 1)]);
+}
+
+proptest! {
+    /// The bucket start found without dividing is the one found by dividing.
+    #[test]
+    fn the_start_near_the_newest_bucket_is_the_bucket_start(t in any::<i64>(), newest in any::<i64>(), near in -2 * W..2 * W) {
+        let width = BucketWidth::from_millis(W as u64).unwrap();
+        for newest in [width.start_of(newest), width.start_of(t.saturating_add(near))] {
+            prop_assert_eq!(start_near(width, Some(newest), t), width.start_of(t));
+        }
+        prop_assert_eq!(start_near(width, None, t), width.start_of(t));
+    }
+}
+
+proptest! {
+    /// The inline comparison of stream names is `==`.
+    #[test]
+    fn names_compare_inline_as_they_do_with_eq(a in "[a-c]{0,20}", b in "[a-c]{0,20}") {
+        prop_assert_eq!(same(&a, &b), a == b);
+        prop_assert!(same(&a, &a.clone()));
+    }
+}

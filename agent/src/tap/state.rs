@@ -231,7 +231,7 @@ impl TapShared {
         table.set_max_future_ms(self.max_future_ms);
         table.set_sketch(self.sketch);
         let mut seeded = 0;
-        for row in rows.into_iter().filter(|r| r.key.agent_id == agent_id) {
+        for row in rows {
             table.seed(&row.key.topic, &row.key.tier, row.key.bucket_start_ms, row.tally);
             seeded += 1;
         }
@@ -253,8 +253,8 @@ impl TapShared {
         next
     }
 
-    /// The stored offsets of `agent_id` and the rows of `topic` its table may still hold open at
-    /// `now`, retrying until the store answers.
+    /// The stored offsets of `agent_id` and its rows of `topic` its table may still hold open at
+    /// `now` (its own only: not every agent's rows of the topic), retrying until the store answers.
     fn read_stored(&self, agent_id: &str, topic: &str, partition: i32, now: i64) -> (Vec<OffsetRow>, Vec<TallyRow>) {
         let from = self.width.start_of(now - self.close_after_ms) - self.width.as_millis();
         let to = now + 3_600_000; // event times a little in the future (clock skew)
@@ -262,7 +262,7 @@ impl TapShared {
         loop {
             let attempt = self.runtime.block_on(async {
                 let offsets = self.store.load_offsets(agent_id).await?;
-                let rows = self.store.read_range(topic, from, to).await?;
+                let rows = self.store.read_agent_range(topic, &self.tier, agent_id, from, to).await?;
                 Ok::<_, StoreError>((offsets, rows))
             });
             match attempt {

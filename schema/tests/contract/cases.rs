@@ -48,6 +48,27 @@ pub async fn changes_index_every_row_written(store: &dyn Store) {
     assert!(next.topics[0].buckets[0].1 > all.until_ms);
 }
 
+/// One agent's rows of one tier, by bucket, sketches included; no other agent's or tier's, and
+/// none outside the range.
+pub async fn reads_one_agents_rows(store: &dyn Store) {
+    let mine = [
+        sketched("orders", T0, "broker", "g:orders:3", 2, 5),
+        sketched("orders", T0 + W, "broker", "g:orders:3", 2, 4),
+    ];
+    let others = [
+        row("orders", T0, "broker", "g:orders:4", 2, 6),
+        row("orders", T0, "producer", "g:orders:3", 2, 7),
+        row("orders", T0 + W, "broker", "g:orders:3~late9", 2, 1),
+        row("orders", T0 + 2 * W, "broker", "g:orders:3", 2, 3),
+        row("payments", T0, "broker", "g:orders:3", 2, 2),
+    ];
+    store.write(&batch(mine.iter().chain(&others).cloned().collect())).await.unwrap();
+    let got = store.read_agent_range("orders", "broker", "g:orders:3", T0, T0 + 2 * W).await.unwrap();
+    assert_eq!(got, mine.to_vec());
+    assert!(got.iter().all(|r| r.tally.sketch.is_some()));
+    assert!(store.read_agent_range("orders", "broker", "nobody", T0, T0 + 3 * W).await.unwrap().is_empty());
+}
+
 /// A later cumulative write replaces the row, every field and the sketch included.
 pub async fn upsert_overwrites(store: &dyn Store) {
     store.write(&batch(vec![row("orders", T0, "producer", "a", 1, 5)])).await.unwrap();

@@ -38,6 +38,7 @@ macro_rules! contract {
 contract!(
     changes_index_every_row_written,
     upsert_overwrites,
+    reads_one_agents_rows,
     replay_is_idempotent,
     reads_range_across_tiers_and_agents,
     lists_topics,

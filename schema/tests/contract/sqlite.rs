@@ -22,6 +22,7 @@ macro_rules! contract {
 contract!(
     changes_index_every_row_written,
     upsert_overwrites,
+    reads_one_agents_rows,
     replay_is_idempotent,
     stale_version_is_ignored,
     reads_range_across_tiers_and_agents,
