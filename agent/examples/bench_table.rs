@@ -31,7 +31,7 @@ struct Row {
     before: &'static str,
 }
 
-const ROWS: [Row; 8] = [
+const ROWS: [Row; 10] = [
     Row {
         label: "tally 100 B: raw `xxh64` + `crc32c` / hot path, manual clock",
         baseline: "tally_100B/raw_hash",
@@ -73,6 +73,20 @@ const ROWS: [Row; 8] = [
         kaudit: "producer_1KiB/audited",
         goal: Some(0.98),
         before: "0.95",
+    },
+    Row {
+        label: "producer 100 B: hashing handed to another thread (experiment) / plain",
+        baseline: "producer_100B/plain",
+        kaudit: "producer_100B/audited_hand_off",
+        goal: None,
+        before: "—",
+    },
+    Row {
+        label: "producer 1 KiB: hashing handed to another thread (experiment) / plain",
+        baseline: "producer_1KiB/plain",
+        kaudit: "producer_1KiB/audited_hand_off",
+        goal: None,
+        before: "—",
     },
     Row {
         label: "tap / plain consumer (poll only), 1 KiB",
