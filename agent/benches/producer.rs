@@ -8,6 +8,10 @@
 //! bootstrapped from it, so no traffic leaves loopback. The mock keeps at most 5 MB or 100 000
 //! messages per partition, so memory stays flat however many iterations run.
 //!
+//! After each size's criterion group the three producers send a batch each in turn, for 30 rounds
+//! (each round starting with the next): the table's ratios come from those (`interleaved.json`),
+//! so a noisy machine's drifts weigh on all three alike.
+//!
 //! A third producer, `audited_hand_off`, is an experiment (issue 15, part 3; `common/handoff.rs`):
 //! its delivery callback copies each message into a pooled slot and a hashing thread fingerprints
 //! and counts it; its time runs until that thread has counted the whole batch. On this project's
@@ -119,26 +123,31 @@ fn producer_throughput(c: &mut Criterion) {
     cluster.create_topic(&hand_off_topic, PARTITIONS, 1).expect("create hand-off topic");
 
     let keys: Vec<String> = (0..BATCH).map(|i| format!("order-{i:08}")).collect();
-
-    let plain: ThreadedProducer<DefaultProducerContext> =
-        ThreadedProducer::from_config_and_context(&config(&bootstrap, "bench-plain"), DefaultProducerContext)
-            .expect("plain producer");
     let auditor = Auditor::new(AuditorOptions::named("bench"));
-    let audited: ThreadedProducer<AuditingProducerContext> = ThreadedProducer::from_config_and_context(
-        &config(&bootstrap, "bench-audited"),
-        AuditingProducerContext::new(auditor.clone(), "producer"),
-    )
-    .expect("audited producer");
     let hand_off_auditor = Auditor::new(AuditorOptions::named("bench-hand-off"));
-    let hand_off: ThreadedProducer<handoff::HandOffContext> = ThreadedProducer::from_config_and_context(
-        &config(&bootstrap, "bench-hand-off"),
-        handoff::HandOffContext::new(hand_off_auditor.clone(), "producer"),
-    )
-    .expect("hand-off producer");
-    let mut hand_off_sent = 0u64;
+    let mut p = Producers {
+        plain: ThreadedProducer::from_config_and_context(&config(&bootstrap, "bench-plain"), DefaultProducerContext)
+            .expect("plain producer"),
+        audited: ThreadedProducer::from_config_and_context(
+            &config(&bootstrap, "bench-audited"),
+            AuditingProducerContext::new(auditor.clone(), "producer"),
+        )
+        .expect("audited producer"),
+        hand_off: ThreadedProducer::from_config_and_context(
+            &config(&bootstrap, "bench-hand-off"),
+            handoff::HandOffContext::new(hand_off_auditor.clone(), "producer"),
+        )
+        .expect("hand-off producer"),
+        auditor,
+        hand_off_auditor,
+        topics: [plain_topic, audited_topic, hand_off_topic],
+        keys,
+        sent: 0,
+        counted: 0,
+        hand_off_sent: 0,
+        queue_full: [0; 3],
+    };
 
-    let mut counted = 0u64;
-    let mut sent = 0u64;
     for (label, size) in SIZES {
         let payload: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let mut group = c.benchmark_group(format!("producer/{label}"));
@@ -147,90 +156,133 @@ fn producer_throughput(c: &mut Criterion) {
         group.sampling_mode(SamplingMode::Flat);
         group.warm_up_time(Duration::from_secs(2));
         group.measurement_time(Duration::from_secs(10));
-
-        let mut plain_queue_full = 0;
-        group.bench_function("plain", |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let (elapsed, full) = send_batch(&plain, &plain_topic, &keys, black_box(&payload));
-                    total += elapsed;
-                    plain_queue_full += full;
-                }
-                total
-            })
-        });
-
-        let mut audited_queue_full = 0;
-        group.bench_function("audited", |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let (elapsed, full) = send_batch(&audited, &audited_topic, &keys, black_box(&payload));
-                    total += elapsed;
-                    audited_queue_full += full;
-                    sent += BATCH as u64;
-                    // Outside the timed region, as the flusher would: every delivery was tallied,
-                    // and snapshots close old buckets so the table cannot grow.
-                    let (counters, failures) = auditor.take_counters();
-                    counted += counters.iter().map(|(_, _, c)| c.messages).sum::<u64>();
-                    assert!(failures.is_empty(), "failed deliveries: {failures:?}");
-                    assert_eq!(counted, sent, "every acknowledged delivery is tallied once the batch is done");
-                    black_box(auditor.snapshot());
-                }
-                total
-            })
-        });
-        group.bench_function("audited_hand_off", |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    send_batch(&hand_off, &hand_off_topic, &keys, black_box(&payload));
-                    hand_off_sent += BATCH as u64;
-                    // Timed until the hashing thread has counted every delivery too.
-                    let counted = &hand_off.context().handed_off;
-                    let inline = &hand_off.context().hashed_inline;
-                    while counted.load(Ordering::Relaxed) + inline.load(Ordering::Relaxed) < hand_off_sent {
-                        assert!(start.elapsed() < DELIVERY_DEADLINE, "the hashing thread stalled");
-                        std::thread::sleep(Duration::from_micros(20));
-                    }
-                    total += start.elapsed();
-                    black_box(hand_off_auditor.snapshot());
-                }
-                total
-            })
-        });
+        for (name, which) in
+            [("plain", Which::Plain), ("audited", Which::Audited), ("audited_hand_off", Which::HandOff)]
+        {
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| (0..iters).map(|_| p.batch(which, black_box(&payload))).sum())
+            });
+        }
         group.finish();
-        eprintln!(
-            "{label}: hand-off: {} handed to the hashing thread, {} hashed in the callback (no free slot)",
-            hand_off.context().handed_off.load(Ordering::Relaxed),
-            hand_off.context().hashed_inline.load(Ordering::Relaxed)
+
+        // The ratios: the three in turn, round after round, each round starting with the next.
+        let mut totals = [Duration::ZERO; 3];
+        for round in 0..INTERLEAVED_ROUNDS {
+            for k in 0..3 {
+                let i = (round + k) % 3;
+                totals[i] += p.batch(Which::ALL[i], &payload);
+            }
+        }
+        let messages = (INTERLEAVED_ROUNDS * BATCH) as u64;
+        alloc::record_interleaved(
+            &format!("producer_{label}"),
+            INTERLEAVED_ROUNDS,
+            &[
+                ("plain", totals[0], messages),
+                ("audited", totals[1], messages),
+                ("audited_hand_off", totals[2], messages),
+            ],
         );
+
         let plain_allocs = alloc::per_message(BATCH as u64, || {
-            send_batch(&plain, &plain_topic, &keys, &payload);
+            p.batch(Which::Plain, &payload);
         });
         let audited_allocs = alloc::per_message(BATCH as u64, || {
-            send_batch(&audited, &audited_topic, &keys, &payload);
+            p.batch(Which::Audited, &payload);
         });
-        sent += BATCH as u64;
-        counted += auditor.take_counters().0.iter().map(|(_, _, c)| c.messages).sum::<u64>();
-        assert_eq!(counted, sent, "the counted batch is tallied too");
-        black_box(auditor.snapshot());
         alloc::record(
             &format!("producer_{label}/audited"),
             (audited_allocs.0 - plain_allocs.0, audited_allocs.1 - plain_allocs.1),
         );
         eprintln!(
-            "{label}: QueueFull retries: plain {plain_queue_full}, audited {audited_queue_full}; audited tallied {counted} messages"
+            "{label}: QueueFull retries (plain, audited, hand-off): {:?}; audited tallied {} messages; hand-off: {} \
+             handed to the hashing thread, {} hashed in the callback (no free slot)",
+            p.queue_full,
+            p.counted,
+            p.hand_off.context().handed_off.load(Ordering::Relaxed),
+            p.hand_off.context().hashed_inline.load(Ordering::Relaxed)
         );
     }
 
+    let Producers { plain, audited, hand_off, .. } = p;
     // Producers first (each flushes and joins its polling thread), then the cluster they talk to.
     drop(audited);
     drop(hand_off);
     drop(plain);
     drop(cluster);
+}
+
+/// Rounds of the interleaved run the table's ratios come from (each sends a batch per producer).
+const INTERLEAVED_ROUNDS: usize = 30;
+
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Plain,
+    Audited,
+    HandOff,
+}
+
+impl Which {
+    const ALL: [Which; 3] = [Which::Plain, Which::Audited, Which::HandOff];
+}
+
+/// The three producers of the bench, each with its own topic, and what they have sent.
+struct Producers {
+    plain: ThreadedProducer<DefaultProducerContext>,
+    audited: ThreadedProducer<AuditingProducerContext>,
+    hand_off: ThreadedProducer<handoff::HandOffContext>,
+    auditor: Auditor,
+    hand_off_auditor: Auditor,
+    topics: [String; 3],
+    keys: Vec<String>,
+    /// Messages the audited producer sent, and those its auditor counted.
+    sent: u64,
+    counted: u64,
+    hand_off_sent: u64,
+    queue_full: [u64; 3],
+}
+
+impl Producers {
+    /// Send one batch with `which` and wait until every delivery is handled (for the hand-off,
+    /// until the hashing thread has counted them all too); the time that took.
+    fn batch(&mut self, which: Which, payload: &[u8]) -> Duration {
+        match which {
+            Which::Plain => {
+                let (elapsed, full) = send_batch(&self.plain, &self.topics[0], &self.keys, payload);
+                self.queue_full[0] += full;
+                elapsed
+            }
+            Which::Audited => {
+                let (elapsed, full) = send_batch(&self.audited, &self.topics[1], &self.keys, payload);
+                self.queue_full[1] += full;
+                self.sent += BATCH as u64;
+                // Outside the timed region, as the flusher would: every delivery was tallied,
+                // and snapshots close old buckets so the table cannot grow.
+                let (counters, failures) = self.auditor.take_counters();
+                self.counted += counters.iter().map(|(_, _, c)| c.messages).sum::<u64>();
+                assert!(failures.is_empty(), "failed deliveries: {failures:?}");
+                assert_eq!(self.counted, self.sent, "every acknowledged delivery is tallied once the batch is done");
+                black_box(self.auditor.snapshot());
+                elapsed
+            }
+            Which::HandOff => {
+                let start = Instant::now();
+                let (_, full) = send_batch(&self.hand_off, &self.topics[2], &self.keys, payload);
+                self.queue_full[2] += full;
+                self.hand_off_sent += BATCH as u64;
+                let context = self.hand_off.context();
+                while context.handed_off.load(Ordering::Relaxed) + context.hashed_inline.load(Ordering::Relaxed)
+                    < self.hand_off_sent
+                {
+                    assert!(start.elapsed() < DELIVERY_DEADLINE, "the hashing thread stalled");
+                    std::thread::sleep(Duration::from_micros(20));
+                }
+                let elapsed = start.elapsed();
+                black_box(self.hand_off_auditor.snapshot());
+                elapsed
+            }
+        }
+    }
 }
 
 criterion_group!(benches, producer_throughput);

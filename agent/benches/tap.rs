@@ -7,6 +7,10 @@
 //! per-partition tallies and offsets), with its flusher writing to SQLite. Time runs from the
 //! first message to the last, so the group join (the same for both) is left out.
 //!
+//! After the criterion group, the three read the topic in turn for 10 rounds (each round starting
+//! with the next): the table's ratios come from those, so a noisy machine's drifts weigh on all
+//! alike (`interleaved.json`).
+//!
 //! `cargo bench -p kaudit-agent --bench tap`
 
 use std::sync::Arc;
@@ -33,6 +37,8 @@ static COUNTING: alloc::Counting = alloc::Counting;
 /// 8 partitions × 4,000 × 1 KiB: under the mock cluster's 5 MB per partition, which it prunes past.
 const N: u64 = 32_000;
 const TOPIC: &str = "tap-bench";
+/// Rounds of the interleaved run the table's ratios come from (each reads the topic three times).
+const INTERLEAVED_ROUNDS: usize = 10;
 
 fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -214,6 +220,29 @@ fn tap_throughput(c: &mut Criterion) {
         })
     });
     group.finish();
+    // The ratios: the three passes in turn, round after round, each round starting with the next.
+    let mut totals = [Duration::ZERO; 3];
+    for round in 0..INTERLEAVED_ROUNDS {
+        for k in 0..3 {
+            let i = (round + k) % 3;
+            let group = format!("interleaved-{round}-{i}");
+            totals[i] += match i {
+                0 => plain_pass(&bootstrap, &group, false),
+                1 => plain_pass(&bootstrap, &group, true),
+                _ => tap_pass(&bootstrap, &group, &rt, store.clone()),
+            };
+        }
+    }
+    let messages = INTERLEAVED_ROUNDS as u64 * N;
+    alloc::record_interleaved(
+        "tap_1KiB",
+        INTERLEAVED_ROUNDS,
+        &[
+            ("plain_consumer", totals[0], messages),
+            ("plain_consumer_reading_payloads", totals[1], messages),
+            ("tap", totals[2], messages),
+        ],
+    );
     // What the tap allocates beyond a plain consumer, per message of a whole pass (its start,
     // flushes and shutdown included).
     let plain_allocs = alloc::per_message(N, || {

@@ -46,6 +46,8 @@
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hashbrown::{Equivalent, HashMap};
 use kaudit_schema::difference::{DifferenceSketch, Geometry};
@@ -228,6 +230,10 @@ pub struct TallyTable {
     /// A delta table ([`TallyTable::delta`]): counts since the last [`TallyTable::absorb`], never
     /// snapshotted; its delivery reports wait in `settled`.
     delta: bool,
+    /// Buckets open in this table's deltas, all of them: a delta opens one only while this is
+    /// under `max_open_buckets` (so deltas together hold no more buckets than the table may), and
+    /// absorbing gives its buckets back.
+    delta_buckets: Arc<AtomicUsize>,
 }
 
 /// One message, ready to be counted.
@@ -287,6 +293,7 @@ impl TallyTable {
             snapshots: 0,
             sketch: Some(kaudit_schema::difference::DEFAULT_GEOMETRY),
             delta: false,
+            delta_buckets: Arc::default(),
         }
     }
 
@@ -301,6 +308,7 @@ impl TallyTable {
         t.max_open_buckets = self.max_open_buckets;
         t.sketch = self.sketch;
         t.delta = true;
+        t.delta_buckets = self.delta_buckets.clone();
         t
     }
 
@@ -412,8 +420,10 @@ impl TallyTable {
         let mut bucket_time = bucket_time(event_time, arrival_ms);
         let newest = self.streams[i].buckets.last_key_value().map(|(start, _)| *start);
         let mut start = start_near(self.width, newest, bucket_time);
-        if self.open_count >= self.max_open_buckets && !self.streams[i].buckets.contains_key(&start) {
+        let mut diverted = false;
+        if newest != Some(start) && !self.streams[i].buckets.contains_key(&start) && !self.room_for_a_bucket() {
             // No room for another bucket: count it where it arrived, as malformed.
+            diverted = true;
             self.refused_bucket_cap += 1;
             event_time = EventTime::Malformed;
             bucket_time = arrival_ms;
@@ -430,6 +440,11 @@ impl TallyTable {
         c.future += future as u64;
         let (bucket, opened) = bucket_mut(buckets, start, late_generation, self.sketch);
         self.open_count += usize::from(opened);
+        if opened && diverted && self.delta {
+            // An arrival bucket opened past the cap (one per stream and bucket width at most):
+            // taken from the deltas' count too, which absorbing gives back bucket by bucket.
+            self.delta_buckets.fetch_add(1, Ordering::Relaxed);
+        }
         let t = &mut bucket.tally;
         t.add_at(obs.fingerprint, obs.bytes, obs.locator);
         let malformed = match event_time {
@@ -450,6 +465,21 @@ impl TallyTable {
         }
         bucket.dirty = true;
         bucket_time
+    }
+
+    /// Whether one more bucket may open: under `max_open_buckets` in this table; for a delta, under
+    /// it across all deltas of its table (the slot is then taken).
+    #[cold]
+    fn room_for_a_bucket(&self) -> bool {
+        if !self.delta {
+            return self.open_count < self.max_open_buckets;
+        }
+        let taken = self.delta_buckets.fetch_add(1, Ordering::Relaxed);
+        if taken < self.max_open_buckets {
+            return true;
+        }
+        self.delta_buckets.fetch_sub(1, Ordering::Relaxed);
+        false
     }
 
     /// Count one message read from `partition` (consumer wrappers), noting how far that partition
@@ -585,6 +615,7 @@ impl TallyTable {
     pub fn absorb(&mut self, delta: &mut TallyTable, now_ms: EpochMillis) {
         self.refused_stream_cap += std::mem::take(&mut delta.refused_stream_cap);
         self.refused_bucket_cap += std::mem::take(&mut delta.refused_bucket_cap);
+        delta.delta_buckets.fetch_sub(delta.open_buckets(), Ordering::Relaxed);
         delta.open_count = 0;
         for (j, d) in delta.streams.iter_mut().enumerate() {
             let idle = d.buckets.is_empty()

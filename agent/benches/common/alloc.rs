@@ -91,8 +91,31 @@ pub fn record_with_steady(id: &str, (bytes, calls): (f64, f64), (steady_bytes, s
     }
 }
 
+/// Write `interleaved.json` in criterion's directory of `group` (as criterion names it): each
+/// function's nanoseconds per message over rounds that ran every function in turn (each round in
+/// a rotated order), so slow drifts of a noisy machine weigh on all alike; `examples/bench_table.rs`
+/// takes its ratios from it.
+#[allow(dead_code)] // only the producer and tap benches interleave
+pub fn record_interleaved(group: &str, rounds: usize, results: &[(&str, std::time::Duration, u64)]) {
+    let fields: Vec<String> = results
+        .iter()
+        .map(|(name, total, messages)| format!(r#""{name}":{}"#, total.as_nanos() as f64 / *messages as f64))
+        .collect();
+    let per_s: Vec<String> = results
+        .iter()
+        .map(|(name, total, messages)| format!("{name} {:.3} M msg/s", *messages as f64 / total.as_secs_f64() / 1e6))
+        .collect();
+    println!("{group}, interleaved over {rounds} rounds: {}", per_s.join(", "));
+    let Some(target) = target_dir() else { return };
+    let dir = target.join("criterion").join(group);
+    let json = format!(r#"{{"rounds":{rounds},"ns_per_message":{{{}}}}}"#, fields.join(","));
+    if std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("interleaved.json"), json)).is_err() {
+        eprintln!("could not write {}", dir.join("interleaved.json").display());
+    }
+}
+
 /// The target directory this bench runs from (`<target>/release/deps/<bench>`).
-fn target_dir() -> Option<PathBuf> {
+pub fn target_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return Some(PathBuf::from(dir));
     }

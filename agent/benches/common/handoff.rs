@@ -75,21 +75,31 @@ impl HandOffContext {
         }
         let (stop, handed_off) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
         let worker = {
-            let (auditor, tier, stop, handed_off) = (auditor.clone(), tier.to_string(), stop.clone(), handed_off.clone());
+            let (auditor, tier, stop, handed_off) =
+                (auditor.clone(), tier.to_string(), stop.clone(), handed_off.clone());
             std::thread::Builder::new()
                 .name("kaudit-hash".into())
                 .spawn(move || {
+                    // Idle: short naps at first (a batch's next deliveries), then 1 ms ones, so an
+                    // idle hashing thread does not take the core the other producers measure on.
+                    let mut idle = 0u32;
                     loop {
                         match full_rx.pop() {
                             Ok(d) => {
+                                idle = 0;
                                 let mut obs = auditor.observation(&d.topic, &*d);
-                                obs.locator = (d.offset >= 0).then_some(Locator { partition: d.partition, offset: d.offset });
+                                obs.locator =
+                                    (d.offset >= 0).then_some(Locator { partition: d.partition, offset: d.offset });
                                 auditor.observe_delivered(&d.topic, &tier, obs, None);
                                 handed_off.fetch_add(1, Ordering::Relaxed);
                                 free_tx.push(d).expect("the pool holds every slot");
                             }
                             Err(_) if stop.load(Ordering::Relaxed) => return,
-                            Err(_) => std::thread::sleep(Duration::from_micros(20)),
+                            Err(_) => {
+                                idle = idle.saturating_add(1);
+                                let nap = if idle < 50 { Duration::from_micros(20) } else { Duration::from_millis(1) };
+                                std::thread::sleep(nap);
+                            }
                         }
                     }
                 })

@@ -507,3 +507,26 @@ proptest! {
         prop_assert!(same(&a, &a.clone()));
     }
 }
+
+#[test]
+fn deltas_together_open_no_more_buckets_than_their_table_may() {
+    let mut merged = table();
+    merged.set_max_open_buckets(3);
+    let (mut a, mut b) = (merged.delta(), merged.delta());
+    a.record("t", "c", obs(1, EventTime::Valid(W)), 10 * W);
+    a.record("t", "c", obs(2, EventTime::Valid(2 * W)), 10 * W);
+    b.record("t", "c", obs(3, EventTime::Valid(3 * W)), 10 * W);
+    // A fourth bucket, in either delta: past the cap, counted as malformed where it arrived (a
+    // bucket opened past the cap, as the table itself does).
+    b.record("t", "c", obs(4, EventTime::Valid(4 * W)), 10 * W);
+    assert_eq!((a.open_buckets(), b.open_buckets()), (2, 2));
+    assert_eq!(b.take_refused_bucket_cap(), 1);
+    merged.absorb(&mut a, 10 * W);
+    merged.absorb(&mut b, 10 * W);
+    // Absorbed, the deltas' buckets are given back: they may open as many again.
+    let mut c = merged.delta();
+    for k in 0..3 {
+        c.record("u", "c", obs(k, EventTime::Valid((20 + k as i64) * W)), 30 * W);
+    }
+    assert_eq!((c.open_buckets(), c.take_refused_bucket_cap()), (3, 0));
+}

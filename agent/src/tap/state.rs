@@ -172,7 +172,8 @@ impl TapShared {
         state.offset_dirty = true;
         state.read_to = Some(state.read_to.map_or(time, |t| t.max(time)));
         state.caught_up = false;
-        self.seen.fetch_add(1, Ordering::Relaxed);
+        // The poll thread is the only writer: a plain store, not an atomic read-modify-write.
+        self.seen.store(self.seen.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     /// librdkafka reached the end of `partition` (of some assigned topic: its event does not say
