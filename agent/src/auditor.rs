@@ -628,6 +628,40 @@ mod tests {
         assert_eq!(failures, vec![("t".to_string(), "producer".to_string(), 60)]);
     }
 
+    /// While the flusher (here the test) holds every shard but one, a client's thread still counts
+    /// at once, in the free one; the count is in the next snapshot.
+    #[test]
+    fn a_thread_whose_shard_is_held_counts_in_another_without_waiting() {
+        let auditor = Auditor::new(AuditorOptions {
+            clock: Arc::new(ManualClock::new(1_000_000)),
+            instance_id: Some("i1".into()),
+            ..AuditorOptions::named("app")
+        });
+        let shards = &auditor.inner.shards;
+        let held: Vec<_> = shards[..shards.len() - 1].iter().map(|s| s.0.lock()).collect();
+        // Four threads: their home shards differ (threads take the next home as they first count),
+        // so at least one of them starts on a held shard.
+        let counting: Vec<_> = (0..4u32)
+            .map(|n| {
+                let a = auditor.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25u32 {
+                        a.record("t", "consumer", &(n * 100 + i).to_be_bytes(), b"p", Some(1_000_000));
+                    }
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !counting.iter().all(|t| t.is_finished()) {
+            assert!(Instant::now() < deadline, "a counting thread waited for a held shard");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        counting.into_iter().for_each(|t| t.join().unwrap());
+        assert!(held.iter().all(|d| d.table.open_buckets() == 0), "the held shards were not touched");
+        drop(held);
+        assert_eq!(auditor.snapshot().rows[0].tally.count, 100);
+    }
+
     #[test]
     fn records_messages_by_topic_rule_and_failures_apart() {
         let auditor =
