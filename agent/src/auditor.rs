@@ -9,8 +9,8 @@
 //!
 //! ## No shared lock on the clients' threads
 //! Messages counted from Kafka clients (producer delivery callbacks, consumer reads, hand-offs,
-//! delivery failures) go to *delta tables* ([`TallyTable::delta`]), one per shard, several shards
-//! per core; each thread has a home shard (threads are spread over them in turn as they first
+//! delivery failures) go to *delta tables* ([`TallyTable::delta`]), one per shard, two shards per
+//! core; each thread has a home shard (threads are spread over them in turn as they first
 //! count). A thread takes its shard with `try_lock` and, if the flusher or another thread holds it,
 //! moves on to the next shard: nothing on these paths sleeps on a lock, and threads do not share a
 //! cache line. Every snapshot (and every read of the totals) first folds each shard into the
@@ -93,10 +93,11 @@ struct Delta {
     failures: PerStream<u64>,
 }
 
-/// Shards per core: enough that a thread nearly always finds its home shard free.
-const SHARDS_PER_CORE: usize = 4;
+/// Shards per core: enough that a thread nearly always finds its home shard free (and if not, the
+/// next), few enough that the deltas' memory bound (each as many buckets as the table) stays small.
+const SHARDS_PER_CORE: usize = 2;
 /// At most this many shards, however many cores (a power of two, as every shard count is).
-const MAX_SHARDS: usize = 64;
+const MAX_SHARDS: usize = 32;
 
 /// Which shard each thread starts from: threads take the next number as they first count.
 static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
@@ -191,8 +192,15 @@ impl Auditor {
         table.set_sketch(options.sketch);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let shards = (cores * SHARDS_PER_CORE).next_power_of_two().min(MAX_SHARDS);
+        // The deltas' bucket bound: each may hold as many buckets as the table (the same bucket
+        // in several deltas counts in each), shared so one busy thread may use the others' room.
+        let delta_buckets = options.max_open_buckets.saturating_mul(shards);
         let shards = (0..shards)
-            .map(|_| Shard(SpinMutex::new(Delta { table: table.delta(), failures: PerStream::new() })))
+            .map(|_| {
+                let mut delta = table.delta();
+                delta.set_max_open_buckets(delta_buckets);
+                Shard(SpinMutex::new(Delta { table: delta, failures: PerStream::new() }))
+            })
             .collect();
         Self {
             inner: Arc::new(Inner {
@@ -441,7 +449,8 @@ impl Auditor {
     /// Run `f` on a shard's delta table without ever waiting for a lock: this thread's home shard
     /// if free, else the next free one. Only when every shard is held at the same moment (more
     /// threads counting at once than shards, or the flusher on the last free one) does it go
-    /// round again, spinning, never sleeping.
+    /// round again, yielding its core first (a holder may have been preempted), never sleeping on
+    /// a lock.
     #[inline]
     fn with_shard<R>(&self, f: impl FnOnce(&mut Delta) -> R) -> R {
         let shards = &self.inner.shards;
@@ -454,7 +463,7 @@ impl Auditor {
                 }
                 i = (i + 1) & mask;
             }
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
     }
 
@@ -660,6 +669,36 @@ mod tests {
         assert!(held.iter().all(|d| d.table.open_buckets() == 0), "the held shards were not touched");
         drop(held);
         assert_eq!(auditor.snapshot().rows[0].tally.count, 100);
+    }
+
+    /// Threads counting the same buckets (each in its own shard) are not held to the bucket cap
+    /// once per shard: the cap counts the table's buckets, not their copies.
+    #[test]
+    fn threads_counting_the_same_buckets_stay_under_the_bucket_cap() {
+        const T0: i64 = 1_700_000_040_000; // a minute boundary, in ms since the epoch
+        let auditor = Auditor::new(AuditorOptions {
+            clock: Arc::new(ManualClock::new(T0 + 10 * 60_000)),
+            instance_id: Some("i1".into()),
+            max_open_buckets: 2,
+            ..AuditorOptions::named("app")
+        });
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4u32)
+            .map(|n| {
+                let (a, barrier) = (auditor.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for i in 0..50u32 {
+                        let event = if i % 2 == 0 { T0 + 8 * 60_000 } else { T0 + 9 * 60_000 };
+                        a.record("t", "consumer", &(n * 100 + i).to_be_bytes(), b"p", Some(event));
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(auditor.take_refused_for(RefusedReason::BucketCap), 0);
+        let counts: Vec<_> = auditor.snapshot().rows.iter().map(|r| (r.key.bucket_start_ms, r.tally.count)).collect();
+        assert_eq!(counts, vec![(T0 + 8 * 60_000, 100), (T0 + 9 * 60_000, 100)]);
     }
 
     #[test]

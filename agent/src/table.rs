@@ -231,8 +231,9 @@ pub struct TallyTable {
     /// snapshotted; its delivery reports wait in `settled`.
     delta: bool,
     /// Buckets open in this table's deltas, all of them: a delta opens one only while this is
-    /// under `max_open_buckets` (so deltas together hold no more buckets than the table may), and
-    /// absorbing gives its buckets back.
+    /// under the delta's `max_open_buckets` (a memory bound on the deltas together, where a bucket
+    /// open in several deltas counts once in each; the table's own cap applies when they are
+    /// absorbed), and absorbing gives its buckets back.
     delta_buckets: Arc<AtomicUsize>,
 }
 
@@ -262,6 +263,7 @@ impl TallyTable {
 
     /// Put back a stored cumulative tally (not dirty: the store has it).
     pub fn seed(&mut self, topic: &str, tier: &str, bucket_start: EpochMillis, tally: Tally) {
+        debug_assert!(!self.delta, "a delta table is never seeded");
         let i = self.stream_index(topic, tier);
         let bucket = OpenBucket { late_generation: 0, tally, dirty: false };
         if self.streams[i].buckets.insert(bucket_start, bucket).is_none() {
@@ -541,10 +543,28 @@ impl TallyTable {
     }
 
     /// `n` delivery reports naming the bucket starting at `start`: as `n` calls of
-    /// [`TallyTable::settle`].
+    /// [`TallyTable::settle`]. Past the stream cap a hand-off and its report may have been put in
+    /// different streams (one in the overflow stream, one in its own: deltas of different threads
+    /// decide apart), so reports its stream has nothing in flight for settle the overflow
+    /// stream's, then the oldest of any stream's: nothing is left in flight for ever.
     pub fn settle_n(&mut self, topic: &str, tier: &str, start: EpochMillis, n: u64) {
         let (i, _) = self.locate(topic, tier);
-        settle_in(&mut self.streams[i].progress.in_flight, start, n);
+        let mut left = settle_in(&mut self.streams[i].progress.in_flight, start, n);
+        if left > 0
+            && let Some(o) = self.overflow
+        {
+            left = settle_in(&mut self.streams[o].progress.in_flight, start, left);
+        }
+        while left > 0 {
+            let oldest = self
+                .streams
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.progress.in_flight.iter().map(|(b, _)| *b).min().map(|b| (b, i)))
+                .min();
+            let Some((_, i)) = oldest else { return };
+            left = settle_in(&mut self.streams[i].progress.in_flight, start, left);
+        }
     }
 
     /// The app says it has reported everything of (topic, tier) before `event_time_ms` (ingest).
@@ -654,6 +674,27 @@ impl TallyTable {
                 self.absorb_bucket(i, overflow, start, bucket.tally, now_ms);
             }
         }
+        if delta.streams() >= delta.max_streams {
+            delta.forget_idle_streams();
+        }
+    }
+
+    /// Drop a delta's streams with nothing left in them (every one but those with delivery reports
+    /// not taken yet). A delta that keeps every stream it ever counted would put streams past the
+    /// cap into its own overflow stream, deciding apart from the merged table and the other deltas;
+    /// forgetting them once it is full means only a delta counting more streams than the cap
+    /// between two folds, with the table past its cap too, ever does.
+    fn forget_idle_streams(&mut self) {
+        self.streams.retain(|s| !s.progress.settled.is_empty());
+        self.index.clear();
+        self.overflow = None;
+        for (i, s) in self.streams.iter().enumerate() {
+            self.index.insert(s.key.clone(), i);
+            if *s.key.topic == *OVERFLOW_TOPIC && *s.key.tier == *OVERFLOW_TIER {
+                self.overflow = Some(i);
+            }
+        }
+        self.last = usize::MAX;
     }
 
     /// Merge one delta bucket's tally into stream `i` (see [`TallyTable::absorb`]).
@@ -720,6 +761,7 @@ impl TallyTable {
     }
 
     fn snapshot_rows(&mut self, now_ms: EpochMillis, full: bool) -> FlushBatch {
+        debug_assert!(!self.delta, "a delta table is absorbed, never snapshotted");
         let version = (now_ms.max(0) as u64 * 1000).max(self.last_version + 1);
         self.last_version = version;
         self.snapshots += 1;
@@ -946,8 +988,8 @@ fn start_near(width: BucketWidth, newest: Option<EpochMillis>, t: EpochMillis) -
 }
 
 /// Settle `n` hand-offs of the bucket starting at `start`: that bucket's first, then the oldest
-/// bucket's (see [`TallyTable::settle`]); past everything in flight, nothing.
-fn settle_in(in_flight: &mut Vec<(EpochMillis, u64)>, start: EpochMillis, mut n: u64) {
+/// bucket's (see [`TallyTable::settle`]); returns how many found nothing in flight.
+fn settle_in(in_flight: &mut Vec<(EpochMillis, u64)>, start: EpochMillis, mut n: u64) -> u64 {
     while n > 0 && !in_flight.is_empty() {
         let i = match in_flight.iter().rposition(|(b, _)| *b == start) {
             Some(i) => i,
@@ -960,6 +1002,7 @@ fn settle_in(in_flight: &mut Vec<(EpochMillis, u64)>, start: EpochMillis, mut n:
             in_flight.remove(i);
         }
     }
+    n
 }
 
 /// Delivery reports a delta table kept for one bucket of one stream ([`TallyTable::take_settles`]).

@@ -530,3 +530,56 @@ fn deltas_together_open_no_more_buckets_than_their_table_may() {
     }
     assert_eq!((c.open_buckets(), c.take_refused_bucket_cap()), (3, 0));
 }
+
+#[test]
+fn a_full_delta_forgets_its_idle_streams_so_it_never_overflows_apart_from_the_table() {
+    // The review's case: cap 2; one thread counted X, another S1 and S2; X is held first.
+    let mut merged = table();
+    merged.set_max_streams(2);
+    let (mut a, mut b) = (merged.delta(), merged.delta());
+    b.record("x", "p", obs(1, EventTime::Valid(W)), W);
+    a.record("s1", "p", obs(2, EventTime::Valid(W)), W);
+    a.record("s2", "p", obs(3, EventTime::Valid(W)), W);
+    merged.absorb(&mut b, W);
+    merged.absorb(&mut a, W); // s2 overflows in the table
+    assert_eq!(merged.take_refused_stream_cap(), 1);
+    // The full delta forgot its streams: X counted there lands in X, not in its own overflow.
+    a.record("x", "p", obs(4, EventTime::Valid(W)), W);
+    a.hand_off("x", "p", W);
+    b.settle("x", "p", W);
+    let mut settles = Vec::new();
+    a.take_settles(&mut settles);
+    b.take_settles(&mut settles);
+    merged.absorb(&mut a, W);
+    merged.absorb(&mut b, W);
+    for s in settles {
+        merged.settle_n(&s.topic, &s.tier, s.start, s.count);
+    }
+    assert_eq!(merged.take_refused_stream_cap(), 0);
+    assert_eq!(merged.in_flight(), 0);
+    let rows = merged.snapshot(W).rows;
+    let x: Vec<_> = rows.iter().filter(|r| r.key.topic == "x").map(|r| (r.tally.count, r.tally.malformed)).collect();
+    assert_eq!(x, vec![(2, 0)]);
+}
+
+#[test]
+fn a_report_whose_stream_has_nothing_in_flight_settles_the_overflow_stream_then_the_oldest() {
+    let mut t = table();
+    t.set_max_streams(1);
+    t.record("a", "p", obs(1, EventTime::Valid(W)), W);
+    t.hand_off("b", "p", 3 * W); // past the cap: in the overflow stream
+    // A report for "a" (the hand-off went to the overflow stream in another thread's delta):
+    // a has nothing in flight, so the overflow stream's is settled.
+    t.settle_n("a", "p", 3 * W, 1);
+    assert_eq!(t.in_flight(), 0);
+    // The other way round: the hand-off in "a", its report in the overflow stream: the overflow
+    // stream has nothing, so the oldest in flight anywhere is settled; past everything, nothing.
+    t.hand_off("a", "p", 2 * W);
+    t.hand_off("a", "p", 5 * W);
+    t.settle_n("b", "p", 9 * W, 1);
+    let batch = flush(&mut t, 10 * W, &[]);
+    let a: Vec<_> = batch.progress.iter().filter(|p| p.topic == "a").map(|p| p.watermark_ms).collect();
+    assert_eq!(a, vec![5 * W], "the oldest (2W) was settled");
+    t.settle_n("b", "p", 9 * W, 3);
+    assert_eq!(t.in_flight(), 0);
+}
