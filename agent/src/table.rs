@@ -235,6 +235,11 @@ pub struct TallyTable {
     /// open in several deltas counts once in each; the table's own cap applies when they are
     /// absorbed), and absorbing gives its buckets back.
     delta_buckets: Arc<AtomicUsize>,
+    /// A delta's hand-offs and delivery reports of streams past its own stream cap, kept by name
+    /// so the table resolves both the same way (its own stream or its overflow stream) when they
+    /// are folded in, whichever deltas they were counted in.
+    spilled_hand_offs: Vec<Settles>,
+    spilled_settles: Vec<Settles>,
 }
 
 /// One message, ready to be counted.
@@ -296,6 +301,8 @@ impl TallyTable {
             sketch: Some(kaudit_schema::difference::DEFAULT_GEOMETRY),
             delta: false,
             delta_buckets: Arc::default(),
+            spilled_hand_offs: Vec::new(),
+            spilled_settles: Vec::new(),
         }
     }
 
@@ -501,7 +508,11 @@ impl TallyTable {
     #[inline]
     pub fn hand_off(&mut self, topic: &str, tier: &str, bucket_time: EpochMillis) {
         let start = self.width.start_of(bucket_time);
-        let (i, _) = self.locate(topic, tier);
+        let (i, overflow) = self.locate(topic, tier);
+        if overflow && self.delta {
+            spill(&mut self.spilled_hand_offs, topic, tier, start);
+            return;
+        }
         let in_flight = &mut self.streams[i].progress.in_flight;
         match in_flight.iter_mut().rev().find(|(b, _)| *b == start) {
             Some((_, n)) => *n += 1,
@@ -517,7 +528,11 @@ impl TallyTable {
     #[inline]
     pub fn settle(&mut self, topic: &str, tier: &str, bucket_time: EpochMillis) {
         let start = self.width.start_of(bucket_time);
-        let (i, _) = self.locate(topic, tier);
+        let (i, overflow) = self.locate(topic, tier);
+        if overflow && self.delta {
+            spill(&mut self.spilled_settles, topic, tier, start);
+            return;
+        }
         let progress = &mut self.streams[i].progress;
         if self.delta {
             match progress.settled.iter_mut().rev().find(|(b, _)| *b == start) {
@@ -540,31 +555,14 @@ impl TallyTable {
                 out.push(Settles { topic: stream.key.topic.clone(), tier: stream.key.tier.clone(), start, count: n });
             }
         }
+        out.append(&mut self.spilled_settles);
     }
 
     /// `n` delivery reports naming the bucket starting at `start`: as `n` calls of
-    /// [`TallyTable::settle`]. Past the stream cap a hand-off and its report may have been put in
-    /// different streams (one in the overflow stream, one in its own: deltas of different threads
-    /// decide apart), so reports its stream has nothing in flight for settle the overflow
-    /// stream's, then the oldest of any stream's: nothing is left in flight for ever.
+    /// [`TallyTable::settle`].
     pub fn settle_n(&mut self, topic: &str, tier: &str, start: EpochMillis, n: u64) {
         let (i, _) = self.locate(topic, tier);
-        let mut left = settle_in(&mut self.streams[i].progress.in_flight, start, n);
-        if left > 0
-            && let Some(o) = self.overflow
-        {
-            left = settle_in(&mut self.streams[o].progress.in_flight, start, left);
-        }
-        while left > 0 {
-            let oldest = self
-                .streams
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.progress.in_flight.iter().map(|(b, _)| *b).min().map(|b| (b, i)))
-                .min();
-            let Some((_, i)) = oldest else { return };
-            left = settle_in(&mut self.streams[i].progress.in_flight, start, left);
-        }
+        settle_in(&mut self.streams[i].progress.in_flight, start, n);
     }
 
     /// The app says it has reported everything of (topic, tier) before `event_time_ms` (ingest).
@@ -672,6 +670,14 @@ impl TallyTable {
             }
             for (start, bucket) in std::mem::take(&mut d.buckets) {
                 self.absorb_bucket(i, overflow, start, bucket.tally, now_ms);
+            }
+        }
+        for h in std::mem::take(&mut delta.spilled_hand_offs) {
+            let (i, _) = self.locate(&h.topic, &h.tier);
+            let in_flight = &mut self.streams[i].progress.in_flight;
+            match in_flight.iter_mut().rev().find(|(b, _)| *b == h.start) {
+                Some((_, n)) => *n += h.count,
+                None => in_flight.push((h.start, h.count)),
             }
         }
         if delta.streams() >= delta.max_streams {
@@ -1005,7 +1011,19 @@ fn settle_in(in_flight: &mut Vec<(EpochMillis, u64)>, start: EpochMillis, mut n:
     n
 }
 
-/// Delivery reports a delta table kept for one bucket of one stream ([`TallyTable::take_settles`]).
+/// Count one hand-off or report of (topic, tier) in the bucket starting at `start` by name (see
+/// `TallyTable::spilled_hand_offs`), merged with the latest entries of the same key.
+#[cold]
+fn spill(list: &mut Vec<Settles>, topic: &str, tier: &str, start: EpochMillis) {
+    let same = |s: &&mut Settles| s.start == start && *s.topic == *topic && *s.tier == *tier;
+    match list.iter_mut().rev().take(16).find(same) {
+        Some(s) => s.count += 1,
+        None => list.push(Settles { topic: topic.into(), tier: tier.into(), start, count: 1 }),
+    }
+}
+
+/// Delivery reports (or hand-offs) a delta table kept for one bucket of one stream
+/// ([`TallyTable::take_settles`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settles {
     pub topic: Box<str>,

@@ -563,23 +563,30 @@ fn a_full_delta_forgets_its_idle_streams_so_it_never_overflows_apart_from_the_ta
 }
 
 #[test]
-fn a_report_whose_stream_has_nothing_in_flight_settles_the_overflow_stream_then_the_oldest() {
-    let mut t = table();
-    t.set_max_streams(1);
-    t.record("a", "p", obs(1, EventTime::Valid(W)), W);
-    t.hand_off("b", "p", 3 * W); // past the cap: in the overflow stream
-    // A report for "a" (the hand-off went to the overflow stream in another thread's delta):
-    // a has nothing in flight, so the overflow stream's is settled.
-    t.settle_n("a", "p", 3 * W, 1);
-    assert_eq!(t.in_flight(), 0);
-    // The other way round: the hand-off in "a", its report in the overflow stream: the overflow
-    // stream has nothing, so the oldest in flight anywhere is settled; past everything, nothing.
-    t.hand_off("a", "p", 2 * W);
-    t.hand_off("a", "p", 5 * W);
-    t.settle_n("b", "p", 9 * W, 1);
-    let batch = flush(&mut t, 10 * W, &[]);
-    let a: Vec<_> = batch.progress.iter().filter(|p| p.topic == "a").map(|p| p.watermark_ms).collect();
-    assert_eq!(a, vec![5 * W], "the oldest (2W) was settled");
-    t.settle_n("b", "p", 9 * W, 3);
-    assert_eq!(t.in_flight(), 0);
+fn hand_offs_and_reports_past_a_deltas_cap_are_resolved_by_name_when_folded_in() {
+    let mut merged = table();
+    merged.set_max_streams(1);
+    merged.record("x", "p", obs(9, EventTime::Valid(W)), W); // the table's one stream
+    let (mut full, mut other) = (merged.delta(), merged.delta());
+    full.record("s1", "p", obs(1, EventTime::Valid(W)), W); // the full delta's one stream
+    // A hand-off past the full delta's cap, its report in a delta that holds the stream; and
+    // the other way round.
+    full.hand_off("x", "p", W);
+    other.settle("x", "p", W);
+    other.hand_off("y", "p", 2 * W);
+    full.settle("y", "p", 2 * W);
+    let mut settles = Vec::new();
+    full.take_settles(&mut settles);
+    other.take_settles(&mut settles);
+    merged.absorb(&mut full, 3 * W);
+    merged.absorb(&mut other, 3 * W);
+    assert_eq!(merged.in_flight(), 2, "both hand-offs were folded in");
+    for s in settles {
+        merged.settle_n(&s.topic, &s.tier, s.start, s.count);
+    }
+    assert_eq!(merged.in_flight(), 0, "each report found its hand-off");
+    // More reports than hand-offs still settle nothing else.
+    merged.hand_off("x", "p", 4 * W);
+    merged.settle_n("z", "p", 4 * W, 2); // z is past the cap: the overflow stream, with none
+    assert_eq!(merged.in_flight(), 1);
 }
