@@ -304,10 +304,11 @@ async fn verifiers_share_topics_by_consumer_group_and_take_over_from_a_killed_on
     let stopping = Instant::now();
     let status = procs[1].take().unwrap().terminate();
     assert!(status.success(), "{status:?}");
+    let exited = stopping.elapsed();
     let last = [ports[2]];
     let handed = tokio::task::spawn_blocking(move || wait_spread(&last, Duration::from_secs(30))).await.unwrap();
     let hand_over = stopping.elapsed();
-    eprintln!("clean stop: all shards with the last instance after {hand_over:?}");
+    eprintln!("clean stop: exited after {exited:?}, all shards with the last instance after {hand_over:?}");
     assert_eq!(handed[&ports[2]].len(), SHARDS as usize);
     // Left, not timed out: a member that only stopped heartbeating would cost the session timeout
     // and then the mock's rebalance delay (session − 1 s), 11 s here. Leaving costs the stop of a
@@ -315,7 +316,11 @@ async fn verifiers_share_topics_by_consumer_group_and_take_over_from_a_killed_on
     let timed_out = Duration::from_millis(SESSION_MS + rebalance_ms);
     if hand_over >= timed_out - Duration::from_secs(1) {
         let tails: Vec<String> = logs[1..].iter().map(|l| tail(l, 15)).collect();
-        panic!("hand-over took {hand_over:?}, a timeout costs {timed_out:?}; logs:\n{}", tails.join("\n-----\n"));
+        panic!(
+            "hand-over took {hand_over:?} (the stopped instance exited after {exited:?}), a timeout costs \
+             {timed_out:?}; logs:\n{}",
+            tails.join("\n-----\n")
+        );
     }
 
     // The store: no (topic, bucket) written by two instances in one epoch of its shard.

@@ -131,6 +131,8 @@ pub struct Engine {
     /// Shards taken over from another owner: their topics are admitted at once, not a few per
     /// pass like new topic names (the previous owner watched them).
     taken_over: std::collections::HashSet<u32>,
+    /// Set when the service stops: the pass in progress ends at its next topic (see `run`).
+    stopping: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -171,6 +173,7 @@ impl Engine {
             owned: Default::default(),
             taken_over: Default::default(),
             cold_changed: Default::default(),
+            stopping: Arc::default(),
         }
     }
 
@@ -279,6 +282,12 @@ impl Engine {
         let (order, deferred) = self.pass_order(admission.topics, started);
         let mut skipped = 0;
         for topic in order {
+            if self.stopping.load(Ordering::SeqCst) {
+                // Stopping: the topics evaluated so far are finished below (alerts recorded,
+                // CUSUM states saved); whoever owns the rest next reads them.
+                tracing::info!(evaluated = evaluated.len(), "stopping: pass ended early");
+                break;
+            }
             if hold.handing_over() {
                 // A revocation waits for this pass: stop here, the next pass takes up what is left.
                 return Err(Fenced("shards are being handed over".into()).into());
@@ -672,15 +681,32 @@ impl Engine {
         let mut ticker = tokio::time::interval(std::time::Duration::from_millis(self.evaluate_interval_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
+        let stopping = self.stopping.clone();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    if let Err(error) = self.tick().await {
+                    // A stop does not wait for the whole pass, which can take long after a
+                    // takeover: the pass ends at its next topic, finishing those it evaluated.
+                    let (result, stopped) = {
+                        let pass = self.tick();
+                        tokio::pin!(pass);
+                        tokio::select! {
+                            result = &mut pass => (result, false),
+                            _ = &mut shutdown => {
+                                stopping.store(true, Ordering::SeqCst);
+                                (pass.await, true)
+                            }
+                        }
+                    };
+                    if let Err(error) = result {
                         if matches!(error, TickError::Fenced(_)) {
                             self.ownership.unfence();
                         }
                         self.metrics.evaluation_failures.inc();
                         tracing::warn!(%error, "evaluation failed; retrying next interval");
+                    }
+                    if stopped {
+                        return;
                     }
                 }
                 _ = &mut shutdown => return,

@@ -379,3 +379,54 @@ async fn after_the_first_pass_only_changed_and_open_buckets_are_read() {
     again.tick().await.unwrap();
     assert!(counter(&registry, "kaudit_verifier_tally_rows_read_total") <= after_restart + 3);
 }
+
+/// A stop ends the pass in progress at its next topic instead of waiting for all of them (a pass
+/// after a takeover can take many seconds, and a clean stop should hand the shards over at once);
+/// the topics it did evaluate are finished, their verdicts stored.
+#[tokio::test]
+async fn a_stop_ends_the_pass_in_progress_at_its_next_topic() {
+    const TOPICS: usize = 200;
+    let r = rig();
+    let config = VerifierConfig {
+        pipelines: vec![PipelineConfig {
+            topics: vec!["orders.*".into()],
+            tiers: vec!["producer".into()],
+            consumers: vec!["consumer".into()],
+        }],
+        max_new_topics_per_pass: TOPICS,
+        ..VerifierConfig::default()
+    };
+    let rows = (0..TOPICS)
+        .flat_map(|i| ["producer", "consumer"].map(move |tier| (i, tier)))
+        .map(|(i, tier)| {
+            let key = TallyKey {
+                topic: format!("orders.card{i:03}"),
+                bucket_start_ms: T0,
+                tier: tier.into(),
+                agent_id: tier.into(),
+            };
+            let mut tally = Tally::default();
+            tally.add(1, 1);
+            TallyRow { key, bucket_width_ms: W, version: 1, tally }
+        })
+        .collect();
+    r.store.write(&FlushBatch { rows, ..FlushBatch::default() }).await.unwrap();
+    r.clock.set(T0 + 2 * W);
+    let e = engine_with(&r, config, &r.registry);
+
+    // Stop once the first topic's bucket is evaluated, while the pass is under way.
+    let registry = r.registry.clone();
+    let stop = async move {
+        while counter(&registry, "kaudit_verifier_buckets_evaluated_total") == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), e.run(stop)).await.expect("the engine stops");
+    let evaluated = counter(&r.registry, "kaudit_verifier_buckets_evaluated_total") as usize;
+    assert!((1..TOPICS / 2).contains(&evaluated), "{evaluated} of {TOPICS} topics evaluated after the stop");
+    let mut stored = 0;
+    for i in 0..TOPICS {
+        stored += r.store.read_verdicts(&format!("orders.card{i:03}"), T0, T0 + W).await.unwrap().len();
+    }
+    assert_eq!(stored, evaluated, "the topics evaluated before the stop are finished");
+}
