@@ -130,14 +130,16 @@ async fn start_agent(common: &Common) -> Result<(KauditConfig, AgentHandle), Exi
 fn stop_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
+    let stop = kaudit::support::signal::shutdown_signal();
     tokio::spawn(async move {
-        kaudit::support::signal::shutdown_signal().await;
+        stop.await;
         set.store(true, Ordering::Relaxed);
     });
     flag
 }
 
 async fn produce(args: ProduceArgs) -> Result<(), Exit> {
+    let stop = stop_flag();
     let (config, agent) = start_agent(&args.common).await?;
     let context = AuditingProducerContext::new(agent.auditor().clone(), &args.common.tier);
     let producer = AuditedThreadedProducer::create(&config.kafka_client(), context).map_err(Exit::failure)?;
@@ -152,7 +154,6 @@ async fn produce(args: ProduceArgs) -> Result<(), Exit> {
         lost_log,
         rng: rand::SeedableRng::from_os_rng(),
     };
-    let stop = stop_flag();
     let (rate, duration, first) = (args.rate, args.duration, args.first);
     let sent = tokio::task::spawn_blocking(move || {
         app.run(rate, duration, first, &stop)?;
@@ -240,6 +241,7 @@ impl rdkafka::consumer::ConsumerContext for CommitOnRevoke {
 }
 
 async fn consume(args: ConsumeArgs) -> Result<(), Exit> {
+    let stop = kaudit::support::signal::shutdown_signal();
     let (config, agent) = start_agent(&args.common).await?;
     let consumer: StreamConsumer<CommitOnRevoke> = config
         .kafka_client()
@@ -253,7 +255,6 @@ async fn consume(args: ConsumeArgs) -> Result<(), Exit> {
         Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         None => None,
     };
-    let stop = kaudit::support::signal::shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {

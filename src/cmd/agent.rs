@@ -4,6 +4,7 @@
 //! are served on `agent_listen`, with the tokens, TLS and limits of `[http]` (`kaudit_net`).
 //! SIGTERM or Ctrl-C stops it after writing everything.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -30,12 +31,14 @@ pub struct AgentArgs {
 }
 
 pub async fn run(args: AgentArgs) -> Result<(), Exit> {
+    // Before anything starts: a SIGTERM from now on stops cleanly, writing everything.
+    let stop = shutdown_signal();
     let config = crate::support::load::config(Some(&args.config))?;
     if config.tap.is_none() && config.ingest.is_none() {
         let file = args.config.display();
         return Err(Exit::config(format!("{file}: neither [tap] nor [ingest]: nothing to run")));
     }
-    Ok(serve(&config).await?)
+    Ok(serve(&config, stop).await?)
 }
 
 /// What `kaudit agent` runs until it is stopped.
@@ -52,7 +55,7 @@ struct Ingest {
     udp: Option<JoinHandle<()>>,
 }
 
-async fn serve(config: &KauditConfig) -> Result<(), BoxError> {
+async fn serve(config: &KauditConfig, stop: impl Future<Output = ()>) -> Result<(), BoxError> {
     let url = config.store_url()?;
     let store = kaudit_schema::open_store(&url, &config.scylla).await?;
     let registry = prometheus::Registry::new();
@@ -92,7 +95,7 @@ async fn serve(config: &KauditConfig) -> Result<(), BoxError> {
     let stopped = shutdown.signal();
     let http = tokio::spawn(kaudit_net::serve(listener, app, &http_options, stopped.wait()));
     let agent = Agent { tap, ingest, http, shutdown };
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("stopping: writing everything");
     agent.stop().await
 }

@@ -27,6 +27,8 @@ pub struct VerifierArgs {
 }
 
 pub async fn run(args: VerifierArgs) -> Result<(), Exit> {
+    // Before anything is served: a SIGTERM from now on stops cleanly.
+    let stop = shutdown_signal();
     let config = crate::support::load::config(Some(&args.config))?;
     let sinks = config
         .alerting
@@ -73,7 +75,7 @@ pub async fn run(args: VerifierArgs) -> Result<(), Exit> {
         http,
         ownership,
     };
-    let result = serve(listener, parts, shutdown_signal()).await;
+    let result = serve(listener, parts, stop).await;
     if let Some(coordinator) = coordinator {
         // Leaving hands this instance's shards to the others at once, not after a session timeout.
         tokio::task::spawn_blocking(move || coordinator.leave()).await.map_err(|e| e.to_string())?;
