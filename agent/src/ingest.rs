@@ -41,6 +41,7 @@ use kaudit_schema::difference::Locator;
 use std::borrow::Cow;
 
 use kaudit_schema::EpochMillis;
+pub use kaudit_schema::names::{MAX_TIER_LEN, MAX_TOPIC_LEN, check_tier, check_topic};
 use serde::de::{self, Deserializer as _, SeqAccess, Visitor};
 
 use crate::extract::{EventTime, from_epoch_number};
@@ -125,11 +126,6 @@ impl IngestLine {
 pub const MAX_RECORDS: usize = 100_000;
 /// Most problems a rejection lists; past them it says how many more there were.
 pub const MAX_PROBLEMS: usize = 100;
-/// Longest topic name Kafka allows.
-pub const MAX_TOPIC_LEN: usize = 249;
-/// Longest tier name.
-pub const MAX_TIER_LEN: usize = 128;
-
 /// A refused request body: what was wrong, bounded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rejection {
@@ -175,36 +171,6 @@ impl Rejection {
             out.push(format!("and {} more problems", self.more));
         }
         out
-    }
-}
-
-/// Check a topic name: Kafka's rule, 1–249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
-pub fn check_topic(name: &str) -> Result<(), String> {
-    let ok = (1..=MAX_TOPIC_LEN).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && name != "."
-        && name != "..";
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a Kafka topic name: 1 to {MAX_TOPIC_LEN} characters of letters, digits, '.', '_' and '-'",
-            shown(name)
-        ))
-    }
-}
-
-/// Check a tier name: 1–128 characters of `[A-Za-z0-9._/-]`.
-pub fn check_tier(name: &str) -> Result<(), String> {
-    let ok = (1..=MAX_TIER_LEN).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is not a tier name: 1 to {MAX_TIER_LEN} characters of letters, digits, '.', '_', '/' and '-'",
-            shown(name)
-        ))
     }
 }
 

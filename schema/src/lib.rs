@@ -19,6 +19,7 @@ mod columns;
 pub mod config_issue;
 pub mod difference;
 pub mod errors;
+pub mod names;
 pub mod progress;
 pub mod records;
 pub mod scylladb;

@@ -228,6 +228,38 @@ fn secrets_and_bad_names_are_refused_at_their_key() {
     );
 }
 
+/// A tier or topic name no agent could report (the ingest API refuses it) is refused in the tap's
+/// and the verifier's configuration too, at its key and line, not found out as a silent mismatch.
+#[test]
+fn tier_and_topic_names_are_checked_as_the_ingest_api_checks_them() {
+    let text = "[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\n\
+                [tap]\ntier = \"broker tier\"\ntopics = [\"orders\", \"pay ments\", \"^pay.*\"]\n\
+                [[verifier.pipelines]]\ntopics = [\"orders*\"]\ntiers = [\"producer\", \"bröker\"]\n\
+                consumers = [\"consumer/billing\", \"consumer billing\"]\n";
+    let err = KauditConfig::from_toml(text, Path::new("n.toml")).unwrap_err();
+    let found: Vec<_> = err.problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert_eq!(
+        found,
+        vec![
+            ("tap.tier", Some(4)),
+            ("tap.topics[1]", Some(5)),
+            ("verifier.pipelines[0].tiers[1]", Some(8)),
+            ("verifier.pipelines[0].consumers[1]", Some(9)),
+        ],
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("n.toml"), "{text}");
+    assert!(text.contains("\"broker tier\" is not a tier name"), "{text}");
+    assert!(text.contains("\"pay ments\" is not a Kafka topic name"), "{text}");
+
+    let good = "[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\n\
+                [tap]\ntier = \"mirror.eu-west_1\"\ntopics = [\"orders\", \"^pay.*\"]\n\
+                [[verifier.pipelines]]\ntopics = [\"orders*\"]\ntiers = [\"producer\", \"broker\"]\n\
+                consumers = [\"consumer/billing\"]\n";
+    KauditConfig::from_toml(good, Path::new("n.toml")).unwrap();
+}
+
 #[test]
 fn http_section_is_read_and_token_problems_are_located() {
     let dir = tempfile::tempdir().unwrap();

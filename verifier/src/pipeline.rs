@@ -6,6 +6,7 @@
 
 use globset::{Glob, GlobMatcher};
 use kaudit_schema::ConfigIssue;
+use kaudit_schema::names::check_tier;
 use serde::{Deserialize, Serialize};
 
 /// One pipeline as configured.
@@ -52,9 +53,14 @@ impl PipelineConfig {
             issues.push(ConfigIssue::at(prefix, "tiers", "name at least one tier, e.g. [\"producer\", \"broker\"]"));
         }
         let mut seen = std::collections::HashSet::new();
-        for t in self.tiers.iter().chain(&self.consumers) {
+        let named = self.tiers.iter().enumerate().map(|(i, t)| (format!("tiers[{i}]"), t));
+        let consumers = self.consumers.iter().enumerate().map(|(i, t)| (format!("consumers[{i}]"), t));
+        for (key, t) in named.chain(consumers) {
             if t.is_empty() || !seen.insert(t) {
                 issues.push(ConfigIssue::at(prefix, "tiers", format!("tier {t:?} is empty or named twice")));
+            } else if let Err(reason) = check_tier(t) {
+                // Agents cannot report such a tier (the ingest API and the tap refuse it).
+                issues.push(ConfigIssue::at(prefix, &key, reason));
             }
         }
         issues

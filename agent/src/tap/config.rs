@@ -1,6 +1,7 @@
 //! `[tap]` and the librdkafka settings the tap owns.
 
 use kaudit_schema::ConfigIssue;
+use kaudit_schema::names::{check_tier, check_topic};
 use rdkafka::config::ClientConfig;
 use serde::{Deserialize, Serialize};
 
@@ -43,9 +44,17 @@ impl TapConfig {
         let mut issues = Vec::new();
         if self.tier.is_empty() {
             issues.push(ConfigIssue::at(prefix, "tier", "name the tier, e.g. \"broker\""));
+        } else if let Err(reason) = check_tier(&self.tier) {
+            // The ingest API refuses such a tier, and no pipeline could name it.
+            issues.push(ConfigIssue::at(prefix, "tier", reason));
         }
         if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
             issues.push(ConfigIssue::at(prefix, "topics", "name at least one topic or ^regex"));
+        }
+        for (i, topic) in self.topics.iter().enumerate().filter(|(_, t)| !t.is_empty() && !t.starts_with('^')) {
+            if let Err(reason) = check_topic(topic) {
+                issues.push(ConfigIssue::at(prefix, &format!("topics[{i}]"), format!("{reason}, or a ^regex")));
+            }
         }
         for (i, topic) in self.topics.iter().enumerate().filter(|(_, t)| t.starts_with('^')) {
             // librdkafka compiles `^` subscriptions itself, at subscribe time; its syntax (POSIX
